@@ -1,0 +1,96 @@
+"""The server's settings: one validated object, read from the environment, nothing connects here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Names match API.md's process interface; the rest are ours."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://… or sqlite+aiosqlite:///…; unset means SQLite under DATA_DIR.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://…; unset means in-process fan-out (one replica)."
+    )
+    data_dir: Path = Field(default=Path("./var"), description="Workspaces and agent state.")
+
+    # Logging: console for a developer's terminal, JSON everywhere else.
+    log_format: str = Field(default="auto", description="console, json or auto (console on a TTY).")
+    log_level: str = "INFO"
+
+    # Runtime limits.
+    max_concurrent_runs: int = Field(default=4, ge=1, description="Runs that may execute at once per replica.")
+    max_prompt_chars: int = Field(default=100_000, ge=1)
+    idle_client_seconds: float = Field(
+        default=300.0, gt=0, description="A live CLI client idle this long is disconnected; resume is by id."
+    )
+    run_timeout_seconds: float = Field(default=3600.0, gt=0)
+    default_model: str | None = None
+    allowed_permission_modes: list[str] = Field(default=["DEFAULT", "ACCEPT_EDITS", "PLAN"])
+    max_turns_cap: int = Field(default=100, ge=1)
+
+    # Leases: a session runs on one replica at a time (DESIGN.md decision 4).
+    lease_seconds: float = Field(default=30.0, gt=1)
+    dispatch_poll_seconds: float = Field(default=2.0, gt=0)
+
+    # Fan-out and subscriptions.
+    watcher_queue_size: int = Field(default=1000, ge=10)
+    catchup_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often a live subscription checks the log for missed events."
+    )
+    replay_page_size: int = Field(default=500, ge=1)
+
+    # GraphQL transport.
+    connection_init_timeout_seconds: float = 5.0
+    max_query_depth: int = 12
+    max_aliases: int = 20
+    max_tokens: int = 5000
+    allowed_origins: list[str] = Field(default_factory=list)
+    graphiql: bool = True
+
+    auto_migrate: bool | None = Field(
+        default=None, description="Apply migrations on start; default: yes on SQLite, no on PostgreSQL."
+    )
+
+    # The built-in scripted model (serve --scripted-model sets it).
+    scripted_model: bool = False
+
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in {"auto", "console", "json"}:
+            raise ValueError("log_format must be auto, console or json")
+        return value
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'claude-agent-api.sqlite3').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url is None and self.redis_url is None
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return (self.data_dir / "workspaces").resolve()
+
+    @property
+    def agent_config_dir(self) -> Path:
+        """CLAUDE_CONFIG_DIR for every CLI: transcripts and file checkpoints, shared across replicas."""
+        return (self.data_dir / "claude").resolve()

@@ -1,0 +1,159 @@
+"""SQLAlchemy models: tenants, API keys, sessions, runs, the event log and the audit trail.
+
+The same schema runs on PostgreSQL and SQLite, so types stay portable: JSON becomes JSONB on PostgreSQL,
+datetimes are stored in UTC and always read back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is UTC in and timezone-aware out, on SQLite too (which keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONType, datetime: UTCDateTime()}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key. Only a SHA-256 of the secret is stored; `prefix` finds the row without a scan."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    prefix: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class AgentSession(Base):
+    """A conversation with one agent. Its id is the SDK/CLI session id, chosen by the server.
+
+    `last_seq` is the event log's high-water mark: seq allocation is an UPDATE of this row, so the row
+    lock orders concurrent writers and seq order equals commit order.
+    The lease columns record which replica runs the session's CLI (DESIGN.md decision 4).
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str | None] = mapped_column(sa.String(500))
+    status: Mapped[str] = mapped_column(sa.String(20), default="IDLE")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    last_seq: Mapped[int] = mapped_column(default=0)
+    total_cost_usd: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    forked_from_id: Mapped[str | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
+    # True once the CLI has written a transcript for this id: later turns resume instead of create.
+    transcript_started: Mapped[bool] = mapped_column(default=False)
+    lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
+    lease_expires_at: Mapped[datetime | None]
+
+
+class Run(Base):
+    """One prompt sent to a session, from QUEUED to a terminal status."""
+
+    __tablename__ = "runs"
+    __table_args__ = (sa.Index("ix_runs_status_created_at", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    session_id: Mapped[str] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(20), default="QUEUED")
+    prompt: Mapped[str] = mapped_column(sa.Text)
+    # The validated run options (model, tools, limits…) as the policy accepted them.
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The uuid the prompt was sent with: the CLI's file checkpoint id for rewind.
+    prompt_uuid: Mapped[str] = mapped_column(sa.String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    interrupt_requested: Mapped[bool] = mapped_column(default=False)
+    replica: Mapped[str | None] = mapped_column(sa.String(200))
+    api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
+
+
+class Event(Base):
+    """One durable event of a session's log: seq is 1, 2, 3… per session with no gaps."""
+
+    __tablename__ = "events"
+
+    session_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    run_id: Mapped[str | None] = mapped_column(sa.String(36))
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to what, and when: every control action leaves one."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (sa.Index("ix_audit_entries_tenant_id_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.String(36))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(sa.String(80))
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    target_type: Mapped[str] = mapped_column(sa.String(40))
+    target_id: Mapped[str] = mapped_column(sa.String(200))
+    details: Mapped[dict[str, Any] | None]

@@ -1,0 +1,134 @@
+"""Runs: the queue of prompts per session and their lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.models import AgentSession, Run
+
+ACTIVE_STATUSES = ("QUEUED", "RUNNING")
+
+
+class RunRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(
+        self,
+        *,
+        run_id: str,
+        session_id: str,
+        tenant_id: str,
+        prompt: str,
+        prompt_uuid: str,
+        options: dict[str, Any],
+        api_key_id: str | None,
+        at: datetime,
+    ) -> Run:
+        run = Run(
+            id=run_id,
+            session_id=session_id,
+            tenant_id=tenant_id,
+            status="QUEUED",
+            prompt=prompt,
+            prompt_uuid=prompt_uuid,
+            options=options,
+            api_key_id=api_key_id,
+            created_at=at,
+        )
+        self.session.add(run)
+        await self.session.flush()
+        return run
+
+    async def get(self, run_id: str, *, tenant_id: str | None = None) -> Run | None:
+        run = await self.session.get(Run, run_id, populate_existing=True)
+        if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
+            return None
+        return run
+
+    async def get_many(self, ids: Sequence[str]) -> Sequence[Run]:
+        result = await self.session.execute(sa.select(Run).where(Run.id.in_(ids)))
+        return result.scalars().all()
+
+    async def list_for_session(
+        self, session_id: str, *, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[Run]:
+        """Oldest first; `after` is the (created_at, id) of the last run of the previous page."""
+        stmt = sa.select(Run).where(Run.session_id == session_id)
+        if after is not None:
+            created_at, run_id = after
+            stmt = stmt.where(
+                sa.or_(Run.created_at > created_at, sa.and_(Run.created_at == created_at, Run.id > run_id))
+            )
+        stmt = stmt.order_by(Run.created_at, Run.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def active_for_session(self, session_id: str) -> Sequence[Run]:
+        result = await self.session.execute(
+            sa.select(Run)
+            .where(Run.session_id == session_id, Run.status.in_(ACTIVE_STATUSES))
+            .order_by(Run.created_at, Run.id)
+        )
+        return result.scalars().all()
+
+    async def claimable(self, owner: str, *, now: datetime, limit: int) -> Sequence[Run]:
+        """The oldest QUEUED run of each session nobody else is running, oldest sessions first."""
+        running = sa.select(Run.session_id).where(Run.status == "RUNNING")
+        stmt = (
+            sa.select(Run)
+            .join(AgentSession, AgentSession.id == Run.session_id)
+            .where(
+                Run.status == "QUEUED",
+                Run.session_id.not_in(running),
+                sa.or_(
+                    AgentSession.lease_owner.is_(None),
+                    AgentSession.lease_owner == owner,
+                    AgentSession.lease_expires_at < now,
+                ),
+            )
+            .order_by(Run.created_at, Run.id)
+            .limit(limit * 4)
+        )
+        seen: set[str] = set()
+        runs: list[Run] = []
+        for run in (await self.session.execute(stmt)).scalars():
+            if run.session_id not in seen:
+                seen.add(run.session_id)
+                runs.append(run)
+            if len(runs) >= limit:
+                break
+        return runs
+
+    async def orphaned(self, *, now: datetime) -> Sequence[Run]:
+        """RUNNING runs whose session lease has lapsed: their replica is gone."""
+        stmt = (
+            sa.select(Run)
+            .join(AgentSession, AgentSession.id == Run.session_id)
+            .where(
+                Run.status == "RUNNING",
+                sa.or_(AgentSession.lease_expires_at.is_(None), AgentSession.lease_expires_at < now),
+            )
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def transition(
+        self, run_id: str, *, from_statuses: Sequence[str], values: dict[str, Any]
+    ) -> bool:
+        """Compare-and-set on status, so two replicas cannot both move one run."""
+        result = await self.session.execute(
+            sa.update(Run)
+            .where(Run.id == run_id, Run.status.in_(from_statuses))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def request_interrupt(self, run_id: str) -> None:
+        await self.session.execute(
+            sa.update(Run).where(Run.id == run_id).values(interrupt_requested=True)
+        )

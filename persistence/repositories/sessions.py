@@ -1,0 +1,134 @@
+"""Sessions, and the lease that says which replica runs a session's CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.models import AgentSession
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    tenant_id: str
+    status: str | None = None
+    title_contains: str | None = None
+
+
+class SessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(
+        self, *, session_id: str, tenant_id: str, title: str | None, at: datetime,
+        forked_from_id: str | None = None,
+    ) -> AgentSession:
+        row = AgentSession(
+            id=session_id,
+            tenant_id=tenant_id,
+            title=title,
+            status="IDLE",
+            created_at=at,
+            updated_at=at,
+            last_seq=0,
+            total_cost_usd=0.0,
+            forked_from_id=forked_from_id,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def get(self, session_id: str, *, tenant_id: str | None = None) -> AgentSession | None:
+        """The session, or None when it does not exist or belongs to another tenant."""
+        row = await self.session.get(AgentSession, session_id, populate_existing=True)
+        if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+            return None
+        return row
+
+    async def get_many(self, ids: Sequence[str], *, tenant_id: str) -> Sequence[AgentSession]:
+        result = await self.session.execute(
+            sa.select(AgentSession).where(AgentSession.id.in_(ids), AgentSession.tenant_id == tenant_id)
+        )
+        return result.scalars().all()
+
+    async def list(
+        self, query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[AgentSession]:
+        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        stmt = sa.select(AgentSession).where(AgentSession.tenant_id == query.tenant_id)
+        if query.status:
+            stmt = stmt.where(AgentSession.status == query.status)
+        if query.title_contains:
+            stmt = stmt.where(AgentSession.title.contains(query.title_contains, autoescape=True))
+        if after is not None:
+            created_at, session_id = after
+            stmt = stmt.where(
+                sa.or_(
+                    AgentSession.created_at < created_at,
+                    sa.and_(AgentSession.created_at == created_at, AgentSession.id < session_id),
+                )
+            )
+        stmt = stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def last_seq(self, session_id: str) -> int:
+        result = await self.session.execute(
+            sa.select(AgentSession.last_seq).where(AgentSession.id == session_id)
+        )
+        return int(result.scalar_one_or_none() or 0)
+
+    async def set_status(self, session_id: str, status: str, at: datetime) -> None:
+        await self.session.execute(
+            sa.update(AgentSession).where(AgentSession.id == session_id).values(status=status, updated_at=at)
+        )
+
+    async def add_cost(self, session_id: str, cost_usd: float) -> None:
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id)
+            .values(total_cost_usd=AgentSession.total_cost_usd + cost_usd)
+        )
+
+    async def mark_transcript_started(self, session_id: str) -> None:
+        await self.session.execute(
+            sa.update(AgentSession).where(AgentSession.id == session_id).values(transcript_started=True)
+        )
+
+    async def claim_lease(self, session_id: str, owner: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Take or renew the lease when it is free, expired or already ours."""
+        result = await self.session.execute(
+            sa.update(AgentSession)
+            .where(
+                AgentSession.id == session_id,
+                sa.or_(
+                    AgentSession.lease_owner.is_(None),
+                    AgentSession.lease_owner == owner,
+                    AgentSession.lease_expires_at < now,
+                ),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + ttl)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def renew_leases(self, owner: str, session_ids: Sequence[str], *, now: datetime, ttl: timedelta) -> None:
+        if not session_ids:
+            return
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id.in_(session_ids), AgentSession.lease_owner == owner)
+            .values(lease_expires_at=now + ttl)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id, AgentSession.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
