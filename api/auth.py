@@ -1,0 +1,84 @@
+"""API keys: generation, hashing and lookup. A key is `cak_<prefix>_<secret>`; only a hash is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from persistence.database import Database
+from persistence.repositories.tenants import ApiKeyRepository, TenantRepository
+
+KEY_PREFIX = "cak_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API key and its tenant. Everything a caller touches is scoped by tenant_id."""
+
+    tenant_id: str
+    tenant_name: str
+    api_key_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.api_key_id}"
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key_id: str
+    tenant_id: str
+    tenant_name: str
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, _ = key[len(KEY_PREFIX):].partition("_")
+    return (prefix, key) if sep and prefix else None
+
+
+async def create_key(db: Database, *, tenant_name: str, name: str | None) -> NewKey:
+    prefix = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    async with db.session() as session:
+        tenant = await TenantRepository(session).get_or_create(tenant_name)
+        key = await ApiKeyRepository(session).create(
+            tenant_id=tenant.id, name=name, prefix=prefix, key_hash=_hash(secret)
+        )
+        await session.commit()
+    return NewKey(key_id=key.id, tenant_id=tenant.id, tenant_name=tenant.name, secret=secret)
+
+
+async def authenticate(db: Database, key: str | None) -> Principal | None:
+    """The principal for a presented key, or None when it is missing, unknown or revoked."""
+    parts = _split(key or "")
+    if parts is None:
+        return None
+    prefix, secret = parts
+    async with db.session() as session:
+        found = await ApiKeyRepository(session).get_by_prefix(prefix)
+        if found is None:
+            return None
+        api_key, tenant = found
+        if api_key.revoked_at is not None or not hmac.compare_digest(api_key.key_hash, _hash(secret)):
+            return None
+        return Principal(tenant_id=tenant.id, tenant_name=tenant.name, api_key_id=api_key.id)
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+
+__all__ = ["NewKey", "Principal", "authenticate", "bearer_token", "create_key"]

@@ -1,0 +1,146 @@
+"""Starting and interrupting runs: validated, written (with audit) first, then routed to a replica."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from api import audit
+from api.auth import Principal
+from api.errors import NotFound, SessionBusy
+from api.events.log import EventLog
+from api.runtime import lifecycle
+from api.runtime.policy import RunRequest, apply_policy
+from api.runtime.run_manager import RunManager
+from api.settings import Settings
+from persistence.models import AgentSession, Run, utcnow
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionRepository
+
+TITLE_CHARS = 80
+
+
+class InterruptOutcome(StrEnum):
+    INTERRUPTED = "INTERRUPTED"  # it was running; the agent was told to stop
+    ABORTED = "ABORTED"  # it was still queued and will never run
+    ALREADY_FINISHED = "ALREADY_FINISHED"
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run: Run
+    session: AgentSession
+    created_session: bool
+
+
+def _title(prompt: str) -> str:
+    line = prompt.strip().splitlines()[0] if prompt.strip() else ""
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class RunControl:
+    def __init__(self, settings: Settings, event_log: EventLog, manager: RunManager) -> None:
+        self.settings = settings
+        self.event_log = event_log
+        self.db = event_log.db
+        self.manager = manager
+
+    async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
+        options = apply_policy(request, self.settings)
+        now = utcnow()
+        to_interrupt: list[str] = []
+        async with self.db.session() as session:
+            sessions, runs = SessionRepository(session), RunRepository(session)
+            created = request.session_id is None
+            if request.session_id is None:
+                row = await sessions.create(
+                    session_id=str(uuid.uuid4()),
+                    tenant_id=principal.tenant_id,
+                    title=request.title or _title(request.prompt),
+                    at=now,
+                )
+                await audit.record(
+                    session, actor=principal, action="session.create", target_type="Session", target_id=row.id
+                )
+            else:
+                found = await sessions.get(request.session_id, tenant_id=principal.tenant_id)
+                if found is None:
+                    raise NotFound("Session", request.session_id)
+                row = found
+                active = await runs.active_for_session(row.id)
+                if active and request.on_busy == "REJECT":
+                    raise SessionBusy(row.id, active[0].id)
+                if active and request.on_busy == "INTERRUPT":
+                    to_interrupt = [run.id for run in active]
+            run = await runs.create(
+                run_id=str(uuid.uuid4()),
+                session_id=row.id,
+                tenant_id=principal.tenant_id,
+                prompt=request.prompt,
+                prompt_uuid=str(uuid.uuid4()),
+                options=options.to_json(),
+                api_key_id=principal.api_key_id,
+                at=now,
+            )
+            if row.status == "IDLE":
+                await sessions.set_status(row.id, "QUEUED", now)
+            records = await self.event_log.append_in(
+                session, row.id, [lifecycle.status_event(run.id, "QUEUED")], at=now
+            )
+            await audit.record(
+                session,
+                actor=principal,
+                action="run.start" if created else "run.follow_up",
+                target_type="Run",
+                target_id=run.id,
+                details={"sessionId": row.id, "onBusy": request.on_busy, "promptChars": len(request.prompt)},
+            )
+            await session.commit()
+            fresh = await sessions.get(row.id)
+        assert fresh is not None
+        await self.event_log.publish(records)
+        await self.event_log.publish_session_change(
+            principal.tenant_id, fresh.id, "CREATED" if created else "STATUS_CHANGED"
+        )
+        for run_id in to_interrupt:
+            await self.interrupt_run(principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)")
+        await self.manager.announce_work()
+        return StartedRun(run=run, session=fresh, created_session=created)
+
+    async def interrupt_run(
+        self, principal: Principal, run_id: str, *, reason: str | None = None
+    ) -> tuple[Run, InterruptOutcome]:
+        async with self.db.session() as session:
+            runs = RunRepository(session)
+            run = await runs.get(run_id, tenant_id=principal.tenant_id)
+            if run is None:
+                raise NotFound("Run", run_id)
+            if run.status == "RUNNING":
+                await runs.request_interrupt(run_id)
+            await audit.record(
+                session,
+                actor=principal,
+                action="run.interrupt",
+                target_type="Run",
+                target_id=run_id,
+                details={"statusBefore": run.status, **({"reason": reason} if reason else {})},
+            )
+            await session.commit()
+        if run.status == "QUEUED":
+            transition = await lifecycle.finish(
+                self.event_log, run_id, status="INTERRUPTED", error=reason, from_statuses=("QUEUED",)
+            )
+            if transition is not None:
+                await lifecycle.announce(self.event_log, transition)
+                return transition.run, InterruptOutcome.ABORTED
+            # It started meanwhile: interrupt it as a running run.
+        elif run.status != "RUNNING":
+            return run, InterruptOutcome.ALREADY_FINISHED
+        async with self.db.session() as session:
+            await RunRepository(session).request_interrupt(run_id)
+            await session.commit()
+            current = await RunRepository(session).get(run_id)
+        await self.manager.request_interrupt(run_id)
+        assert current is not None
+        return current, InterruptOutcome.INTERRUPTED

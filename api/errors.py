@@ -1,0 +1,61 @@
+"""Expected failures of the service. The GraphQL layer maps each to a typed error in the schema."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A failure the client caused or can act on; its message is safe to show."""
+
+    code = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(ServiceError):
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(ServiceError):
+    """Unknown ids and other tenants' ids look the same: not found."""
+
+    code = "NOT_FOUND"
+
+    def __init__(self, resource: str, resource_id: str) -> None:
+        super().__init__(f"{resource} {resource_id!r} not found")
+        self.resource = resource
+        self.resource_id = resource_id
+
+
+class SessionBusy(ServiceError):
+    code = "SESSION_BUSY"
+
+    def __init__(self, session_id: str, active_run_id: str | None) -> None:
+        super().__init__(f"session {session_id!r} has a run in progress")
+        self.session_id = session_id
+        self.active_run_id = active_run_id
+
+
+class PolicyViolation(ServiceError):
+    code = "POLICY_VIOLATION"
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class RateLimited(ServiceError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(ServiceError):
+    code = "UNAUTHENTICATED"

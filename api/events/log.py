@@ -1,0 +1,61 @@
+"""The event log service: commit first, then publish (DESIGN.md decision 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.events.bus import EventBus
+from api.events.records import EventRecord, NewEvent, session_channel, tenant_channel
+from persistence.database import Database
+from persistence.models import utcnow
+from persistence.repositories.events import EventRepository
+
+log = structlog.get_logger(__name__)
+
+
+class EventLog:
+    """Appends events with gapless per-session seqs and wakes subscribers through the bus."""
+
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self.db = db
+        self.bus = bus
+
+    async def append(self, session_id: str, items: Sequence[NewEvent]) -> list[EventRecord]:
+        """Append in a transaction of its own, commit, then publish."""
+        async with self.db.session() as session:
+            records = await self.append_in(session, session_id, items)
+            await session.commit()
+        await self.publish(records)
+        return records
+
+    async def append_in(
+        self, session: AsyncSession, session_id: str, items: Sequence[NewEvent], *, at: datetime | None = None
+    ) -> list[EventRecord]:
+        """Append inside the caller's unit of work; the caller commits, then calls publish()."""
+        rows = await EventRepository(session).append(
+            session_id, [(item.run_id, item.kind.value, item.payload) for item in items], at=at or utcnow()
+        )
+        return [EventRecord.from_model(row) for row in rows]
+
+    async def publish(self, records: Sequence[EventRecord]) -> None:
+        for record in records:
+            # Best effort: a lost wake-up is repaired by the subscribers' catch-up from the log.
+            await self.bus.publish(session_channel(record.session_id), record.to_wire())
+
+    async def publish_ephemeral(self, record: EventRecord) -> None:
+        await self.bus.publish(session_channel(record.session_id), record.to_wire())
+
+    async def read(self, session_id: str, after_seq: int, limit: int) -> list[EventRecord]:
+        async with self.db.session() as session:
+            rows = await EventRepository(session).list_after(session_id, after_seq, limit)
+        return [EventRecord.from_model(row) for row in rows]
+
+    async def publish_session_change(self, tenant_id: str, session_id: str, kind: str) -> None:
+        """Wake the tenant's `sessionChanges` subscribers; they read the session itself from the database."""
+        message = orjson.dumps({"kind": kind, "sessionId": session_id}).decode()
+        await self.bus.publish(tenant_channel(tenant_id), message)

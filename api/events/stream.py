@@ -1,0 +1,75 @@
+"""The subscription algorithm that loses nothing (DESIGN.md decision 1).
+
+Subscribe to the live channel first, replay `seq > afterSeq` from the log, then tail the live channel:
+drop what was already delivered, and whenever the live feed shows a hole, reports RESYNC (overflow or a
+Redis reconnect) or stays quiet for a while, read the log again from the last delivered seq. The log is
+the truth; the bus only makes delivery prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+
+from api.events.bus import EventBus, Resync
+from api.events.log import EventLog
+from api.events.records import EventRecord, session_channel
+
+log = structlog.get_logger(__name__)
+
+
+async def session_events(
+    event_log: EventLog,
+    bus: EventBus,
+    session_id: str,
+    *,
+    after_seq: int,
+    include_partial: bool,
+    page_size: int,
+    catchup_seconds: float,
+) -> AsyncIterator[EventRecord]:
+    """Every durable event with seq > after_seq exactly once and in order, then live, forever."""
+    last = after_seq
+    async with bus.watch(session_channel(session_id)) as watcher:
+        async for record in _read_log(event_log, session_id, last, page_size):
+            last = record.seq
+            yield record
+        while True:
+            item = await watcher.next(timeout=catchup_seconds)
+            if item is None or isinstance(item, Resync):
+                # Quiet for a while, or the bus says it may have dropped messages: the log decides.
+                async for record in _read_log(event_log, session_id, last, page_size):
+                    last = record.seq
+                    yield record
+                continue
+            record = EventRecord.from_wire(item)
+            if record.ephemeral:
+                # A token delta belongs right after the durable event it follows; behind that, skip it:
+                # the durable AssistantMessage that completes it will come from the log.
+                if include_partial and record.seq == last:
+                    yield record
+                continue
+            if record.seq <= last:
+                continue
+            if record.seq == last + 1:
+                last = record.seq
+                yield record
+                continue
+            # A hole: the missing events were committed before this one was published, so the log has them.
+            async for missing in _read_log(event_log, session_id, last, page_size):
+                last = missing.seq
+                yield missing
+
+
+async def _read_log(
+    event_log: EventLog, session_id: str, after_seq: int, page_size: int
+) -> AsyncIterator[EventRecord]:
+    cursor = after_seq
+    while True:
+        page = await event_log.read(session_id, cursor, page_size)
+        for record in page:
+            cursor = record.seq
+            yield record
+        if len(page) < page_size:
+            return

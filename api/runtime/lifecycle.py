@@ -1,0 +1,98 @@
+"""Run status transitions: each one a compare-and-set, an event in the log and a session status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.events.log import EventLog
+from api.events.records import EventKind, EventRecord, NewEvent
+from persistence.models import Run, utcnow
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionRepository
+
+TERMINAL = ("COMPLETED", "FAILED", "INTERRUPTED")
+
+
+def status_event(run_id: str, status: str, error: str | None = None) -> NewEvent:
+    return NewEvent(run_id, EventKind.RUN_STATUS, {"run_id": run_id, "status": status, "error": error})
+
+
+@dataclass(frozen=True)
+class Transition:
+    run: Run
+    records: list[EventRecord]
+    tenant_id: str
+
+
+async def _session_status_after(session: AsyncSession, session_id: str) -> str:
+    active = await RunRepository(session).active_for_session(session_id)
+    if any(run.status == "RUNNING" for run in active):
+        return "RUNNING"
+    return "QUEUED" if active else "IDLE"
+
+
+async def begin(
+    event_log: EventLog, run: Run, *, replica: str, lease: timedelta
+) -> Transition | None:
+    """QUEUED → RUNNING on this replica, taking the session's lease; None if someone else got there."""
+    async with event_log.db.session() as session:
+        now = utcnow()
+        if not await SessionRepository(session).claim_lease(run.session_id, replica, now=now, ttl=lease):
+            return None
+        moved = await RunRepository(session).transition(
+            run.id, from_statuses=["QUEUED"], values={"status": "RUNNING", "replica": replica, "started_at": now}
+        )
+        if not moved:
+            await session.rollback()
+            return None
+        await SessionRepository(session).set_status(run.session_id, "RUNNING", now)
+        records = await event_log.append_in(session, run.session_id, [status_event(run.id, "RUNNING")], at=now)
+        await session.commit()
+        fresh = await RunRepository(session).get(run.id)
+    assert fresh is not None
+    return Transition(fresh, records, fresh.tenant_id)
+
+
+async def finish(
+    event_log: EventLog,
+    run_id: str,
+    *,
+    status: str,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    cost_usd: float = 0.0,
+    from_statuses: tuple[str, ...] = ("RUNNING",),
+) -> Transition | None:
+    """RUNNING (or QUEUED) → a terminal status, with the reason in run.error and in the log."""
+    async with event_log.db.session() as session:
+        runs = RunRepository(session)
+        run = await runs.get(run_id)
+        if run is None:
+            return None
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "finished_at": now, "error": error}
+        if result is not None:
+            values["result"] = result
+        if not await runs.transition(run_id, from_statuses=list(from_statuses), values=values):
+            return None
+        sessions = SessionRepository(session)
+        if cost_usd:
+            await sessions.add_cost(run.session_id, cost_usd)
+        await sessions.set_status(run.session_id, await _session_status_after(session, run.session_id), now)
+        records = await event_log.append_in(session, run.session_id, [status_event(run_id, status, error)], at=now)
+        await session.commit()
+        fresh = await runs.get(run_id)
+    assert fresh is not None
+    return Transition(fresh, records, fresh.tenant_id)
+
+
+async def announce(event_log: EventLog, transition: Transition | None, change: str = "STATUS_CHANGED") -> None:
+    """Publish a committed transition: the session's events and the tenant's session feed."""
+    if transition is None:
+        return
+    await event_log.publish(transition.records)
+    await event_log.publish_session_change(transition.tenant_id, transition.run.session_id, change)

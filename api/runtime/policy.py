@@ -1,0 +1,158 @@
+"""What a remote caller may ask of an agent, checked before anything is written."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from api.errors import PolicyViolation, ValidationFailed
+from api.settings import Settings
+
+PERMISSION_MODES = {
+    "DEFAULT": "default",
+    "ACCEPT_EDITS": "acceptEdits",
+    "PLAN": "plan",
+    "BYPASS_PERMISSIONS": "bypassPermissions",
+}
+_TOOL_RULE = re.compile(r"^[A-Za-z0-9_\-:.*]+(\([^()\n]{0,500}\))?$")
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SYSTEM_PROMPT_CHARS = 100_000
+MAX_TOOL_RULES = 100
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A startRun input as the API layer hands it over (plain values, no GraphQL types)."""
+
+    prompt: str
+    session_id: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    output_schema: Any = None
+    mcp_servers: list[str] | None = None
+    agents: list[dict[str, Any]] | None = None
+    on_busy: str = "ENQUEUE"
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options a run executes with, after policy; stored on the run as JSON."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] = field(default_factory=list)
+    disallowed_tools: list[str] = field(default_factory=list)
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    output_schema: dict[str, Any] | None = None
+    agents: dict[str, dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "system_prompt": self.system_prompt,
+            "permission_mode": self.permission_mode,
+            "allowed_tools": self.allowed_tools,
+            "disallowed_tools": self.disallowed_tools,
+            "max_turns": self.max_turns,
+            "max_budget_usd": self.max_budget_usd,
+            "output_schema": self.output_schema,
+            "agents": self.agents,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunOptions:
+        return cls(**{key: data.get(key) for key in cls.__dataclass_fields__ if key in data})
+
+
+def _tools(values: list[str] | None, field_name: str) -> list[str]:
+    values = values or []
+    if len(values) > MAX_TOOL_RULES:
+        raise ValidationFailed(f"at most {MAX_TOOL_RULES} tool rules", field=field_name)
+    for value in values:
+        if not _TOOL_RULE.match(value):
+            raise ValidationFailed(f"not a tool name or rule: {value!r}", field=field_name)
+    return list(values)
+
+
+def check_prompt(prompt: str, settings: Settings) -> None:
+    if not prompt.strip():
+        raise ValidationFailed("prompt must not be empty", field="prompt")
+    if len(prompt) > settings.max_prompt_chars:
+        raise ValidationFailed(
+            f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}", field="prompt"
+        )
+
+
+def _agents(values: list[dict[str, Any]] | None, settings: Settings) -> dict[str, dict[str, Any]] | None:
+    if not values:
+        return None
+    agents: dict[str, dict[str, Any]] = {}
+    for value in values:
+        name = value["name"]
+        if not _AGENT_NAME.match(name):
+            raise ValidationFailed(f"agent name {name!r} must match {_AGENT_NAME.pattern}", field="agents")
+        if name in agents:
+            raise ValidationFailed(f"agent {name!r} is defined twice", field="agents")
+        definition: dict[str, Any] = {"description": value["description"], "prompt": value["prompt"]}
+        if value.get("tools") is not None:
+            definition["tools"] = _tools(value["tools"], "agents.tools")
+        if value.get("model"):
+            definition["model"] = value["model"]
+        agents[name] = definition
+    return agents
+
+
+def apply_policy(request: RunRequest, settings: Settings) -> RunOptions:
+    """Validate a run request and turn it into the options the agent gets, or raise a typed error."""
+    check_prompt(request.prompt, settings)
+    permission_mode = None
+    if request.permission_mode is not None:
+        if request.permission_mode not in settings.allowed_permission_modes:
+            raise PolicyViolation(
+                f"permission mode {request.permission_mode} is not allowed on this server",
+                rule="permission_mode",
+            )
+        permission_mode = PERMISSION_MODES[request.permission_mode]
+    if request.max_turns is not None and not 1 <= request.max_turns <= settings.max_turns_cap:
+        raise ValidationFailed(f"maxTurns must be between 1 and {settings.max_turns_cap}", field="maxTurns")
+    if request.max_budget_usd is not None and request.max_budget_usd <= 0:
+        raise ValidationFailed("maxBudgetUsd must be positive", field="maxBudgetUsd")
+    if request.system_prompt is not None and len(request.system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
+        raise ValidationFailed("systemPrompt is too long", field="systemPrompt")
+    if request.mcp_servers:
+        # No operator registry of MCP servers exists yet: naming one is a policy matter, not a typo.
+        raise PolicyViolation(
+            f"MCP server(s) {', '.join(request.mcp_servers)} are not registered on this server",
+            rule="mcp_servers",
+        )
+    schema = request.output_schema
+    if schema is not None:
+        if not isinstance(schema, dict):
+            raise ValidationFailed("outputSchema must be a JSON Schema object", field="outputSchema")
+        if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
+            raise ValidationFailed("outputSchema is too large", field="outputSchema")
+    if request.model is not None and not re.match(r"^[A-Za-z0-9._:\-\[\]]{1,100}$", request.model):
+        raise ValidationFailed("model is not a model name", field="model")
+    return RunOptions(
+        model=request.model or settings.default_model,
+        system_prompt=request.system_prompt,
+        permission_mode=permission_mode,
+        allowed_tools=_tools(request.allowed_tools, "allowedTools"),
+        disallowed_tools=_tools(request.disallowed_tools, "disallowedTools"),
+        max_turns=request.max_turns,
+        max_budget_usd=request.max_budget_usd,
+        output_schema=schema,
+        agents=_agents(request.agents, settings),
+    )

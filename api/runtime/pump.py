@@ -1,0 +1,136 @@
+"""Drains one agent connection into the event log, always, whoever is watching.
+
+The SDK buffers only 100 messages and answers control requests (interrupt) from the same reader, so a
+slow database must never stall the SDK: a reader task moves messages into an unbounded in-memory inbox
+at once, and a writer task commits them to the log in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from api.events.log import EventLog
+from api.events.records import EventRecord, NewEvent
+from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentOutput
+from persistence.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+BATCH_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class ResultSeen:
+    output: AgentOutput
+    record: EventRecord
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    reason: str
+
+
+PumpSignal = ResultSeen | ConnectionLost
+
+
+class ConnectionPump:
+    """Reader + writer for one connection. `current_run_id` tags what the writer commits."""
+
+    def __init__(
+        self,
+        connection: AgentConnection,
+        event_log: EventLog,
+        session_id: str,
+        *,
+        last_seq: int,
+        on_signal: Callable[[PumpSignal], None],
+    ) -> None:
+        self.connection = connection
+        self.event_log = event_log
+        self.session_id = session_id
+        self.current_run_id: str | None = None
+        self.last_seq = last_seq
+        self._on_signal = on_signal
+        self._ended = False
+        self._inbox: asyncio.Queue[AgentOutput | ConnectionLost] = asyncio.Queue()
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"pump-read-{session_id}"),
+            asyncio.create_task(self._write(), name=f"pump-write-{session_id}"),
+        ]
+
+    async def _read(self) -> None:
+        try:
+            async for output in self.connection.outputs():
+                self._inbox.put_nowait(output)
+        except AgentFailure as exc:
+            self._inbox.put_nowait(ConnectionLost(exc.reason))
+        except Exception as exc:  # noqa: BLE001 - any reader death must reach the run as a failure
+            log.exception("pump.reader_crashed")
+            self._inbox.put_nowait(ConnectionLost(f"agent stream failed: {exc}"))
+
+    async def _write(self) -> None:
+        while not self._ended:
+            batch = [await self._inbox.get()]
+            while len(batch) < BATCH_LIMIT and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            except Exception:
+                # The database is the truth: if it is unreachable, the run cannot be recorded honestly.
+                log.exception("pump.write_failed", session_id=self.session_id)
+                self._on_signal(ConnectionLost("the event log could not be written"))
+                return
+
+    async def _commit_batch(self, batch: list[AgentOutput | ConnectionLost]) -> None:
+        pending: list[AgentOutput] = []
+        for item in batch:
+            if isinstance(item, ConnectionLost):
+                await self._flush(pending)
+                pending = []
+                self._ended = True
+                self._on_signal(item)
+            elif item.ephemeral:
+                # Partials follow the durable events before them: flush those first.
+                await self._flush(pending)
+                pending = []
+                await self.event_log.publish_ephemeral(
+                    EventRecord(
+                        session_id=self.session_id,
+                        seq=self.last_seq,
+                        run_id=self.current_run_id,
+                        kind=item.kind.value,
+                        payload=item.payload,
+                        created_at=utcnow(),
+                        ephemeral=True,
+                    )
+                )
+            else:
+                pending.append(item)
+        await self._flush(pending)
+
+    async def _flush(self, outputs: list[AgentOutput]) -> None:
+        if not outputs:
+            return
+        run_id = self.current_run_id
+        records = await self.event_log.append(
+            self.session_id, [NewEvent(run_id, output.kind, output.payload) for output in outputs]
+        )
+        self.last_seq = records[-1].seq
+        for output, record in zip(outputs, records, strict=True):
+            if output.is_result:
+                self._on_signal(ResultSeen(output, record))
+
+    async def close(self) -> None:
+        """Stop the CLI, then let the writer commit everything the reader took in (it ends on the
+        ConnectionLost the reader always puts last)."""
+        await self.connection.close()
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=20)
+        except (TimeoutError, asyncio.CancelledError):
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)

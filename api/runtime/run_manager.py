@@ -1,0 +1,234 @@
+"""The run manager: admits queued runs on this replica, within a concurrency bound.
+
+The queue lives in the database (runs in status QUEUED), so any replica can take a run and a lost
+wake-up only delays. A run executes on the replica that holds its session's lease (DESIGN.md decision 4);
+a replica that dies lets its leases lapse, and its running runs are marked FAILED by whoever notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import structlog
+
+from api.events.bus import EventBus, Resync
+from api.events.log import EventLog
+from api.runtime import lifecycle
+from api.runtime.cli_environment import agent_environment
+from api.runtime.session_actor import SessionActor
+from api.settings import Settings
+from persistence.database import Database
+from persistence.models import utcnow
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionRepository
+
+log = structlog.get_logger(__name__)
+
+CONTROL_CHANNEL = "control:runs"
+
+
+class RunManager:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        event_log: EventLog,
+        bus: EventBus,
+        *,
+        agent_env_overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.event_log = event_log
+        self.bus = bus
+        self.replica = settings.replica_id
+        self._env_overrides = dict(agent_env_overrides or {})
+        self._actors: dict[str, SessionActor] = {}
+        self._running = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lease = timedelta(seconds=settings.lease_seconds)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.settings.workspaces_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.agent_config_dir.mkdir(parents=True, exist_ok=True)
+        control_ready = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
+            asyncio.create_task(self._lease_loop(), name="run-leases"),
+            asyncio.create_task(self._control_loop(control_ready), name="run-control"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(control_ready.wait(), timeout=10)
+        self.nudge()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        actors = list(self._actors.values())
+        for actor in actors:
+            actor.task.cancel()
+        await asyncio.gather(*(actor.task for actor in actors), return_exceptions=True)
+
+    # -- what the control plane calls ----------------------------------------------------------------
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def announce_work(self) -> None:
+        """A run was queued: wake this replica's dispatcher and, through the bus, every other one."""
+        self.nudge()
+        await self.bus.publish(CONTROL_CHANNEL, orjson.dumps({"type": "dispatch"}).decode())
+
+    async def request_interrupt(self, run_id: str) -> None:
+        """Interrupt a running run wherever it runs: here directly, elsewhere through the bus.
+        The flag in the database (set by the caller) is the fallback the owner polls."""
+        if not self._interrupt_local(run_id):
+            await self.bus.publish(CONTROL_CHANNEL, orjson.dumps({"type": "interrupt", "runId": run_id}).decode())
+
+    # -- what actors call ----------------------------------------------------------------------------
+
+    def forget_actor(self, actor: SessionActor) -> None:
+        if self._actors.get(actor.session_id) is actor:
+            del self._actors[actor.session_id]
+
+    def run_finished(self) -> None:
+        self._running = max(0, self._running - 1)
+        self.nudge()
+
+    async def release_lease(self, session_id: str) -> None:
+        if session_id in self._actors:
+            return
+        try:
+            async with self.db.session() as session:
+                await SessionRepository(session).release_lease(session_id, self.replica)
+                await session.commit()
+        except Exception:  # noqa: BLE001 - an unreleased lease just expires
+            log.warning("lease.release_failed", session_id=session_id, exc_info=True)
+        self.nudge()
+
+    def workspace_for(self, session_id: str) -> Path:
+        path = self.settings.workspaces_dir / session_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def agent_env(self, session_id: str) -> dict[str, str]:
+        tmp = (self.settings.data_dir / "tmp" / session_id).resolve()
+        tmp.mkdir(parents=True, exist_ok=True)
+        return agent_environment(
+            config_dir=self.settings.agent_config_dir, tmp_dir=tmp, overrides=self._env_overrides
+        )
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    # -- loops ---------------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.dispatch_poll_seconds)
+            self._wake.clear()
+            try:
+                await self._reap_orphans()
+                await self._poll_interrupts()
+                await self._admit()
+            except Exception:  # noqa: BLE001 - a database hiccup must not end dispatching
+                log.exception("dispatch.failed")
+
+    async def _admit(self) -> None:
+        free = self.settings.max_concurrent_runs - self._running
+        if free <= 0:
+            return
+        async with self.db.session() as session:
+            candidates = await RunRepository(session).claimable(self.replica, now=utcnow(), limit=free)
+        for run in candidates:
+            if self._running >= self.settings.max_concurrent_runs:
+                return
+            actor = self._actors.get(run.session_id)
+            if actor is not None and (actor.busy or actor.closing):
+                continue
+            transition = await lifecycle.begin(self.event_log, run, replica=self.replica, lease=self._lease)
+            if transition is None:
+                continue
+            self._running += 1
+            await lifecycle.announce(self.event_log, transition)
+            actor = self._actors.get(run.session_id)
+            if actor is None or actor.closing:
+                actor = SessionActor(self, run.session_id)
+                self._actors[run.session_id] = actor
+            actor.submit(transition.run)
+
+    async def _reap_orphans(self) -> None:
+        async with self.db.session() as session:
+            orphans = await RunRepository(session).orphaned(now=utcnow())
+        for run in orphans:
+            if run.session_id in self._actors:
+                continue
+            transition = await lifecycle.finish(
+                self.event_log,
+                run.id,
+                status="FAILED",
+                error=f"replica {run.replica} stopped responding during the run (its lease expired)",
+            )
+            if transition is not None:
+                log.warning("run.orphan_failed", run_id=run.id, replica=run.replica)
+            await lifecycle.announce(self.event_log, transition)
+
+    async def _poll_interrupts(self) -> None:
+        busy = [actor.current_run.id for actor in self._actors.values() if actor.current_run is not None]
+        if not busy:
+            return
+        async with self.db.session() as session:
+            runs = await RunRepository(session).get_many(busy)
+        for run in runs:
+            if run.interrupt_requested:
+                self._interrupt_local(run.id)
+
+    def _interrupt_local(self, run_id: str) -> bool:
+        return any(actor.interrupt(run_id) for actor in self._actors.values())
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            if not self._actors:
+                continue
+            try:
+                async with self.db.session() as session:
+                    await SessionRepository(session).renew_leases(
+                        self.replica, list(self._actors), now=utcnow(), ttl=self._lease
+                    )
+                    await session.commit()
+            except Exception:  # noqa: BLE001 - retried on the next beat, well within the lease
+                log.warning("lease.renew_failed", exc_info=True)
+
+    async def _control_loop(self, ready: asyncio.Event) -> None:
+        while True:
+            try:
+                async with self.bus.watch(CONTROL_CHANNEL) as watcher:
+                    ready.set()
+                    while True:
+                        item = await watcher.next(timeout=None)
+                        if item is None or isinstance(item, Resync):
+                            self.nudge()
+                            continue
+                        message = orjson.loads(item)
+                        if message.get("type") == "interrupt":
+                            self._interrupt_local(str(message.get("runId")))
+                        else:
+                            self.nudge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - polling covers the gap; try the bus again shortly
+                log.warning("control.watch_failed", exc_info=True)
+                ready.set()
+                await asyncio.sleep(1.0)

@@ -1,0 +1,313 @@
+"""The only module that imports claude_agent_sdk: options in, plain event dicts out.
+
+Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from claude_agent_sdk import (
+    AgentDefinition,
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    ClaudeSDKError,
+    ProcessError,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+)
+from claude_agent_sdk.types import RateLimitEvent
+
+from api.events.records import EventKind
+
+log = structlog.get_logger(__name__)
+
+# Lines of CLI stderr kept per connection: the SDK's own errors only say "check stderr".
+STDERR_LINES = 200
+# Big tool results (file reads, structured output) arrive as single JSON lines.
+MAX_BUFFER_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What one CLI connection is started with. Two runs with equal specs can share a connection."""
+
+    session_id: str
+    cwd: str
+    resume: bool
+    env: dict[str, str]
+    model: str | None = None
+    system_prompt: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    output_schema: dict[str, Any] | None = None
+    agents: dict[str, dict[str, Any]] | None = None
+
+    def connection_key(self) -> tuple[Any, ...]:
+        """Options that need a new CLI process when they change (resume does not)."""
+        values = dataclasses.asdict(self)
+        values.pop("resume")
+        values.pop("env")
+        return tuple(sorted((k, repr(v)) for k, v in values.items()))
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """One SDK message as an event: kind + JSON payload, and the result facts the run manager needs."""
+
+    kind: EventKind
+    payload: dict[str, Any]
+    ephemeral: bool = False
+    is_result: bool = False
+    result_uuids: tuple[str, ...] = ()
+    total_cost_usd: float | None = None
+
+
+class AgentFailure(Exception):
+    """The CLI could not start or died; `reason` carries what its stderr said."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Stderr:
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_LINES))
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line.rstrip())
+
+    def tail(self, count: int = 20) -> str:
+        return "\n".join(list(self.lines)[-count:])
+
+
+class AgentConnection:
+    """One live CLI process for one session, owned by one task (the session actor)."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self._stderr = _Stderr()
+        self._client = ClaudeSDKClient(self._options(spec))
+        self._connected = False
+
+    def _options(self, spec: AgentSpec) -> ClaudeAgentOptions:
+        options = ClaudeAgentOptions(
+            cwd=spec.cwd,
+            env=spec.env,
+            model=spec.model,
+            system_prompt=spec.system_prompt,
+            permission_mode=spec.permission_mode,  # type: ignore[arg-type]
+            allowed_tools=list(spec.allowed_tools),
+            disallowed_tools=list(spec.disallowed_tools),
+            max_turns=spec.max_turns,
+            max_budget_usd=spec.max_budget_usd,
+            # Remote prompts are data: no @file expansion, no slash commands (DESIGN.md).
+            verbatim_prompts=True,
+            # Nothing from the workspace or the server's home may configure the agent.
+            setting_sources=[],
+            strict_mcp_config=True,
+            include_partial_messages=True,
+            enable_file_checkpointing=True,
+            stderr=self._stderr,
+            max_buffer_size=MAX_BUFFER_BYTES,
+            client_app="claude-agent-graphql-api",
+        )
+        if spec.resume:
+            options.resume = spec.session_id
+        else:
+            options.session_id = spec.session_id
+        if spec.output_schema is not None:
+            options.output_format = {"type": "json_schema", "schema": spec.output_schema}
+        if spec.agents:
+            options.agents = {name: AgentDefinition(**definition) for name, definition in spec.agents.items()}
+        return options
+
+    @property
+    def stderr_tail(self) -> str:
+        return self._stderr.tail()
+
+    async def connect(self) -> None:
+        try:
+            await self._client.connect()
+        except (ClaudeSDKError, OSError, ValueError) as exc:
+            raise AgentFailure(self._describe(exc)) from exc
+        self._connected = True
+
+    async def send(self, prompt: str, prompt_uuid: str) -> None:
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "parent_tool_use_id": None,
+            # The prompt's uuid is the file checkpoint id for a later rewind.
+            "uuid": prompt_uuid,
+        }
+
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield message
+
+        try:
+            await self._client.query(one())
+        except (ClaudeSDKError, OSError) as exc:
+            raise AgentFailure(self._describe(exc)) from exc
+
+    async def outputs(self) -> AsyncIterator[AgentOutput]:
+        """Every message of the connection, converted, until the CLI exits."""
+        try:
+            async for message in self._client.receive_messages():
+                output = convert(message)
+                if output is not None:
+                    yield output
+        except (ClaudeSDKError, OSError) as exc:
+            raise AgentFailure(self._describe(exc)) from exc
+        raise AgentFailure(self._describe(None))
+
+    async def interrupt(self) -> None:
+        try:
+            await asyncio.wait_for(self._client.interrupt(), timeout=10)
+        except (ClaudeSDKError, TimeoutError, Exception) as exc:  # noqa: BLE001 - interrupt is best effort
+            log.warning("agent.interrupt_failed", error=str(exc))
+
+    async def close(self) -> None:
+        if not self._connected:
+            return
+        self._connected = False
+        # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (DESIGN.md).
+        await self.interrupt()
+        try:
+            await asyncio.wait_for(self._client.disconnect(), timeout=20)
+        except Exception as exc:  # noqa: BLE001 - the process is going away either way
+            log.warning("agent.disconnect_failed", error=str(exc))
+
+    def _describe(self, exc: BaseException | None) -> str:
+        parts = []
+        if exc is not None:
+            parts.append(str(exc) or type(exc).__name__)
+            if isinstance(exc, ProcessError) and exc.exit_code is not None:
+                parts.append(f"exit code {exc.exit_code}")
+        else:
+            parts.append("the agent CLI exited")
+        tail = self._stderr.tail(10)
+        if tail:
+            parts.append(f"stderr: {tail}")
+        return "; ".join(parts)
+
+
+def _block(block: Any) -> dict[str, Any] | None:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ThinkingBlock):
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    if isinstance(block, ToolResultBlock):
+        return {
+            "type": "tool_result",
+            "tool_use_id": block.tool_use_id,
+            "content": block.content,
+            "is_error": block.is_error,
+        }
+    # Server tool blocks and future kinds: keep them readable rather than drop them.
+    if dataclasses.is_dataclass(block) and not isinstance(block, type):
+        return {"type": "other", "data": dataclasses.asdict(block)}
+    return None
+
+
+def _blocks(blocks: list[Any]) -> list[dict[str, Any]]:
+    return [converted for converted in map(_block, blocks) if converted is not None]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def convert(message: Any) -> AgentOutput | None:
+    """An SDK message as an event, or None for messages the service does not keep."""
+    if isinstance(message, AssistantMessage):
+        return AgentOutput(
+            EventKind.ASSISTANT,
+            {
+                "uuid": message.uuid,
+                "model": message.model,
+                "content": _blocks(message.content),
+                "parent_tool_use_id": message.parent_tool_use_id,
+                "stop_reason": message.stop_reason,
+                "usage": message.usage,
+                "error": message.error,
+                "message_id": message.message_id,
+            },
+        )
+    if isinstance(message, UserMessage):
+        if isinstance(message.content, str):
+            text, content = message.content, [{"type": "text", "text": message.content}]
+        else:
+            content = _blocks(message.content)
+            texts = [block["text"] for block in content if block["type"] == "text"]
+            text = "\n".join(texts) if texts else None
+        return AgentOutput(
+            EventKind.USER,
+            {
+                "uuid": message.uuid,
+                "text": text,
+                "content": content,
+                "parent_tool_use_id": message.parent_tool_use_id,
+                "tool_use_result": message.tool_use_result,
+            },
+        )
+    if isinstance(message, ResultMessage):
+        uuids = tuple(message.user_message_uuids or ([message.user_message_uuid] if message.user_message_uuid else []))
+        return AgentOutput(
+            EventKind.RESULT,
+            {
+                "subtype": message.subtype,
+                "is_error": message.is_error,
+                "duration_ms": message.duration_ms,
+                "duration_api_ms": message.duration_api_ms,
+                "num_turns": message.num_turns,
+                "total_cost_usd": message.total_cost_usd,
+                "usage": message.usage,
+                "result": message.result,
+                "structured_output": message.structured_output,
+                "stop_reason": message.stop_reason,
+                "terminal_reason": message.terminal_reason,
+                "permission_denials": message.permission_denials,
+                "errors": message.errors,
+                "api_error_status": message.api_error_status,
+                "user_message_uuids": list(uuids),
+            },
+            is_result=True,
+            result_uuids=uuids,
+            total_cost_usd=message.total_cost_usd,
+        )
+    if isinstance(message, StreamEvent):
+        return AgentOutput(EventKind.PARTIAL, {"event": message.event}, ephemeral=True)
+    if isinstance(message, SystemMessage):
+        return AgentOutput(EventKind.SYSTEM, {"subtype": message.subtype, "data": message.data})
+    if isinstance(message, RateLimitEvent):
+        return AgentOutput(
+            EventKind.SYSTEM, {"subtype": "rate_limit", "data": _jsonable(message.rate_limit_info) or {}}
+        )
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        # ConversationResetMessage and kinds newer than this adapter: recorded, never lost.
+        return AgentOutput(
+            EventKind.SYSTEM, {"subtype": type(message).__name__, "data": dataclasses.asdict(message)}
+        )
+    return None
