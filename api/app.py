@@ -1,0 +1,152 @@
+"""create_app(settings) -> FastAPI: the lifespan builds every resource and tears it down in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from typing import Any, cast
+
+import structlog
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from api.auth import authenticate, bearer_token
+from api.control.runs import RunControl
+from api.events.bus import EventBus
+from api.events.log import EventLog
+from api.runtime.run_manager import RunManager
+from api.services import Services
+from api.settings import Settings
+from graphql_schema.context import Context
+from graphql_schema.schema import build_schema
+from persistence.database import Database
+from persistence.migrations import should_auto_migrate, upgrade_head
+
+log = structlog.get_logger(__name__)
+
+
+def _services(connection: HTTPConnection) -> Services:
+    return cast(Services, connection.app.state.services)
+
+
+def _is_ide_page(request: Request) -> bool:
+    return (
+        request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and "query" not in request.query_params
+    )
+
+
+async def get_context(connection: HTTPConnection) -> Context:
+    """HTTP callers authenticate here (401 before anything runs); sockets in on_ws_connect."""
+    services = _services(connection)
+    if connection.scope["type"] == "websocket":
+        return Context(services, None)
+    request = cast(Request, connection)
+    if _is_ide_page(request) and services.settings.graphiql:
+        return Context(services, None)
+    principal = await authenticate(services.db, bearer_token(request.headers.get("authorization")))
+    if principal is None:
+        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return Context(services, principal)
+
+
+class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = params.get("Authorization") or params.get("authorization")
+        principal = await authenticate(context.services.db, bearer_token(header if isinstance(header, str) else None))
+        if principal is None:
+            # graphql-ws clients retry 4403 after re-evaluating connectionParams, so a fresh key can get in.
+            raise ConnectionRejectionError({"message": "missing or invalid API key"})
+        context.principal = principal
+        return None
+
+
+def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str] | None = None) -> FastAPI:
+    """The ASGI app. `agent_env` adds variables for the agent CLI (the scripted model's URL, in tests)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            url = settings.effective_database_url
+            if settings.auto_migrate if settings.auto_migrate is not None else should_auto_migrate(url):
+                await upgrade_head(url)
+            env_overrides = dict(agent_env or {})
+            if settings.scripted_model:
+                env_overrides.update(await _start_scripted_model(stack))
+            db = Database(url)
+            stack.push_async_callback(db.dispose)
+            bus = EventBus(settings.redis_url, watcher_queue_size=settings.watcher_queue_size)
+            await bus.start()
+            stack.push_async_callback(bus.stop)
+            event_log = EventLog(db, bus)
+            manager = RunManager(settings, db, event_log, bus, agent_env_overrides=env_overrides)
+            await manager.start()
+            stack.push_async_callback(manager.stop)
+            app.state.services = Services(
+                settings=settings,
+                db=db,
+                bus=bus,
+                event_log=event_log,
+                run_manager=manager,
+                run_control=RunControl(settings, event_log, manager),
+            )
+            log.info(
+                "server.started",
+                replica=settings.replica_id,
+                database=db.dialect,
+                fanout="redis" if settings.redis_url else "in-process",
+                scripted_model=settings.scripted_model,
+            )
+            yield
+            log.info("server.stopping", replica=settings.replica_id)
+
+    app = FastAPI(title="Claude Agent GraphQL API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    router = AuthenticatedGraphQLRouter(
+        build_schema(settings),
+        context_getter=get_context,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
+        allow_queries_via_get=False,
+        **({"allowed_origins": settings.allowed_origins} if settings.allowed_origins else {}),
+    )
+    app.include_router(router, prefix="/graphql")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        services = _services(request)
+        checks: dict[str, Any] = {
+            "database": await services.db.ping(),
+            "fanout": await services.bus.is_healthy(),
+        }
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _start_scripted_model(stack: AsyncExitStack) -> dict[str, str]:
+    from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
+
+    server = ScriptedModelServer()
+    await server.start()
+    stack.push_async_callback(server.stop)
+    log.info("scripted_model.started", base_url=server.base_url)
+    return scripted_model_cli_env(server.base_url)

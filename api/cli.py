@@ -1,0 +1,135 @@
+"""The `claude-agent-api` command: serve, migrate, keys and export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from api.settings import Settings
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.logging import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    if args.scripted_model:
+        settings.scripted_model = True
+    url = settings.effective_database_url
+    dev_key = asyncio.run(_prepare_embedded(settings)) if settings.is_embedded else None
+    base = f"http://{args.host}:{args.port}"
+    print(f"Claude Agent GraphQL API on {base}", file=sys.stderr)
+    print(f"  GraphiQL:  {base}/graphql   (WebSocket subscriptions: ws://{args.host}:{args.port}/graphql)", file=sys.stderr)
+    print(f"  database:  {url.split('@')[-1]}", file=sys.stderr)
+    print(f"  fan-out:   {'Redis' if settings.redis_url else 'in-process'}", file=sys.stderr)
+    if settings.scripted_model:
+        print("  model:     the built-in scripted model (no Anthropic key needed)", file=sys.stderr)
+    if dev_key:
+        print(
+            "\nA development API key was created (shown once; send it as 'Authorization: Bearer <key>',\n"
+            "in GraphiQL's Headers tab as {\"Authorization\": \"Bearer <key>\"}):\n\n"
+            f"  {dev_key}\n",
+            file=sys.stderr,
+        )
+    else:
+        print("  auth:      create a key with `claude-agent-api keys create --tenant NAME`", file=sys.stderr)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        ws_max_size=1024 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    return 0
+
+
+async def _prepare_embedded(settings: Settings) -> str | None:
+    """Migrate the embedded database and, when it has no key at all, make a development key."""
+    from api.auth import create_key
+    from api.keys import audit_key_created
+    from persistence.database import Database
+    from persistence.migrations import upgrade_head
+    from persistence.repositories.tenants import ApiKeyRepository
+
+    url = settings.effective_database_url
+    await upgrade_head(url)
+    db = Database(url)
+    try:
+        async with db.session() as session:
+            if await ApiKeyRepository(session).count() > 0:
+                return None
+        key = await create_key(db, tenant_name="default", name="development key")
+        await audit_key_created(db, key, actor="system:first-start")
+        return key.secret
+    finally:
+        await db.dispose()
+
+
+def _migrate(settings: Settings) -> int:
+    from persistence.migrations import run_upgrade_head
+
+    run_upgrade_head(settings.effective_database_url)
+    print("database is at the latest migration", file=sys.stderr)
+    return 0
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from api import keys
+
+    return asyncio.run(keys.main(args, settings))
+
+
+def _export_schema() -> int:
+    from graphql_schema.schema import export_sdl
+
+    sys.stdout.write(export_sdl())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claude-agent-api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--scripted-model", action="store_true", help="run against the built-in scripted model (no Anthropic key)"
+    )
+
+    commands.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+    commands.add_parser("export-schema", help="print the GraphQL SDL")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; prints it, alone, on stdout")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name")
+    key_commands.add_parser("list", help="list keys (never the secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "export-schema":
+        return _export_schema()
+    settings = Settings()
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "migrate":
+        return _migrate(settings)
+    return _keys(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

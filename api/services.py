@@ -1,0 +1,22 @@
+"""The resources of one running server, built and torn down by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from api.control.runs import RunControl
+from api.events.bus import EventBus
+from api.events.log import EventLog
+from api.runtime.run_manager import RunManager
+from api.settings import Settings
+from persistence.database import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    event_log: EventLog
+    run_manager: RunManager
+    run_control: RunControl

@@ -1,0 +1,230 @@
+"""The event stream's types: a union of agent messages and lifecycle events, with content blocks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.events.records import EventKind, EventRecord
+
+
+@strawberry.enum(description="Where a run is in its life.")
+class RunStatus(Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"
+
+
+@strawberry.type(description="Plain text written by the model or the user.")
+class TextBlock:
+    text: str
+
+
+@strawberry.type(description="The model's visible reasoning.")
+class ThinkingBlock:
+    thinking: str
+    signature: str | None = None
+
+
+@strawberry.type(description="The model asks for a tool to run with this input.")
+class ToolUseBlock:
+    id: strawberry.ID
+    name: str
+    input: JSON
+
+
+@strawberry.type(description="What a tool returned, sent back to the model.")
+class ToolResultBlock:
+    tool_use_id: strawberry.ID
+    content: JSON | None = None
+    is_error: bool | None = None
+
+
+@strawberry.type(description="A content block of a kind this API has no type for yet, kept verbatim.")
+class OtherBlock:
+    data: JSON
+
+
+ContentBlock = Annotated[
+    TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock | OtherBlock,
+    strawberry.union("ContentBlock", description="One block of a message's content."),
+]
+
+
+def content_blocks(raw: list[dict[str, Any]] | None) -> list[ContentBlock]:
+    blocks: list[ContentBlock] = []
+    for block in raw or []:
+        kind = block.get("type")
+        if kind == "text":
+            blocks.append(TextBlock(text=block["text"]))
+        elif kind == "thinking":
+            blocks.append(ThinkingBlock(thinking=block["thinking"], signature=block.get("signature")))
+        elif kind == "tool_use":
+            blocks.append(ToolUseBlock(id=strawberry.ID(block["id"]), name=block["name"], input=block["input"]))
+        elif kind == "tool_result":
+            blocks.append(
+                ToolResultBlock(
+                    tool_use_id=strawberry.ID(block["tool_use_id"]),
+                    content=block.get("content"),
+                    is_error=block.get("is_error"),
+                )
+            )
+        else:
+            blocks.append(OtherBlock(data=block.get("data", block)))
+    return blocks
+
+
+@strawberry.type(description="A message from the model: text, thinking and tool calls.")
+class AssistantMessage:
+    uuid: strawberry.ID | None
+    model: str
+    content: list[ContentBlock]
+    parent_tool_use_id: strawberry.ID | None = strawberry.field(
+        description="Set when a subagent wrote this message: the Agent tool call it belongs to."
+    )
+    stop_reason: str | None
+    usage: JSON | None
+    error: str | None = strawberry.field(description="Set when the model API failed for this message.")
+
+
+@strawberry.type(description="A message on the user side: the prompt, or tool results sent to the model.")
+class UserMessage:
+    uuid: strawberry.ID | None
+    text: str | None = strawberry.field(description="The text blocks joined, when there are any.")
+    content: list[ContentBlock]
+    parent_tool_use_id: strawberry.ID | None
+    tool_use_result: JSON | None = strawberry.field(description="The tool's rich result (diffs, file info).")
+
+
+@strawberry.type(description="A system message of the agent CLI (init, status, tasks, compaction…).")
+class SystemMessage:
+    subtype: str
+    data: JSON
+
+
+@strawberry.type(description="The end of a turn: outcome, cost, usage and the final answer.")
+class ResultMessage:
+    subtype: str = strawberry.field(description="success, error_during_execution, error_max_turns…")
+    is_error: bool
+    duration_ms: int
+    duration_api_ms: int
+    num_turns: int
+    total_cost_usd: float | None
+    usage: JSON | None
+    result: str | None
+    structured_output: JSON | None = strawberry.field(description="Follows the run's outputSchema.")
+    stop_reason: str | None
+    terminal_reason: str | None
+    permission_denials: JSON | None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ResultMessage:
+        return cls(
+            subtype=payload.get("subtype", ""),
+            is_error=bool(payload.get("is_error")),
+            duration_ms=int(payload.get("duration_ms") or 0),
+            duration_api_ms=int(payload.get("duration_api_ms") or 0),
+            num_turns=int(payload.get("num_turns") or 0),
+            total_cost_usd=payload.get("total_cost_usd"),
+            usage=payload.get("usage"),
+            result=payload.get("result"),
+            structured_output=payload.get("structured_output"),
+            stop_reason=payload.get("stop_reason"),
+            terminal_reason=payload.get("terminal_reason"),
+            permission_denials=payload.get("permission_denials"),
+        )
+
+
+@strawberry.type(description="A raw streaming event (token delta). Ephemeral: never in the log.")
+class PartialMessage:
+    event: JSON
+
+
+@strawberry.type(description="A run moved to another status.")
+class RunStatusChanged:
+    run_id: strawberry.ID
+    status: RunStatus
+    error: str | None = strawberry.field(description="Why the run failed, when it did.")
+
+
+@strawberry.type(description="A payload kind this server version recorded but cannot type; kept verbatim.")
+class UnknownEvent:
+    kind: str
+    data: JSON
+
+
+SessionEventPayload = Annotated[
+    AssistantMessage
+    | UserMessage
+    | SystemMessage
+    | ResultMessage
+    | PartialMessage
+    | RunStatusChanged
+    | UnknownEvent,
+    strawberry.union("SessionEventPayload", description="What happened: an agent message or a lifecycle event."),
+]
+
+
+def payload_of(kind: str, payload: dict[str, Any]) -> SessionEventPayload:
+    if kind == EventKind.ASSISTANT:
+        return AssistantMessage(
+            uuid=_id(payload.get("uuid")),
+            model=payload.get("model") or "",
+            content=content_blocks(payload.get("content")),
+            parent_tool_use_id=_id(payload.get("parent_tool_use_id")),
+            stop_reason=payload.get("stop_reason"),
+            usage=payload.get("usage"),
+            error=payload.get("error"),
+        )
+    if kind == EventKind.USER:
+        return UserMessage(
+            uuid=_id(payload.get("uuid")),
+            text=payload.get("text"),
+            content=content_blocks(payload.get("content")),
+            parent_tool_use_id=_id(payload.get("parent_tool_use_id")),
+            tool_use_result=payload.get("tool_use_result"),
+        )
+    if kind == EventKind.SYSTEM:
+        return SystemMessage(subtype=payload.get("subtype", ""), data=payload.get("data") or {})
+    if kind == EventKind.RESULT:
+        return ResultMessage.from_payload(payload)
+    if kind == EventKind.PARTIAL:
+        return PartialMessage(event=payload.get("event") or {})
+    if kind == EventKind.RUN_STATUS:
+        return RunStatusChanged(
+            run_id=strawberry.ID(payload["run_id"]), status=RunStatus(payload["status"]), error=payload.get("error")
+        )
+    return UnknownEvent(kind=kind, data=payload)
+
+
+def _id(value: str | None) -> strawberry.ID | None:
+    return strawberry.ID(value) if value else None
+
+
+@strawberry.type(description="One event of a session's log. Durable events have seq 1, 2, 3… with no gaps.")
+class SessionEvent:
+    seq: int = strawberry.field(
+        description="The event's place in the session's log; for ephemeral events, the last durable seq."
+    )
+    ephemeral: bool = strawberry.field(description="True for token deltas: live only, never replayed.")
+    session_id: strawberry.ID
+    run_id: strawberry.ID | None = strawberry.field(description="The run that produced it, if any.")
+    created_at: datetime
+    payload: SessionEventPayload
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> SessionEvent:
+        return cls(
+            seq=record.seq,
+            ephemeral=record.ephemeral,
+            session_id=strawberry.ID(record.session_id),
+            run_id=_id(record.run_id),
+            created_at=record.created_at,
+            payload=payload_of(record.kind, record.payload),
+        )

@@ -1,0 +1,95 @@
+"""Write side: each mutation answers with a union of its success type and the errors that can happen."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+
+from api import errors
+from api.runtime.policy import RunRequest
+from graphql_schema.context import Info
+from graphql_schema.errors import (
+    NotFoundError,
+    PolicyViolationError,
+    RateLimitedError,
+    SessionBusyError,
+    ValidationError,
+    not_found_error,
+    policy_violation_error,
+    rate_limited_error,
+    session_busy_error,
+    validation_error,
+)
+from graphql_schema.inputs import InterruptOutcome, StartRunInput
+from graphql_schema.types import Run, Session
+
+
+@strawberry.type(description="The run was queued; watch it with sessionEvents.")
+class StartRunSuccess:
+    run: Run
+    session: Session
+
+
+@strawberry.type(description="What became of the run.")
+class InterruptRunSuccess:
+    run: Run
+    outcome: InterruptOutcome
+
+
+StartRunResult = Annotated[
+    StartRunSuccess | ValidationError | NotFoundError | SessionBusyError | PolicyViolationError | RateLimitedError,
+    strawberry.union("StartRunResult"),
+]
+InterruptRunResult = Annotated[InterruptRunSuccess | NotFoundError, strawberry.union("InterruptRunResult")]
+
+
+def _request(data: StartRunInput) -> RunRequest:
+    return RunRequest(
+        prompt=data.prompt,
+        session_id=str(data.session_id) if data.session_id is not None else None,
+        title=data.title,
+        model=data.model,
+        system_prompt=data.system_prompt,
+        permission_mode=data.permission_mode.value if data.permission_mode else None,
+        allowed_tools=data.allowed_tools,
+        disallowed_tools=data.disallowed_tools,
+        max_turns=data.max_turns,
+        max_budget_usd=data.max_budget_usd,
+        output_schema=data.output_schema,
+        mcp_servers=data.mcp_servers,
+        agents=[
+            {"name": a.name, "description": a.description, "prompt": a.prompt, "tools": a.tools, "model": a.model}
+            for a in data.agents or []
+        ],
+        on_busy=data.on_busy.value,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Send a prompt: a new session, or the next turn of an existing one.")
+    async def start_run(self, info: Info, input: StartRunInput) -> StartRunResult:
+        principal = info.context.require_principal()
+        try:
+            started = await info.context.services.run_control.start_run(principal, _request(input))
+        except errors.ValidationFailed as exc:
+            return validation_error(exc)
+        except errors.NotFound as exc:
+            return not_found_error(exc)
+        except errors.SessionBusy as exc:
+            return session_busy_error(exc)
+        except errors.PolicyViolation as exc:
+            return policy_violation_error(exc)
+        except errors.RateLimited as exc:
+            return rate_limited_error(exc)
+        return StartRunSuccess(run=Run.from_model(started.run), session=Session.from_model(started.session))
+
+    @strawberry.mutation(description="Stop a run: a running one is interrupted, a queued one never starts.")
+    async def interrupt_run(self, info: Info, run_id: strawberry.ID) -> InterruptRunResult:
+        principal = info.context.require_principal()
+        try:
+            run, outcome = await info.context.services.run_control.interrupt_run(principal, str(run_id))
+        except errors.NotFound as exc:
+            return not_found_error(exc)
+        return InterruptRunSuccess(run=Run.from_model(run), outcome=InterruptOutcome(outcome.value))

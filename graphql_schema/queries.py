@@ -1,0 +1,105 @@
+"""Read side: sessions, runs, the event log and the audit trail, each scoped to the caller's tenant."""
+
+from __future__ import annotations
+
+import strawberry
+
+from api.errors import NotFound
+from graphql_schema import cursors
+from graphql_schema.context import Info
+from graphql_schema.event_types import SessionEvent
+from graphql_schema.types import (
+    MAX_PAGE,
+    AuditEntryConnection,
+    AuditEntryType,
+    AuditFilter,
+    Edge,
+    PageInfo,
+    Run,
+    Session,
+    SessionConnection,
+    SessionFilter,
+)
+from persistence.repositories.audit import AuditQuery, AuditRepository
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionQuery, SessionRepository
+
+MAX_EVENTS_PAGE = 1000
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A session of the caller's tenant, or null.")
+    async def session(self, info: Info, id: strawberry.ID) -> Session | None:
+        principal = info.context.require_principal()
+        async with info.context.services.db.session() as db:
+            row = await SessionRepository(db).get(str(id), tenant_id=principal.tenant_id)
+        return Session.from_model(row) if row else None
+
+    @strawberry.field(description="The caller's sessions, newest first.")
+    async def sessions(
+        self, info: Info, first: int | None = 20, after: str | None = None, filter: SessionFilter | None = None
+    ) -> SessionConnection:
+        principal = info.context.require_principal()
+        limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
+        position = cursors.decode_time_id(after) if after else None
+        query = SessionQuery(
+            tenant_id=principal.tenant_id,
+            status=filter.status if filter else None,
+            title_contains=filter.title_contains if filter else None,
+        )
+        async with info.context.services.db.session() as db:
+            rows = await SessionRepository(db).list(query, after=position, limit=limit + 1)
+        edges = [Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Session.from_model(r)) for r in rows]
+        page = edges[:limit]
+        return SessionConnection(
+            edges=page,
+            page_info=PageInfo(has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None),
+        )
+
+    @strawberry.field(description="A run of the caller's tenant, or null.")
+    async def run(self, info: Info, id: strawberry.ID) -> Run | None:
+        principal = info.context.require_principal()
+        async with info.context.services.db.session() as db:
+            row = await RunRepository(db).get(str(id), tenant_id=principal.tenant_id)
+        return Run.from_model(row) if row else None
+
+    @strawberry.field(
+        description="A session's durable events with seq > afterSeq, in order; page on with the last seq."
+    )
+    async def events(
+        self, info: Info, session_id: strawberry.ID, after_seq: int = 0, first: int = 100
+    ) -> list[SessionEvent]:
+        principal = info.context.require_principal()
+        limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
+        services = info.context.services
+        async with services.db.session() as db:
+            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
+                raise NotFound("Session", str(session_id))
+        records = await services.event_log.read(str(session_id), max(0, after_seq), limit)
+        return [SessionEvent.from_record(record) for record in records]
+
+    @strawberry.field(description="The tenant's control actions, newest first.")
+    async def audit_log(
+        self, info: Info, filter: AuditFilter | None = None, first: int | None = 50, after: str | None = None
+    ) -> AuditEntryConnection:
+        principal = info.context.require_principal()
+        limit = cursors.page_size(first, default=50, maximum=MAX_PAGE)
+        before_id = int(cursors.decode(after, 1)[0]) if after else None
+        query = AuditQuery(
+            tenant_id=principal.tenant_id,
+            action=filter.action if filter else None,
+            target_type=filter.target_type if filter else None,
+            target_id=str(filter.target_id) if filter and filter.target_id else None,
+            actor=filter.actor if filter else None,
+            since=filter.since if filter else None,
+            until=filter.until if filter else None,
+        )
+        async with info.context.services.db.session() as db:
+            rows = await AuditRepository(db).list(query, before_id=before_id, limit=limit + 1)
+        edges = [Edge(cursor=cursors.encode(r.id), node=AuditEntryType.from_model(r)) for r in rows]
+        page = edges[:limit]
+        return AuditEntryConnection(
+            edges=page,
+            page_info=PageInfo(has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None),
+        )

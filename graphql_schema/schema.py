@@ -1,0 +1,43 @@
+"""The schema, its protective extensions, and the SDL export."""
+
+from __future__ import annotations
+
+from graphql import GraphQLError
+from strawberry import Schema
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.printer import print_schema
+from strawberry.schema.config import StrawberryConfig
+
+from api.errors import ServiceError
+from api.settings import Settings
+from graphql_schema.mutations import Mutation
+from graphql_schema.queries import Query
+from graphql_schema.subscriptions import Subscription
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Mask unexpected exceptions only; parse, validation, limit and service errors speak for themselves."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False
+    return not isinstance(original, ServiceError)
+
+
+def build_schema(settings: Settings | None = None) -> Schema:
+    settings = settings or Settings()
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
+        extensions=[
+            MaxTokensLimiter(max_token_count=settings.max_tokens),
+            QueryDepthLimiter(max_depth=settings.max_query_depth),
+            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+        ],
+    )
+
+
+def export_sdl() -> str:
+    return print_schema(build_schema()) + "\n"

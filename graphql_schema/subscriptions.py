@@ -1,0 +1,65 @@
+"""Live side: a session's events (replay, then live, losing nothing) and the tenant's session feed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import orjson
+import strawberry
+
+from api.errors import NotFound
+from api.events.bus import Resync
+from api.events.records import tenant_channel
+from api.events.stream import session_events
+from graphql_schema.context import Info
+from graphql_schema.event_types import SessionEvent
+from graphql_schema.types import Session, SessionChange
+from persistence.repositories.sessions import SessionRepository
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description=(
+            "Every durable event with seq > afterSeq exactly once and in order, then live. Resubscribe with "
+            "the last seq seen to resume after a disconnect, on any replica."
+        )
+    )
+    async def session_events(
+        self,
+        info: Info,
+        session_id: strawberry.ID,
+        after_seq: int = 0,
+        include_partial_messages: bool = False,
+    ) -> AsyncGenerator[SessionEvent, None]:
+        principal = info.context.require_principal()
+        services = info.context.services
+        async with services.db.session() as db:
+            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
+                raise NotFound("Session", str(session_id))
+        settings = services.settings
+        async for record in session_events(
+            services.event_log,
+            services.bus,
+            str(session_id),
+            after_seq=max(0, after_seq),
+            include_partial=include_partial_messages,
+            page_size=settings.replay_page_size,
+            catchup_seconds=settings.catchup_poll_seconds,
+        ):
+            yield SessionEvent.from_record(record)
+
+    @strawberry.subscription(description="Every session of the caller's tenant: created, status, cost.")
+    async def session_changes(self, info: Info) -> AsyncGenerator[SessionChange, None]:
+        principal = info.context.require_principal()
+        services = info.context.services
+        async with services.bus.watch(tenant_channel(principal.tenant_id)) as watcher:
+            while True:
+                item = await watcher.next(timeout=None)
+                if item is None or isinstance(item, Resync):
+                    continue
+                message = orjson.loads(item)
+                async with services.db.session() as db:
+                    row = await SessionRepository(db).get(message["sessionId"], tenant_id=principal.tenant_id)
+                if row is not None:
+                    yield SessionChange(kind=message["kind"], session=Session.from_model(row))

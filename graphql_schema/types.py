@@ -1,0 +1,199 @@
+"""Sessions, runs, checkpoints and the audit trail, with their Relay connections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import strawberry
+from strawberry.scalars import JSON
+
+from graphql_schema import cursors
+from graphql_schema.context import Info
+from graphql_schema.event_types import ResultMessage, RunStatus
+from persistence.models import AgentSession, AuditEntry as AuditEntryModel, Run as RunModel
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionRepository
+
+NodeT = TypeVar("NodeT")
+
+MAX_PAGE = 100
+
+
+@strawberry.type(description="Where a page of a connection stands.")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(description="A node with the cursor to continue after it.")
+class Edge(Generic[NodeT]):
+    cursor: str
+    node: NodeT
+
+
+@strawberry.type(description="The point a session's files can be rewound to: the state before a run's prompt.")
+class Checkpoint:
+    id: strawberry.ID = strawberry.field(description="The prompt's uuid, the agent's file checkpoint id.")
+    run_id: strawberry.ID
+    prompt: str
+    created_at: datetime
+
+
+@strawberry.type(description="One prompt sent to a session and what became of it.")
+class Run:
+    id: strawberry.ID
+    session_id: strawberry.ID
+    status: RunStatus
+    prompt: str
+    checkpoint_id: strawberry.ID | None = strawberry.field(description="Rewind to here to undo this run's edits.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: ResultMessage | None = strawberry.field(description="The turn's result, once it has ended.")
+    error: str | None = strawberry.field(description="Why the run failed or was stopped, when it was.")
+
+    @classmethod
+    def from_model(cls, run: RunModel) -> Run:
+        return cls(
+            id=strawberry.ID(run.id),
+            session_id=strawberry.ID(run.session_id),
+            status=RunStatus(run.status),
+            prompt=run.prompt,
+            checkpoint_id=strawberry.ID(run.prompt_uuid),
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            result=ResultMessage.from_payload(run.result) if run.result else None,
+            error=run.error,
+        )
+
+    @strawberry.field(description="The session this run belongs to.")
+    async def session(self, info: Info) -> Session:
+        async with info.context.services.db.session() as db:
+            row = await SessionRepository(db).get(str(self.session_id))
+        assert row is not None
+        return Session.from_model(row)
+
+
+@strawberry.type(description="A page of runs, oldest first.")
+class RunConnection:
+    edges: list[Edge[Run]]
+    page_info: PageInfo
+
+
+@strawberry.type(description="A conversation with an agent: its runs, its event log and its workspace.")
+class Session:
+    id: strawberry.ID
+    title: str | None
+    status: str = strawberry.field(description="IDLE, QUEUED or RUNNING.")
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int = strawberry.field(description="The seq of the newest durable event.")
+    total_cost_usd: float = strawberry.field(description="What the session's runs cost, as the agent reports.")
+    forked_from_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_model(cls, row: AgentSession) -> Session:
+        return cls(
+            id=strawberry.ID(row.id),
+            title=row.title,
+            status=row.status,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_seq=row.last_seq,
+            total_cost_usd=row.total_cost_usd,
+            forked_from_id=row.forked_from_id,
+        )
+
+    @strawberry.field(description="The session's runs, oldest first.")
+    async def runs(self, info: Info, first: int | None = 20, after: str | None = None) -> RunConnection:
+        limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
+        position = cursors.decode_time_id(after) if after else None
+        async with info.context.services.db.session() as db:
+            rows = await RunRepository(db).list_for_session(str(self.id), after=position, limit=limit + 1)
+        edges = [Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Run.from_model(r)) for r in rows]
+        return RunConnection(
+            edges=edges[:limit],
+            page_info=PageInfo(
+                has_next_page=len(edges) > limit, end_cursor=edges[: limit][-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(description="Every point the session's files can be rewound to, oldest first.")
+    async def checkpoints(self, info: Info) -> list[Checkpoint]:
+        async with info.context.services.db.session() as db:
+            rows = await RunRepository(db).list_for_session(str(self.id), after=None, limit=10_000)
+        return [
+            Checkpoint(
+                id=strawberry.ID(r.prompt_uuid), run_id=strawberry.ID(r.id), prompt=r.prompt, created_at=r.created_at
+            )
+            for r in rows
+            if r.started_at is not None
+        ]
+
+    @strawberry.field(description="The session this one was forked from, if it was.")
+    async def forked_from(self, info: Info) -> Session | None:
+        if self.forked_from_id is None:
+            return None
+        async with info.context.services.db.session() as db:
+            row = await SessionRepository(db).get(self.forked_from_id, tenant_id=info.context.require_principal().tenant_id)
+        return Session.from_model(row) if row else None
+
+
+@strawberry.type(description="A page of sessions, newest first.")
+class SessionConnection:
+    edges: list[Edge[Session]]
+    page_info: PageInfo
+
+
+@strawberry.input(description="Narrows the sessions listed.")
+class SessionFilter:
+    status: str | None = strawberry.field(default=None, description="IDLE, QUEUED or RUNNING.")
+    title_contains: str | None = None
+
+
+@strawberry.type(description="Something that happened to a session, for dashboards.")
+class SessionChange:
+    kind: str = strawberry.field(description="CREATED, STATUS_CHANGED, UPDATED or DELETED.")
+    session: Session
+
+
+@strawberry.type(name="AuditEntry", description="One control action: who did what to what, and when.")
+class AuditEntryType:
+    id: strawberry.ID
+    at: datetime
+    action: str = strawberry.field(description="e.g. session.create, run.start, run.interrupt, key.create.")
+    actor: str = strawberry.field(description="The API key that acted, as key:<id>, or system.")
+    target_type: str
+    target_id: strawberry.ID
+    details: JSON | None
+
+    @classmethod
+    def from_model(cls, entry: AuditEntryModel) -> AuditEntryType:
+        return cls(
+            id=strawberry.ID(str(entry.id)),
+            at=entry.at,
+            action=entry.action,
+            actor=entry.actor,
+            target_type=entry.target_type,
+            target_id=strawberry.ID(entry.target_id),
+            details=entry.details,
+        )
+
+
+
+@strawberry.type(description="A page of audit entries, newest first.")
+class AuditEntryConnection:
+    edges: list[Edge[AuditEntryType]]
+    page_info: PageInfo
+
+
+@strawberry.input(description="Narrows the audit entries listed.")
+class AuditFilter:
+    action: str | None = None
+    target_type: str | None = None
+    target_id: strawberry.ID | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
