@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -66,7 +66,9 @@ def content_blocks(raw: list[dict[str, Any]] | None) -> list[ContentBlock]:
         elif kind == "thinking":
             blocks.append(ThinkingBlock(thinking=block["thinking"], signature=block.get("signature")))
         elif kind == "tool_use":
-            blocks.append(ToolUseBlock(id=strawberry.ID(block["id"]), name=block["name"], input=block["input"]))
+            blocks.append(
+                ToolUseBlock(id=strawberry.ID(block["id"]), name=block["name"], input=block["input"])
+            )
         elif kind == "tool_result":
             blocks.append(
                 ToolResultBlock(
@@ -167,7 +169,9 @@ SessionEventPayload = Annotated[
     | PartialMessage
     | RunStatusChanged
     | UnknownEvent,
-    strawberry.union("SessionEventPayload", description="What happened: an agent message or a lifecycle event."),
+    strawberry.union(
+        "SessionEventPayload", description="What happened: an agent message or a lifecycle event."
+    ),
 ]
 
 
@@ -191,16 +195,18 @@ def payload_of(kind: str, payload: dict[str, Any]) -> SessionEventPayload:
             tool_use_result=payload.get("tool_use_result"),
         )
     if kind == EventKind.SYSTEM:
-        return SystemMessage(subtype=payload.get("subtype", ""), data=payload.get("data") or {})
+        return SystemMessage(subtype=payload.get("subtype", ""), data=cast(JSON, payload.get("data") or {}))
     if kind == EventKind.RESULT:
         return ResultMessage.from_payload(payload)
     if kind == EventKind.PARTIAL:
-        return PartialMessage(event=payload.get("event") or {})
+        return PartialMessage(event=cast(JSON, payload.get("event") or {}))
     if kind == EventKind.RUN_STATUS:
         return RunStatusChanged(
-            run_id=strawberry.ID(payload["run_id"]), status=RunStatus(payload["status"]), error=payload.get("error")
+            run_id=strawberry.ID(payload["run_id"]),
+            status=RunStatus(payload["status"]),
+            error=payload.get("error"),
         )
-    return UnknownEvent(kind=kind, data=payload)
+    return UnknownEvent(kind=kind, data=cast(JSON, payload))
 
 
 def _id(value: str | None) -> strawberry.ID | None:

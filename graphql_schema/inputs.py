@@ -56,6 +56,8 @@ class StartRunInput:
     output_schema: JSON | None = strawberry.field(
         default=None, description="A JSON Schema; the result's structuredOutput follows it."
     )
-    mcp_servers: list[str] | None = strawberry.field(default=None, description="Names from the operator's registry.")
+    mcp_servers: list[str] | None = strawberry.field(
+        default=None, description="Names from the operator's registry."
+    )
     agents: list[AgentDefinitionInput] | None = None
     on_busy: BusyPolicy = BusyPolicy.ENQUEUE

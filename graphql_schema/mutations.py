@@ -38,7 +38,12 @@ class InterruptRunSuccess:
 
 
 StartRunResult = Annotated[
-    StartRunSuccess | ValidationError | NotFoundError | SessionBusyError | PolicyViolationError | RateLimitedError,
+    StartRunSuccess
+    | ValidationError
+    | NotFoundError
+    | SessionBusyError
+    | PolicyViolationError
+    | RateLimitedError,
     strawberry.union("StartRunResult"),
 ]
 InterruptRunResult = Annotated[InterruptRunSuccess | NotFoundError, strawberry.union("InterruptRunResult")]
@@ -59,7 +64,13 @@ def _request(data: StartRunInput) -> RunRequest:
         output_schema=data.output_schema,
         mcp_servers=data.mcp_servers,
         agents=[
-            {"name": a.name, "description": a.description, "prompt": a.prompt, "tools": a.tools, "model": a.model}
+            {
+                "name": a.name,
+                "description": a.description,
+                "prompt": a.prompt,
+                "tools": a.tools,
+                "model": a.model,
+            }
             for a in data.agents or []
         ],
         on_busy=data.on_busy.value,

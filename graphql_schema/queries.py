@@ -38,7 +38,11 @@ class Query:
 
     @strawberry.field(description="The caller's sessions, newest first.")
     async def sessions(
-        self, info: Info, first: int | None = 20, after: str | None = None, filter: SessionFilter | None = None
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        filter: SessionFilter | None = None,
     ) -> SessionConnection:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
@@ -50,11 +54,16 @@ class Query:
         )
         async with info.context.services.db.session() as db:
             rows = await SessionRepository(db).list(query, after=position, limit=limit + 1)
-        edges = [Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Session.from_model(r)) for r in rows]
+        edges = [
+            Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Session.from_model(r))
+            for r in rows
+        ]
         page = edges[:limit]
         return SessionConnection(
             edges=page,
-            page_info=PageInfo(has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None),
+            page_info=PageInfo(
+                has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None
+            ),
         )
 
     @strawberry.field(description="A run of the caller's tenant, or null.")
@@ -101,5 +110,7 @@ class Query:
         page = edges[:limit]
         return AuditEntryConnection(
             edges=page,
-            page_info=PageInfo(has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None),
+            page_info=PageInfo(
+                has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None
+            ),
         )

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from graphql import GraphQLError
 from strawberry import Schema
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
 
@@ -25,17 +33,19 @@ def _should_mask(error: GraphQLError) -> bool:
 
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
+    # Factories, so each operation gets fresh extension state.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+    ]
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
-        extensions=[
-            MaxTokensLimiter(max_token_count=settings.max_tokens),
-            QueryDepthLimiter(max_depth=settings.max_query_depth),
-            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-            MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
-        ],
+        extensions=extensions,
     )
 
 

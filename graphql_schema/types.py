@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -11,7 +11,9 @@ from strawberry.scalars import JSON
 from graphql_schema import cursors
 from graphql_schema.context import Info
 from graphql_schema.event_types import ResultMessage, RunStatus
-from persistence.models import AgentSession, AuditEntry as AuditEntryModel, Run as RunModel
+from persistence.models import AgentSession
+from persistence.models import AuditEntry as AuditEntryModel
+from persistence.models import Run as RunModel
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
@@ -32,7 +34,9 @@ class Edge(Generic[NodeT]):
     node: NodeT
 
 
-@strawberry.type(description="The point a session's files can be rewound to: the state before a run's prompt.")
+@strawberry.type(
+    description="The point a session's files can be rewound to: the state before a run's prompt."
+)
 class Checkpoint:
     id: strawberry.ID = strawberry.field(description="The prompt's uuid, the agent's file checkpoint id.")
     run_id: strawberry.ID
@@ -46,7 +50,9 @@ class Run:
     session_id: strawberry.ID
     status: RunStatus
     prompt: str
-    checkpoint_id: strawberry.ID | None = strawberry.field(description="Rewind to here to undo this run's edits.")
+    checkpoint_id: strawberry.ID | None = strawberry.field(
+        description="Rewind to here to undo this run's edits."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -90,7 +96,9 @@ class Session:
     created_at: datetime
     updated_at: datetime
     last_seq: int = strawberry.field(description="The seq of the newest durable event.")
-    total_cost_usd: float = strawberry.field(description="What the session's runs cost, as the agent reports.")
+    total_cost_usd: float = strawberry.field(
+        description="What the session's runs cost, as the agent reports."
+    )
     forked_from_id: strawberry.Private[str | None]
 
     @classmethod
@@ -112,11 +120,13 @@ class Session:
         position = cursors.decode_time_id(after) if after else None
         async with info.context.services.db.session() as db:
             rows = await RunRepository(db).list_for_session(str(self.id), after=position, limit=limit + 1)
-        edges = [Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Run.from_model(r)) for r in rows]
+        edges = [
+            Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Run.from_model(r)) for r in rows
+        ]
         return RunConnection(
             edges=edges[:limit],
             page_info=PageInfo(
-                has_next_page=len(edges) > limit, end_cursor=edges[: limit][-1].cursor if edges else None
+                has_next_page=len(edges) > limit, end_cursor=edges[:limit][-1].cursor if edges else None
             ),
         )
 
@@ -126,7 +136,10 @@ class Session:
             rows = await RunRepository(db).list_for_session(str(self.id), after=None, limit=10_000)
         return [
             Checkpoint(
-                id=strawberry.ID(r.prompt_uuid), run_id=strawberry.ID(r.id), prompt=r.prompt, created_at=r.created_at
+                id=strawberry.ID(r.prompt_uuid),
+                run_id=strawberry.ID(r.id),
+                prompt=r.prompt,
+                created_at=r.created_at,
             )
             for r in rows
             if r.started_at is not None
@@ -137,7 +150,9 @@ class Session:
         if self.forked_from_id is None:
             return None
         async with info.context.services.db.session() as db:
-            row = await SessionRepository(db).get(self.forked_from_id, tenant_id=info.context.require_principal().tenant_id)
+            row = await SessionRepository(db).get(
+                self.forked_from_id, tenant_id=info.context.require_principal().tenant_id
+            )
         return Session.from_model(row) if row else None
 
 
@@ -178,9 +193,8 @@ class AuditEntryType:
             actor=entry.actor,
             target_type=entry.target_type,
             target_id=strawberry.ID(entry.target_id),
-            details=entry.details,
+            details=cast(JSON, entry.details),
         )
-
 
 
 @strawberry.type(description="A page of audit entries, newest first.")

@@ -6,7 +6,7 @@ second ``connection_ack``, a message for an id the server already finished, a bi
 for ids the *client* completed are dropped silently: the protocol lets them race with our ``complete``.
 """
 
-# ruff: noqa: ASYNC109 -- `timeout=` arguments are this helper's interface: tests read best as
+
 # `await sub.next(timeout=2)`, and each helper owns its deadline (overall, not per awaited step).
 
 from __future__ import annotations

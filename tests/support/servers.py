@@ -4,7 +4,7 @@ Every process started here runs in its own process group and is registered in a 
 atexit hook can kill whatever a crashed or interrupted test left behind (the agent CLI children included).
 """
 
-# ruff: noqa: ASYNC109 -- `timeout=` arguments are this helper's interface: tests read best as
+
 # `await sub.next(timeout=2)`, and each helper owns its deadline (overall, not per awaited step).
 
 from __future__ import annotations

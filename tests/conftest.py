@@ -1,0 +1,113 @@
+"""Fixtures: the scripted model, and the real API server on each storage mode.
+
+`stack` is parametrized: `embedded` (SQLite + in-process fan-out) and `postgres` (PostgreSQL + Redis on
+loopback). Every test that takes it runs on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from api.auth import create_key
+from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
+from api.settings import Settings
+from persistence.migrations import upgrade_head
+from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.inprocess import InProcessApi
+from tests.support.servers import (
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+    redis_available,
+)
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+async def scripted_model() -> AsyncIterator[ScriptedModelServer]:
+    async with ScriptedModelServer() as server:
+        yield server
+
+
+@dataclass
+class Stack:
+    """A running API server with two tenants' keys."""
+
+    mode: str
+    api: InProcessApi
+    key: str
+    other_key: str
+    data_dir: Path
+
+    @property
+    def settings(self) -> Settings:
+        return self.api.settings
+
+    def client(self, key: str | None = None) -> GraphQLHttpClient:
+        return GraphQLHttpClient(self.api.base_url, self.key if key is None else key)
+
+
+def stack_settings(mode: str, data_dir: Path, database_url: str | None, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "log_format": "console",
+        "catchup_poll_seconds": 2.0,
+        "dispatch_poll_seconds": 1.0,
+        "idle_client_seconds": 30.0,
+        "max_concurrent_runs": 4,
+    }
+    if mode == "postgres":
+        values.update(database_url=database_url, redis_url=SHARED_REDIS, auto_migrate=False)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def start_stack(
+    mode: str,
+    data_dir: Path,
+    model: ScriptedModelServer,
+    database_url: str | None = None,
+    **overrides: object,
+) -> Stack:
+    settings = stack_settings(mode, data_dir, database_url, **overrides)
+    if mode == "postgres":
+        await upgrade_head(settings.effective_database_url)
+    api = InProcessApi(
+        settings, agent_env={**scripted_model_cli_env(model.base_url), "CLAUDE_CODE_MAX_RETRIES": "0"}
+    )
+    await api.start()
+    db = api.services.db
+    key = await create_key(db, tenant_name="tenant-a", name="tests")
+    other = await create_key(db, tenant_name="tenant-b", name="tests")
+    return Stack(mode=mode, api=api, key=key.secret, other_key=other.secret, data_dir=data_dir)
+
+
+MODES = ["embedded", "postgres"]
+
+
+def _skip_unavailable(mode: str) -> None:
+    if mode == "postgres" and not (postgres_available() and redis_available()):
+        pytest.skip("PostgreSQL or Redis is not reachable on loopback")
+
+
+@pytest.fixture(scope="session", params=MODES)
+async def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    scripted_model: ScriptedModelServer,
+) -> AsyncIterator[Stack]:
+    mode = request.param
+    _skip_unavailable(mode)
+    database_url = await create_postgres_database("caga_tests") if mode == "postgres" else None
+    running = await start_stack(mode, tmp_path_factory.mktemp(f"stack-{mode}"), scripted_model, database_url)
+    try:
+        yield running
+    finally:
+        await running.api.stop()
+        if database_url:
+            await drop_postgres_database(database_url)
