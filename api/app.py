@@ -61,7 +61,9 @@ class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
-        principal = await authenticate(context.services.db, bearer_token(header if isinstance(header, str) else None))
+        principal = await authenticate(
+            context.services.db, bearer_token(header if isinstance(header, str) else None)
+        )
         if principal is None:
             # graphql-ws clients retry 4403 after re-evaluating connectionParams, so a fresh key can get in.
             raise ConnectionRejectionError({"message": "missing or invalid API key"})
@@ -117,7 +119,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
         allow_queries_via_get=False,
-        **({"allowed_origins": settings.allowed_origins} if settings.allowed_origins else {}),
+        allowed_origins=settings.allowed_origins,
     )
     app.include_router(router, prefix="/graphql")
 

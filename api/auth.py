@@ -41,7 +41,7 @@ def _hash(secret: str) -> str:
 def _split(key: str) -> tuple[str, str] | None:
     if not key.startswith(KEY_PREFIX):
         return None
-    prefix, sep, _ = key[len(KEY_PREFIX):].partition("_")
+    prefix, sep, _ = key[len(KEY_PREFIX) :].partition("_")
     return (prefix, key) if sep and prefix else None
 
 
@@ -78,7 +78,6 @@ def bearer_token(header: str | None) -> str | None:
         return None
     scheme, _, token = header.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
 
 
 __all__ = ["NewKey", "Principal", "authenticate", "bearer_token", "create_key"]

@@ -23,7 +23,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     dev_key = asyncio.run(_prepare_embedded(settings)) if settings.is_embedded else None
     base = f"http://{args.host}:{args.port}"
     print(f"Claude Agent GraphQL API on {base}", file=sys.stderr)
-    print(f"  GraphiQL:  {base}/graphql   (WebSocket subscriptions: ws://{args.host}:{args.port}/graphql)", file=sys.stderr)
+    print(
+        f"  GraphiQL:  {base}/graphql   (WebSocket subscriptions: ws://{args.host}:{args.port}/graphql)",
+        file=sys.stderr,
+    )
     print(f"  database:  {url.split('@')[-1]}", file=sys.stderr)
     print(f"  fan-out:   {'Redis' if settings.redis_url else 'in-process'}", file=sys.stderr)
     if settings.scripted_model:
@@ -31,7 +34,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if dev_key:
         print(
             "\nA development API key was created (shown once; send it as 'Authorization: Bearer <key>',\n"
-            "in GraphiQL's Headers tab as {\"Authorization\": \"Bearer <key>\"}):\n\n"
+            'in GraphiQL\'s Headers tab as {"Authorization": "Bearer <key>"}):\n\n'
             f"  {dev_key}\n",
             file=sys.stderr,
         )
@@ -102,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--scripted-model", action="store_true", help="run against the built-in scripted model (no Anthropic key)"
+        "--scripted-model",
+        action="store_true",
+        help="run against the built-in scripted model (no Anthropic key)",
     )
 
     commands.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")

@@ -43,9 +43,9 @@ async def main(args: argparse.Namespace, settings: Settings) -> int:
         if args.keys_command == "list":
             async with db.session() as session:
                 rows = await ApiKeyRepository(session).list()
-            for key, tenant in rows:
-                state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
-                print(f"{key.id}\t{tenant.name}\t{key.name or ''}\tcak_{key.prefix}_…\t{state}")
+            for row, tenant in rows:
+                state = f"revoked {row.revoked_at.isoformat()}" if row.revoked_at else "active"
+                print(f"{row.id}\t{tenant.name}\t{row.name or ''}\tcak_{row.prefix}_…\t{state}")
             return 0
         async with db.session() as session:
             repo = ApiKeyRepository(session)

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Runtime limits.
-    max_concurrent_runs: int = Field(default=4, ge=1, description="Runs that may execute at once per replica.")
+    max_concurrent_runs: int = Field(
+        default=4, ge=1, description="Runs that may execute at once per replica."
+    )
     max_prompt_chars: int = Field(default=100_000, ge=1)
     idle_client_seconds: float = Field(
         default=300.0, gt=0, description="A live CLI client idle this long is disconnected; resume is by id."
@@ -67,7 +69,9 @@ class Settings(BaseSettings):
     # The built-in scripted model (serve --scripted-model sets it).
     scripted_model: bool = False
 
-    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
 
     @field_validator("log_format")
     @classmethod

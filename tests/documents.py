@@ -101,7 +101,10 @@ query Session($id: ID!) {
   session(id: $id) {
     id title status lastSeq totalCostUsd createdAt updatedAt
     runs(first: 50) {
-      edges { cursor node { id status prompt error checkpointId startedAt finishedAt result { subtype isError result } } }
+      edges {
+        cursor
+        node { id status prompt error checkpointId startedAt finishedAt result { subtype isError result } }
+      }
       pageInfo { hasNextPage endCursor }
     }
     checkpoints { id runId prompt }

@@ -35,22 +35,24 @@ async def _session_status_after(session: AsyncSession, session_id: str) -> str:
     return "QUEUED" if active else "IDLE"
 
 
-async def begin(
-    event_log: EventLog, run: Run, *, replica: str, lease: timedelta
-) -> Transition | None:
+async def begin(event_log: EventLog, run: Run, *, replica: str, lease: timedelta) -> Transition | None:
     """QUEUED → RUNNING on this replica, taking the session's lease; None if someone else got there."""
     async with event_log.db.session() as session:
         now = utcnow()
         if not await SessionRepository(session).claim_lease(run.session_id, replica, now=now, ttl=lease):
             return None
         moved = await RunRepository(session).transition(
-            run.id, from_statuses=["QUEUED"], values={"status": "RUNNING", "replica": replica, "started_at": now}
+            run.id,
+            from_statuses=["QUEUED"],
+            values={"status": "RUNNING", "replica": replica, "started_at": now},
         )
         if not moved:
             await session.rollback()
             return None
         await SessionRepository(session).set_status(run.session_id, "RUNNING", now)
-        records = await event_log.append_in(session, run.session_id, [status_event(run.id, "RUNNING")], at=now)
+        records = await event_log.append_in(
+            session, run.session_id, [status_event(run.id, "RUNNING")], at=now
+        )
         await session.commit()
         fresh = await RunRepository(session).get(run.id)
     assert fresh is not None
@@ -83,14 +85,18 @@ async def finish(
         if cost_usd:
             await sessions.add_cost(run.session_id, cost_usd)
         await sessions.set_status(run.session_id, await _session_status_after(session, run.session_id), now)
-        records = await event_log.append_in(session, run.session_id, [status_event(run_id, status, error)], at=now)
+        records = await event_log.append_in(
+            session, run.session_id, [status_event(run_id, status, error)], at=now
+        )
         await session.commit()
         fresh = await runs.get(run_id)
     assert fresh is not None
     return Transition(fresh, records, fresh.tenant_id)
 
 
-async def announce(event_log: EventLog, transition: Transition | None, change: str = "STATUS_CHANGED") -> None:
+async def announce(
+    event_log: EventLog, transition: Transition | None, change: str = "STATUS_CHANGED"
+) -> None:
     """Publish a committed transition: the session's events and the tenant's session feed."""
     if transition is None:
         return

@@ -73,7 +73,17 @@ class RunOptions:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunOptions:
-        return cls(**{key: data.get(key) for key in cls.__dataclass_fields__ if key in data})
+        return cls(
+            model=data.get("model"),
+            system_prompt=data.get("system_prompt"),
+            permission_mode=data.get("permission_mode"),
+            allowed_tools=list(data.get("allowed_tools") or []),
+            disallowed_tools=list(data.get("disallowed_tools") or []),
+            max_turns=data.get("max_turns"),
+            max_budget_usd=data.get("max_budget_usd"),
+            output_schema=data.get("output_schema"),
+            agents=data.get("agents"),
+        )
 
 
 def _tools(values: list[str] | None, field_name: str) -> list[str]:

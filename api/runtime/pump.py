@@ -68,7 +68,7 @@ class ConnectionPump:
                 self._inbox.put_nowait(output)
         except AgentFailure as exc:
             self._inbox.put_nowait(ConnectionLost(exc.reason))
-        except Exception as exc:  # noqa: BLE001 - any reader death must reach the run as a failure
+        except Exception as exc:
             log.exception("pump.reader_crashed")
             self._inbox.put_nowait(ConnectionLost(f"agent stream failed: {exc}"))
 

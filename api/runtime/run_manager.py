@@ -92,7 +92,9 @@ class RunManager:
         """Interrupt a running run wherever it runs: here directly, elsewhere through the bus.
         The flag in the database (set by the caller) is the fallback the owner polls."""
         if not self._interrupt_local(run_id):
-            await self.bus.publish(CONTROL_CHANNEL, orjson.dumps({"type": "interrupt", "runId": run_id}).decode())
+            await self.bus.publish(
+                CONTROL_CHANNEL, orjson.dumps({"type": "interrupt", "runId": run_id}).decode()
+            )
 
     # -- what actors call ----------------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class RunManager:
             async with self.db.session() as session:
                 await SessionRepository(session).release_lease(session_id, self.replica)
                 await session.commit()
-        except Exception:  # noqa: BLE001 - an unreleased lease just expires
+        except Exception:
             log.warning("lease.release_failed", session_id=session_id, exc_info=True)
         self.nudge()
 
@@ -142,7 +144,7 @@ class RunManager:
                 await self._reap_orphans()
                 await self._poll_interrupts()
                 await self._admit()
-            except Exception:  # noqa: BLE001 - a database hiccup must not end dispatching
+            except Exception:
                 log.exception("dispatch.failed")
 
     async def _admit(self) -> None:
@@ -208,7 +210,7 @@ class RunManager:
                         self.replica, list(self._actors), now=utcnow(), ttl=self._lease
                     )
                     await session.commit()
-            except Exception:  # noqa: BLE001 - retried on the next beat, well within the lease
+            except Exception:
                 log.warning("lease.renew_failed", exc_info=True)
 
     async def _control_loop(self, ready: asyncio.Event) -> None:
@@ -228,7 +230,7 @@ class RunManager:
                             self.nudge()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - polling covers the gap; try the bus again shortly
+            except Exception:
                 log.warning("control.watch_failed", exc_info=True)
                 ready.set()
                 await asyncio.sleep(1.0)

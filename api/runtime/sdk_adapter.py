@@ -181,7 +181,7 @@ class AgentConnection:
     async def interrupt(self) -> None:
         try:
             await asyncio.wait_for(self._client.interrupt(), timeout=10)
-        except (ClaudeSDKError, TimeoutError, Exception) as exc:  # noqa: BLE001 - interrupt is best effort
+        except (ClaudeSDKError, TimeoutError, Exception) as exc:
             log.warning("agent.interrupt_failed", error=str(exc))
 
     async def close(self) -> None:
@@ -192,7 +192,7 @@ class AgentConnection:
         await self.interrupt()
         try:
             await asyncio.wait_for(self._client.disconnect(), timeout=20)
-        except Exception as exc:  # noqa: BLE001 - the process is going away either way
+        except Exception as exc:
             log.warning("agent.disconnect_failed", error=str(exc))
 
     def _describe(self, exc: BaseException | None) -> str:
@@ -256,6 +256,7 @@ def convert(message: Any) -> AgentOutput | None:
             },
         )
     if isinstance(message, UserMessage):
+        text: str | None
         if isinstance(message.content, str):
             text, content = message.content, [{"type": "text", "text": message.content}]
         else:
@@ -273,7 +274,9 @@ def convert(message: Any) -> AgentOutput | None:
             },
         )
     if isinstance(message, ResultMessage):
-        uuids = tuple(message.user_message_uuids or ([message.user_message_uuid] if message.user_message_uuid else []))
+        uuids = tuple(
+            message.user_message_uuids or ([message.user_message_uuid] if message.user_message_uuid else [])
+        )
         return AgentOutput(
             EventKind.RESULT,
             {

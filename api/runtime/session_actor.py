@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,8 +28,15 @@ INTERRUPT_GRACE_SECONDS = 15.0
 class Outcome:
     status: str
     error: str | None = None
-    result: dict[str, object] | None = None
+    result: dict[str, Any] | None = None
     cost_usd: float = 0.0
+
+
+class _Interrupted:
+    """The marker _next_signal returns when an interrupt was asked for."""
+
+
+_INTERRUPTED = _Interrupted()
 
 
 class SessionActor:
@@ -90,7 +97,7 @@ class SessionActor:
         except asyncio.CancelledError:
             outcome = Outcome("FAILED", error="the server shut down during the run")
             raise
-        except Exception as exc:  # noqa: BLE001 - a run's failure must never kill the actor
+        except Exception as exc:
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
@@ -102,7 +109,7 @@ class SessionActor:
                     run.id,
                     status=outcome.status,
                     error=outcome.error,
-                    result=outcome.result,  # type: ignore[arg-type]
+                    result=outcome.result,
                     cost_usd=outcome.cost_usd,
                 )
             )
@@ -146,7 +153,10 @@ class SessionActor:
             self._drain_signals()
             self._cost_so_far = 0.0
             self._pump = ConnectionPump(
-                connection, self.manager.event_log, self.session_id, last_seq=last_seq,
+                connection,
+                self.manager.event_log,
+                self.session_id,
+                last_seq=last_seq,
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
@@ -180,44 +190,65 @@ class SessionActor:
         return await self._await_result(run)
 
     async def _await_result(self, run: Run) -> Outcome:
+        """Wait for this run's result, acting on interrupts and the run's time limit on the way."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.manager.settings.run_timeout_seconds
-        interrupted_at: float | None = None
+        stopping_since: float | None = None
         timed_out = False
         while True:
-            now = loop.time()
-            limit = deadline if interrupted_at is None else interrupted_at + INTERRUPT_GRACE_SECONDS
-            signal_task = asyncio.ensure_future(self._signals.get())
-            waiters: set[asyncio.Future[object]] = {signal_task}  # type: ignore[arg-type]
-            interrupt_task: asyncio.Future[object] | None = None
-            if interrupted_at is None:
-                interrupt_task = asyncio.ensure_future(self._interrupt.wait())
-                waiters.add(interrupt_task)
-            done, _ = await asyncio.wait(waiters, timeout=max(0.0, limit - now), return_when="FIRST_COMPLETED")
-            if interrupt_task is not None and not interrupt_task.done():
-                interrupt_task.cancel()
-            if signal_task not in done:
-                signal_task.cancel()
-                if interrupt_task is not None and interrupt_task in done:
-                    interrupted_at = loop.time()
-                    await self._pump_interrupt()
-                    continue
-                if interrupted_at is None:
-                    timed_out = True
-                    interrupted_at = loop.time()
+            if stopping_since is None:
+                signal = await self._next_signal(until=deadline, interruptible=True)
+            else:
+                signal = await self._next_signal(
+                    until=stopping_since + INTERRUPT_GRACE_SECONDS, interruptible=False
+                )
+            if signal is _INTERRUPTED or signal is None:
+                if stopping_since is None:
+                    timed_out = signal is None
+                    stopping_since = loop.time()
                     await self._pump_interrupt()
                     continue
                 # The CLI ignored the interrupt: drop the process; the session resumes on the next run.
                 await self._disconnect()
                 return self._stopped_outcome(timed_out, None)
-            signal = signal_task.result()
             if isinstance(signal, ConnectionLost):
                 await self._disconnect()
-                if interrupted_at is not None:
+                if stopping_since is not None:
                     return self._stopped_outcome(timed_out, None)
                 return Outcome("FAILED", error=signal.reason)
             if isinstance(signal, ResultSeen) and self._answers(run, signal):
-                return self._result_outcome(signal, interrupted=interrupted_at is not None, timed_out=timed_out)
+                return self._result_outcome(
+                    signal, interrupted=stopping_since is not None, timed_out=timed_out
+                )
+
+    async def _next_signal(self, *, until: float, interruptible: bool) -> PumpSignal | _Interrupted | None:
+        """The next pump signal; _INTERRUPTED if an interrupt came first; None at the deadline."""
+        timeout = max(0.0, until - asyncio.get_running_loop().time())
+        signal_task: asyncio.Task[PumpSignal] = asyncio.create_task(self._signals.get())
+        waiters: set[asyncio.Task[Any]] = {signal_task}
+        interrupt_task: asyncio.Task[bool] | None = None
+        if interruptible:
+            interrupt_task = asyncio.create_task(self._interrupt.wait())
+            waiters.add(interrupt_task)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiters:
+                if task is not signal_task:
+                    task.cancel()
+        if signal_task.done():
+            return signal_task.result()
+        signal_task.cancel()
+        try:
+            # A signal that arrived while cancelling must not be lost (the interrupt flag stays set).
+            return await signal_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        if interrupt_task is not None and interrupt_task.done() and not interrupt_task.cancelled():
+            return _INTERRUPTED
+        return None
 
     @staticmethod
     def _answers(run: Run, signal: ResultSeen) -> bool:
@@ -229,7 +260,7 @@ class SessionActor:
         if self._pump is not None:
             await self._pump.connection.interrupt()
 
-    def _stopped_outcome(self, timed_out: bool, result: dict[str, object] | None) -> Outcome:
+    def _stopped_outcome(self, timed_out: bool, result: dict[str, Any] | None) -> Outcome:
         if timed_out:
             return Outcome("FAILED", error="the run exceeded its time limit", result=result)
         return Outcome("INTERRUPTED", result=result)
@@ -250,13 +281,13 @@ class SessionActor:
         return Outcome("COMPLETED", result=payload, cost_usd=cost)
 
 
-def _result_error(payload: dict[str, object]) -> str:
-    errors = payload.get("errors") or []
-    detail = payload.get("result") or "; ".join(str(error) for error in errors if error)  # type: ignore[union-attr]
+def _result_error(payload: dict[str, Any]) -> str:
+    """A run's error text from an error result: what ended it, the model API status, the detail."""
+    errors = [str(error) for error in payload.get("errors") or [] if error]
+    detail = payload.get("result") or "; ".join(errors)
     status = payload.get("api_error_status")
-    parts = [f"the agent ended with {payload.get('subtype')}"]
-    if status:
-        parts.append(f"model API status {status}")
+    extras = [f"model API status {status}"] if status else []
     if detail:
-        parts.append(str(detail)[:2000])
-    return ": ".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
+        extras.append(str(detail)[:2000])
+    text = f"the agent ended with {payload.get('subtype')}"
+    return f"{text} ({'; '.join(extras)})" if extras else text

@@ -39,7 +39,9 @@ class EventRepository:
         last = result.scalar_one()
         first = last - len(items) + 1
         events = [
-            Event(session_id=session_id, seq=first + i, run_id=run_id, kind=kind, payload=payload, created_at=at)
+            Event(
+                session_id=session_id, seq=first + i, run_id=run_id, kind=kind, payload=payload, created_at=at
+            )
             for i, (run_id, kind, payload) in enumerate(items)
         ]
         self.session.add_all(events)

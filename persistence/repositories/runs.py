@@ -116,9 +116,7 @@ class RunRepository:
         )
         return (await self.session.execute(stmt)).scalars().all()
 
-    async def transition(
-        self, run_id: str, *, from_statuses: Sequence[str], values: dict[str, Any]
-    ) -> bool:
+    async def transition(self, run_id: str, *, from_statuses: Sequence[str], values: dict[str, Any]) -> bool:
         """Compare-and-set on status, so two replicas cannot both move one run."""
         result = await self.session.execute(
             sa.update(Run)
@@ -129,6 +127,4 @@ class RunRepository:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def request_interrupt(self, run_id: str) -> None:
-        await self.session.execute(
-            sa.update(Run).where(Run.id == run_id).values(interrupt_requested=True)
-        )
+        await self.session.execute(sa.update(Run).where(Run.id == run_id).values(interrupt_requested=True))

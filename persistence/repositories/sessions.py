@@ -24,7 +24,12 @@ class SessionRepository:
         self.session = session
 
     async def create(
-        self, *, session_id: str, tenant_id: str, title: str | None, at: datetime,
+        self,
+        *,
+        session_id: str,
+        tenant_id: str,
+        title: str | None,
+        at: datetime,
         forked_from_id: str | None = None,
     ) -> AgentSession:
         row = AgentSession(
@@ -115,7 +120,9 @@ class SessionRepository:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def renew_leases(self, owner: str, session_ids: Sequence[str], *, now: datetime, ttl: timedelta) -> None:
+    async def renew_leases(
+        self, owner: str, session_ids: Sequence[str], *, now: datetime, ttl: timedelta
+    ) -> None:
         if not session_ids:
             return
         await self.session.execute(

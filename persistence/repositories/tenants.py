@@ -51,7 +51,9 @@ class ApiKeyRepository:
 
     async def get_by_prefix(self, prefix: str) -> tuple[ApiKey, Tenant] | None:
         result = await self.session.execute(
-            sa.select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).where(ApiKey.prefix == prefix)
+            sa.select(ApiKey, Tenant)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.prefix == prefix)
         )
         row = result.one_or_none()
         return (row[0], row[1]) if row else None

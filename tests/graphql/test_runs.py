@@ -38,7 +38,8 @@ class TestStartRunAndWatch:
         kinds = [e["payload"]["__typename"] for e in events]
         assert kinds.index("SystemMessage") < kinds.index("AssistantMessage") < kinds.index("ResultMessage")
         result = next(e["payload"] for e in events if e["payload"]["__typename"] == "ResultMessage")
-        assert result["subtype"] == "success" and result["isError"] is False
+        assert result["subtype"] == "success"
+        assert result["isError"] is False
         assert all(e["runId"] == run_id and e["sessionId"] == session_id for e in events)
 
     async def test_a_follow_up_turn_continues_the_same_session_and_log(self, stack: Stack) -> None:
@@ -89,7 +90,7 @@ class TestStartRunAndWatch:
 
 
 class TestSubscriptionCursor:
-    async def test_resubscribing_with_the_last_seq_misses_nothing_and_repeats_nothing(
+    async def test_resubscribing_with_the_last_seq_loses_and_repeats_nothing(
         self, stack: Stack
     ) -> None:
         async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
@@ -194,7 +195,8 @@ class TestAgentFeatures:
             for b in e["payload"]["content"]
             if b["__typename"] == "ThinkingBlock"
         ]
-        assert thinking and "characters" in thinking[0]["thinking"]
+        assert thinking
+        assert "characters" in thinking[0]["thinking"]
 
     async def test_structured_output_follows_the_schema(self, stack: Stack) -> None:
         schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
