@@ -97,8 +97,6 @@ class AgentSession(Base):
     last_seq: Mapped[int] = mapped_column(default=0)
     total_cost_usd: Mapped[float] = mapped_column(sa.Float, default=0.0)
     forked_from_id: Mapped[str | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
-    # True once the CLI has written a transcript for this id: later turns resume instead of create.
-    transcript_started: Mapped[bool] = mapped_column(default=False)
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
     lease_expires_at: Mapped[datetime | None]
 

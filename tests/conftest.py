@@ -60,9 +60,12 @@ def stack_settings(mode: str, data_dir: Path, database_url: str | None, **overri
         "dispatch_poll_seconds": 1.0,
         "idle_client_seconds": 30.0,
         "max_concurrent_runs": 4,
+        "connection_init_timeout_seconds": 2.0,
     }
     if mode == "postgres":
         values.update(database_url=database_url, redis_url=SHARED_REDIS, auto_migrate=False)
+    unknown = set(overrides) - set(Settings.model_fields)
+    assert not unknown, f"not settings: {unknown}"
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -72,14 +75,16 @@ async def start_stack(
     data_dir: Path,
     model: ScriptedModelServer,
     database_url: str | None = None,
+    *,
+    agent_env: dict[str, str] | None = None,
     **overrides: object,
 ) -> Stack:
+    """A running API server; `agent_env` adds to (or blanks) what the agent CLI gets."""
     settings = stack_settings(mode, data_dir, database_url, **overrides)
     if mode == "postgres":
         await upgrade_head(settings.effective_database_url)
-    api = InProcessApi(
-        settings, agent_env={**scripted_model_cli_env(model.base_url), "CLAUDE_CODE_MAX_RETRIES": "0"}
-    )
+    env = {**scripted_model_cli_env(model.base_url), "CLAUDE_CODE_MAX_RETRIES": "0", **(agent_env or {})}
+    api = InProcessApi(settings, agent_env=env)
     await api.start()
     db = api.services.db
     key = await create_key(db, tenant_name="tenant-a", name="tests")

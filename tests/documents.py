@@ -33,19 +33,16 @@ mutation StartRun($input: StartRunInput!) {
 """
 )
 
-INTERRUPT_RUN = (
-    """
+INTERRUPT_RUN = """
 mutation Interrupt($runId: ID!) {
   interruptRun(runId: $runId) {
     __typename
     ... on InterruptRunSuccess { outcome run { id status error } }
-"""
-    + ERROR_FIELDS
-    + """
+    ... on Error { code message }
+    ... on NotFoundError { resource resourceId }
   }
 }
 """
-)
 
 EVENT_FIELDS = """
   seq ephemeral sessionId runId createdAt

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 02:37:54.769729
+Create Date: 2026-11-25 02:50:02.614616
 """
 
 from collections.abc import Sequence
@@ -67,7 +67,6 @@ def upgrade() -> None:
     sa.Column('last_seq', sa.Integer(), nullable=False),
     sa.Column('total_cost_usd', sa.Float(), nullable=False),
     sa.Column('forked_from_id', sa.String(length=36), nullable=True),
-    sa.Column('transcript_started', sa.Boolean(), nullable=False),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
     sa.Column('lease_expires_at', persistence.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['forked_from_id'], ['sessions.id'], name=op.f('fk_sessions_forked_from_id_sessions'), ondelete='SET NULL'),

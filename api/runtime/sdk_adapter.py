@@ -10,6 +10,7 @@ import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from claude_agent_sdk import (
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
+    project_key_for_directory,
 )
 from claude_agent_sdk.types import RateLimitEvent
 
@@ -77,6 +79,19 @@ class AgentOutput:
     is_result: bool = False
     result_uuids: tuple[str, ...] = ()
     total_cost_usd: float | None = None
+
+
+def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
+    """Whether the CLI has a transcript for this session, so the next connection must resume it.
+
+    The file is the truth, not a flag of ours: a CLI killed before it flushed has nothing to resume,
+    and every replica sees the same file through the shared DATA_DIR.
+    """
+    path = Path(config_dir) / "projects" / project_key_for_directory(cwd) / f"{session_id}.jsonl"
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 class AgentFailure(Exception):

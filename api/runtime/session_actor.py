@@ -11,7 +11,7 @@ import structlog
 from api.runtime import lifecycle
 from api.runtime.policy import RunOptions
 from api.runtime.pump import ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
-from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec
+from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
 from persistence.models import Run
 from persistence.repositories.sessions import SessionRepository
 
@@ -121,15 +121,13 @@ class SessionActor:
 
     async def _spec(self, run: Run) -> AgentSpec:
         manager = self.manager
-        async with manager.db.session() as session:
-            row = await SessionRepository(session).get(run.session_id)
-        resume = bool(row and row.transcript_started)
         options = RunOptions.from_json(run.options)
-        workspace = manager.workspace_for(run.session_id)
+        workspace = str(manager.workspace_for(run.session_id))
+        config_dir = str(manager.settings.agent_config_dir)
         return AgentSpec(
             session_id=run.session_id,
-            cwd=str(workspace),
-            resume=resume,
+            cwd=workspace,
+            resume=await asyncio.to_thread(transcript_exists, config_dir, workspace, run.session_id),
             env=manager.agent_env(run.session_id),
             model=options.model,
             system_prompt=options.system_prompt,
@@ -176,10 +174,6 @@ class SessionActor:
             pump = await self._ensure_connection(spec)
         except AgentFailure as exc:
             return Outcome("FAILED", error=f"the agent could not start: {exc.reason}")
-        if not spec.resume:
-            async with self.manager.db.session() as session:
-                await SessionRepository(session).mark_transcript_started(self.session_id)
-                await session.commit()
         pump.current_run_id = run.id
         self._drain_signals()
         try:

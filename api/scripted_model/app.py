@@ -75,6 +75,10 @@ def create_scripted_model_app(max_recorded: int = DEFAULT_MAX_RECORDED) -> Starl
             return _error_response(StepError(400, "invalid_request_error", "request body must be an object"))
         record = _record_base(request, body)
         recorder.add(record)
+        if not _has_credentials(request):
+            # As the real API does: a CLI started without a key must fail the way it would in production.
+            record["error"] = "missing credentials"
+            return _error_response(StepError(401, "authentication_error", "x-api-key header is required"))
         try:
             reply = _plan_reply(body, len(raw), record)
         except ScenarioError as exc:
@@ -197,6 +201,12 @@ async def _sleep_ms(ms: int) -> None:
 def _error_response(error: StepError) -> Response:
     headers = {"retry-after": "0"} if error.status == 429 else None
     return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+
+
+def _has_credentials(request: Request) -> bool:
+    api_key = request.headers.get("x-api-key", "").strip()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return bool(api_key) or (scheme.lower() == "bearer" and bool(token.strip()))
 
 
 def _record_base(request: Request, body: Any) -> dict[str, Any]:

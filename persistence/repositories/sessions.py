@@ -98,11 +98,6 @@ class SessionRepository:
             .values(total_cost_usd=AgentSession.total_cost_usd + cost_usd)
         )
 
-    async def mark_transcript_started(self, session_id: str) -> None:
-        await self.session.execute(
-            sa.update(AgentSession).where(AgentSession.id == session_id).values(transcript_started=True)
-        )
-
     async def claim_lease(self, session_id: str, owner: str, *, now: datetime, ttl: timedelta) -> bool:
         """Take or renew the lease when it is free, expired or already ours."""
         result = await self.session.execute(

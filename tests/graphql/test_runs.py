@@ -90,9 +90,7 @@ class TestStartRunAndWatch:
 
 
 class TestSubscriptionCursor:
-    async def test_resubscribing_with_the_last_seq_loses_and_repeats_nothing(
-        self, stack: Stack
-    ) -> None:
+    async def test_resubscribing_with_the_last_seq_loses_and_repeats_nothing(self, stack: Stack) -> None:
         async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
             started = await start_ok(client, prompt="[scenario:many:30]")
             session_id, run_id = started["session"]["id"], started["run"]["id"]
