@@ -24,7 +24,8 @@ TITLE_SCHEMA = {
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_scripted_model_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://scripted") as client:
+    headers = {"x-api-key": "test-key"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://scripted", headers=headers) as client:
         yield client
 
 
@@ -39,6 +40,16 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
         lines = dict(line.split(": ", 1) for line in chunk.splitlines())
         events.append((lines["event"], json.loads(lines["data"])))
     return events
+
+
+@pytest.mark.parametrize("headers", [{"x-api-key": ""}, {"x-api-key": "", "authorization": "Bearer "}])
+async def test_a_request_without_credentials_is_401_as_on_the_real_api(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    response = await http.post("/v1/messages", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
 
 
 async def test_echo_streams_a_complete_message(http: httpx.AsyncClient) -> None:
@@ -180,7 +191,8 @@ async def test_recorded_requests(http: httpx.AsyncClient) -> None:
 
 async def test_recording_is_bounded() -> None:
     transport = httpx.ASGITransport(app=create_scripted_model_app(max_recorded=3))
-    async with httpx.AsyncClient(transport=transport, base_url="http://scripted") as client:
+    headers = {"x-api-key": "test-key"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://scripted", headers=headers) as client:
         for i in range(5):
             await client.post("/v1/messages", json=conversation(f"n{i}", stream=False))
         records = (await client.get("/_scripted/requests")).json()
