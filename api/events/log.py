@@ -25,12 +25,17 @@ class EventLog:
         self.db = db
         self.bus = bus
 
-    async def append(self, session_id: str, items: Sequence[NewEvent]) -> list[EventRecord]:
-        """Append in a transaction of its own, commit, then publish."""
+    async def append(
+        self, session_id: str, items: Sequence[NewEvent], *, publish: bool = True
+    ) -> list[EventRecord]:
+        """Append in a transaction of its own, commit, then publish (unless the caller will)."""
+        if not items:
+            return []
         async with self.db.session() as session:
             records = await self.append_in(session, session_id, items)
             await session.commit()
-        await self.publish(records)
+        if publish:
+            await self.publish(records)
         return records
 
     async def append_in(

@@ -86,22 +86,30 @@ class ConnectionPump:
                 return
 
     async def _commit_batch(self, batch: list[AgentOutput | ConnectionLost]) -> None:
-        pending: list[AgentOutput] = []
+        """Commit the batch's durable events in one transaction, then publish everything in order.
+
+        A token delta is published with the seq of the durable event before it, after that event's
+        commit; so one commit serves a whole batch even when deltas and messages interleave.
+        """
+        durable = [item for item in batch if isinstance(item, AgentOutput) and not item.ephemeral]
+        run_id = self.current_run_id
+        records = iter(
+            await self.event_log.append(
+                self.session_id,
+                [NewEvent(run_id, output.kind, output.payload) for output in durable],
+                publish=False,
+            )
+        )
         for item in batch:
             if isinstance(item, ConnectionLost):
-                await self._flush(pending)
-                pending = []
                 self._ended = True
                 self._on_signal(item)
             elif item.ephemeral:
-                # Partials follow the durable events before them: flush those first.
-                await self._flush(pending)
-                pending = []
                 await self.event_log.publish_ephemeral(
                     EventRecord(
                         session_id=self.session_id,
                         seq=self.last_seq,
-                        run_id=self.current_run_id,
+                        run_id=run_id,
                         kind=item.kind.value,
                         payload=item.payload,
                         created_at=utcnow(),
@@ -109,20 +117,11 @@ class ConnectionPump:
                     )
                 )
             else:
-                pending.append(item)
-        await self._flush(pending)
-
-    async def _flush(self, outputs: list[AgentOutput]) -> None:
-        if not outputs:
-            return
-        run_id = self.current_run_id
-        records = await self.event_log.append(
-            self.session_id, [NewEvent(run_id, output.kind, output.payload) for output in outputs]
-        )
-        self.last_seq = records[-1].seq
-        for output, record in zip(outputs, records, strict=True):
-            if output.is_result:
-                self._on_signal(ResultSeen(output, record))
+                record = next(records)
+                self.last_seq = record.seq
+                await self.event_log.publish([record])
+                if item.is_result:
+                    self._on_signal(ResultSeen(item, record))
 
     async def close(self) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the
