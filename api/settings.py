@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     allowed_permission_modes: list[str] = Field(default=["DEFAULT", "ACCEPT_EDITS", "PLAN"])
     max_turns_cap: int = Field(default=100, ge=1)
 
+    execute_runs: bool = Field(
+        default=True,
+        description="False: serve the API but leave runs to other replicas (draining, API-only).",
+    )
+
     # Leases: a session runs on one replica at a time (DESIGN.md decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

@@ -148,6 +148,8 @@ class RunManager:
                 log.exception("dispatch.failed")
 
     async def _admit(self) -> None:
+        if not self.settings.execute_runs:
+            return
         free = self.settings.max_concurrent_runs - self._running
         if free <= 0:
             return

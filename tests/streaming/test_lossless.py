@@ -1,0 +1,247 @@
+"""No watcher loses or repeats an event: across replicas, reconnects, Redis restarts and slow readers.
+
+Real uvicorn processes on one PostgreSQL and one Redis (and the embedded default, one process); every
+test asserts the exact seq list a client saw: 1..n, no gap, no duplicate, n = the session's lastSeq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.documents import (
+    RUN,
+    SESSION,
+    SESSION_EVENTS,
+    collect_until_run_ends,
+    start_ok,
+    wait_for_run,
+    watch,
+)
+from tests.support.cluster import cluster, paced_scenario
+from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.graphql_ws import GraphQLWSClient, Subscription
+from tests.support.servers import postgres_available, redis_available
+
+pytestmark = pytest.mark.timeout(240)
+
+TOPOLOGIES = ["replicated", "embedded"]
+
+
+def _needs_services(topology: str) -> None:
+    if topology == "replicated" and not (postgres_available() and redis_available()):
+        pytest.skip("PostgreSQL or Redis is not reachable on loopback")
+
+
+def assert_exact(seqs: list[int], last_seq: int) -> None:
+    assert seqs == list(range(1, last_seq + 1)), f"gaps or repeats: {_describe(seqs)} (lastSeq {last_seq})"
+
+
+def _describe(seqs: list[int]) -> str:
+    duplicates = sorted({s for s in seqs if seqs.count(s) > 1})
+    missing = sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))
+    return f"{len(seqs)} events, duplicates {duplicates[:10]}, missing {missing[:10]}"
+
+
+async def last_seq(client: GraphQLHttpClient, session_id: str) -> int:
+    return int((await client.execute(SESSION, {"id": session_id}))["session"]["lastSeq"])
+
+
+async def read_events(sub: Subscription, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+    return [(await sub.next(timeout=timeout))["data"]["sessionEvents"] for _ in range(count)]
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_a_run_on_one_replica_is_watched_complete_from_the_other(topology: str, tmp_path: Path) -> None:
+    _needs_services(topology)
+    # Replica 1 executes no runs, so the run surely executes on replica 0 while replica 1 serves the watcher.
+    async with cluster(
+        tmp_path, embedded=topology == "embedded", per_replica=[{}, {"EXECUTE_RUNS": "false"}]
+    ) as c:
+        runner, watcher = c.replicas[0], c.replicas[-1]
+        async with (
+            GraphQLHttpClient(watcher.base_url, c.key) as client,
+            GraphQLWSClient.connect(watcher.ws_url, token=c.key) as ws,
+        ):
+            started = await start_ok(client, prompt=paced_scenario(steps=10, delay_ms=30))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            sub = await watch(ws, session_id)
+            events = await collect_until_run_ends(sub, run_id)
+            assert_exact([e["seq"] for e in events], await last_seq(client, session_id))
+        assert run_id in runner.log_text()
+        if topology == "replicated":
+            assert run_id not in watcher.log_text()
+    assert len(events) >= 30
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_a_watcher_that_drops_mid_run_resumes_on_the_other_replica(
+    topology: str, tmp_path: Path
+) -> None:
+    _needs_services(topology)
+    async with cluster(tmp_path, embedded=topology == "embedded") as c:
+        first, second = c.replicas[0], c.replicas[-1]
+        async with GraphQLHttpClient(first.base_url, c.key) as client:
+            started = await start_ok(client, prompt=paced_scenario(steps=15, delay_ms=80))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+
+            ws = await GraphQLWSClient.open(first.ws_url, token=c.key)
+            head = await read_events(await watch(ws, session_id), 12)
+            # An abrupt drop, as a network would do it: no complete, no close handshake.
+            ws.ws.transport.abort()
+            await ws.wait_closed(timeout=10)
+
+            async with GraphQLWSClient.connect(second.ws_url, token=c.key) as again:
+                resumed = await watch(again, session_id, after_seq=head[-1]["seq"])
+                tail = await collect_until_run_ends(resumed, run_id)
+            assert_exact([e["seq"] for e in head + tail], await last_seq(client, session_id))
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_three_watchers_opening_at_once_all_see_everything(topology: str, tmp_path: Path) -> None:
+    _needs_services(topology)
+    async with cluster(tmp_path, embedded=topology == "embedded") as c:
+        replica = c.replicas[-1]
+        async with GraphQLHttpClient(replica.base_url, c.key) as client:
+            started = await start_ok(client, prompt=paced_scenario(steps=10, delay_ms=50))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+
+            async def one_watcher() -> list[int]:
+                async with GraphQLWSClient.connect(replica.ws_url, token=c.key) as ws:
+                    sub = await watch(ws, session_id)
+                    return [e["seq"] for e in await collect_until_run_ends(sub, run_id)]
+
+            results = await asyncio.gather(one_watcher(), one_watcher(), one_watcher())
+            final = await last_seq(client, session_id)
+        for seqs in results:
+            assert_exact(seqs, final)
+
+
+async def test_a_redis_restart_mid_run_loses_nothing_and_leaves_no_replica_deaf(tmp_path: Path) -> None:
+    _needs_services("replicated")
+    # A long catch-up interval: after the restart, prompt delivery must come from the bus itself.
+    async with cluster(
+        tmp_path,
+        private_redis=True,
+        env={"CATCHUP_POLL_SECONDS": "60"},
+        per_replica=[{}, {"EXECUTE_RUNS": "false"}],
+    ) as c:
+        assert c.redis is not None
+        watcher = c.replicas[1]
+        async with (
+            GraphQLHttpClient(watcher.base_url, c.key) as client,
+            GraphQLWSClient.connect(watcher.ws_url, token=c.key) as ws,
+        ):
+            started = await start_ok(client, prompt=paced_scenario(steps=25, delay_ms=100))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            sub = await watch(ws, session_id)
+            head = await read_events(sub, 10)
+
+            c.redis.stop()
+            # The outage itself: the run goes on, events go to the log, publishing fails.
+            await asyncio.sleep(1.0)
+            c.redis.start()
+            await c.wait_ready()
+
+            tail = await collect_until_run_ends(sub, run_id, timeout=120)
+            assert_exact([e["seq"] for e in head + tail], await last_seq(client, session_id))
+
+            # After the restart the fan-out works again on both replicas: a new run's events arrive
+            # well within the 60 s catch-up interval, so they came through Redis.
+            again = await start_ok(client, prompt="after the restart", sessionId=session_id)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            more = await collect_until_run_ends(sub, again["run"]["id"], timeout=30)
+            assert loop.time() - began < 20
+            assert_exact([e["seq"] for e in head + tail + more], await last_seq(client, session_id))
+        assert await c.metric(watcher, "agent_bus_reconnects_total") >= 1
+
+
+def _small_buffer_socket(port: int) -> socket.socket:
+    """A client socket with a tiny receive buffer, so a paused reader pushes back on the server quickly."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_a_watcher_that_pauses_while_5000_events_pass_gets_them_all(
+    topology: str, tmp_path: Path
+) -> None:
+    _needs_services(topology)
+    async with cluster(tmp_path, embedded=topology == "embedded", env={"WATCHER_QUEUE_SIZE": "100"}) as c:
+        replica = c.replicas[-1]
+        async with GraphQLHttpClient(replica.base_url, c.key) as client:
+            started = await start_ok(client, prompt="[scenario:many:5000]")
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            overflows_before = await c.metric(replica, "agent_bus_watcher_overflows_total")
+            async with connect(
+                replica.ws_url,
+                subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                sock=_small_buffer_socket(replica.port),
+                max_queue=4,
+                max_size=None,
+                proxy=None,
+            ) as raw:
+                await raw.send(
+                    json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {c.key}"}})
+                )
+                assert json.loads(await raw.recv())["type"] == "connection_ack"
+                # With token deltas too: several MB queue up, more than the kernel's socket buffers hold,
+                # so the server-side watcher queue must overflow into a resync.
+                variables = {"sessionId": session_id, "afterSeq": 0, "partial": True}
+                await raw.send(
+                    json.dumps(
+                        {
+                            "id": "1",
+                            "type": "subscribe",
+                            "payload": {"query": SESSION_EVENTS, "variables": variables},
+                        }
+                    )
+                )
+                # Paused: not reading while the whole run passes.
+                run = await wait_for_run(client, run_id, timeout=180)
+                assert run["status"] == "COMPLETED"
+                final = await last_seq(client, session_id)
+                seqs: list[int] = []
+                while len(seqs) < final:
+                    message = json.loads(await asyncio.wait_for(raw.recv(), timeout=60))
+                    assert message["type"] == "next", message
+                    event = message["payload"]["data"]["sessionEvents"]
+                    if not event["ephemeral"]:
+                        seqs.append(event["seq"])
+            overflows = await c.metric(replica, "agent_bus_watcher_overflows_total") - overflows_before
+        assert_exact(seqs, final)
+        assert final > 5000
+        # The paused watcher's queue overflowed (bounded memory) and it resynchronised from the log.
+        assert overflows >= 1
+
+
+async def test_a_replica_shutting_down_closes_sockets_with_a_retryable_code(tmp_path: Path) -> None:
+    _needs_services("replicated")
+    async with cluster(tmp_path, per_replica=[{"EXECUTE_RUNS": "false"}, {}]) as c:
+        leaving, staying = c.replicas
+        async with GraphQLHttpClient(staying.base_url, c.key) as client:
+            started = await start_ok(client, prompt=paced_scenario(steps=20, delay_ms=80))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            ws = await GraphQLWSClient.open(leaving.ws_url, token=c.key)
+            head = await read_events(await watch(ws, session_id), 8)
+            leaving.terminate()
+            code = await ws.wait_closed(timeout=30)
+            # graphql-ws clients retry 1001/1012 (going away / service restart), not 4xxx protocol errors.
+            assert code in (1001, 1012)
+            async with GraphQLWSClient.connect(staying.ws_url, token=c.key) as again:
+                tail = await collect_until_run_ends(
+                    await watch(again, session_id, after_seq=head[-1]["seq"]), run_id
+                )
+            assert_exact([e["seq"] for e in head + tail], await last_seq(client, session_id))
+            run = (await client.execute(RUN, {"id": run_id}))["run"]
+        assert run["status"] == "COMPLETED"
