@@ -61,6 +61,10 @@ class Settings(BaseSettings):
 
     # GraphQL transport.
     connection_init_timeout_seconds: float = 5.0
+    # graphql-transport-ws in Strawberry never pings; WebSocket ping frames find dead peers instead.
+    ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
+    ws_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_query_depth: int = 12
     max_aliases: int = 20
     max_tokens: int = 5000
