@@ -17,6 +17,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import authenticate, bearer_token
+from api.body_limit import BodyLimitMiddleware
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
         allowed_origins=settings.allowed_origins,
     )
     app.include_router(router, prefix="/graphql")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Runs that may execute at once per replica."
     )
     max_prompt_chars: int = Field(default=100_000, ge=1)
+    max_request_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Larger HTTP bodies get 413."
+    )
     idle_client_seconds: float = Field(
         default=300.0, gt=0, description="A live CLI client idle this long is disconnected; resume is by id."
     )

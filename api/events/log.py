@@ -9,6 +9,7 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.events import metrics
 from api.events.bus import EventBus
 from api.events.records import EventRecord, NewEvent, session_channel, tenant_channel
 from persistence.database import Database
@@ -45,6 +46,7 @@ class EventLog:
         rows = await EventRepository(session).append(
             session_id, [(item.run_id, item.kind.value, item.payload) for item in items], at=at or utcnow()
         )
+        metrics.EVENTS_APPENDED.inc(len(rows))
         return [EventRecord.from_model(row) for row in rows]
 
     async def publish(self, records: Sequence[EventRecord]) -> None:

@@ -39,3 +39,5 @@ REDIS_LISTENER_UP: Final = Gauge(
     "agent_bus_redis_listener_up",
     "1 while the Redis pub/sub listener connection is established and subscribed, else 0.",
 )
+
+EVENTS_APPENDED: Final = Counter("agent_events_appended", "Durable events this replica wrote to the log.")

@@ -69,6 +69,7 @@ class ConnectionPump:
         except AgentFailure as exc:
             self._inbox.put_nowait(ConnectionLost(exc.reason))
         except Exception as exc:
+            # Any reader death must reach the run as a failure, never leave it waiting.
             log.exception("pump.reader_crashed")
             self._inbox.put_nowait(ConnectionLost(f"agent stream failed: {exc}"))
 

@@ -114,6 +114,7 @@ class RunManager:
                 await SessionRepository(session).release_lease(session_id, self.replica)
                 await session.commit()
         except Exception:
+            # An unreleased lease simply expires.
             log.warning("lease.release_failed", session_id=session_id, exc_info=True)
         self.nudge()
 
@@ -145,6 +146,7 @@ class RunManager:
                 await self._poll_interrupts()
                 await self._admit()
             except Exception:
+                # A database hiccup must not end dispatching; the next wake-up tries again.
                 log.exception("dispatch.failed")
 
     async def _admit(self) -> None:
@@ -206,14 +208,23 @@ class RunManager:
             await asyncio.sleep(self.settings.lease_seconds / 3)
             if not self._actors:
                 continue
+            held = list(self._actors)
             try:
                 async with self.db.session() as session:
-                    await SessionRepository(session).renew_leases(
-                        self.replica, list(self._actors), now=utcnow(), ttl=self._lease
+                    renewed = await SessionRepository(session).renew_leases(
+                        self.replica, held, now=utcnow(), ttl=self._lease
                     )
                     await session.commit()
             except Exception:
+                # Retried on the next beat, well within the lease.
                 log.warning("lease.renew_failed", exc_info=True)
+                continue
+            for session_id in set(held) - renewed:
+                actor = self._actors.get(session_id)
+                if actor is not None and not actor.closing:
+                    # Another replica reaped our run and may start the session's CLI: two must never run.
+                    log.error("lease.lost", session_id=session_id)
+                    actor.abandon(f"replica {self.replica} lost the session's lease during the run")
 
     async def _control_loop(self, ready: asyncio.Event) -> None:
         while True:
@@ -233,6 +244,7 @@ class RunManager:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # The database poll covers the gap; try the bus again shortly.
                 log.warning("control.watch_failed", exc_info=True)
                 ready.set()
                 await asyncio.sleep(1.0)

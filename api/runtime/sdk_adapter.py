@@ -104,10 +104,16 @@ class AgentFailure(Exception):
 
 @dataclass
 class _Stderr:
+    """The CLI's stderr: logged line by line, and the last lines kept for failure reasons."""
+
+    session_id: str
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_LINES))
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line.rstrip())
+        line = line.rstrip()
+        self.lines.append(line)
+        if line:
+            log.info("agent.stderr", session_id=self.session_id, line=line[:2000])
 
     def tail(self, count: int = 20) -> str:
         return "\n".join(list(self.lines)[-count:])
@@ -118,7 +124,7 @@ class AgentConnection:
 
     def __init__(self, spec: AgentSpec) -> None:
         self.spec = spec
-        self._stderr = _Stderr()
+        self._stderr = _Stderr(spec.session_id)
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -196,7 +202,8 @@ class AgentConnection:
     async def interrupt(self) -> None:
         try:
             await asyncio.wait_for(self._client.interrupt(), timeout=10)
-        except (ClaudeSDKError, TimeoutError, Exception) as exc:
+        except Exception as exc:
+            # Best effort: a dead or stuck CLI is dealt with by closing it.
             log.warning("agent.interrupt_failed", error=str(exc))
 
     async def close(self) -> None:
@@ -208,6 +215,7 @@ class AgentConnection:
         try:
             await asyncio.wait_for(self._client.disconnect(), timeout=20)
         except Exception as exc:
+            # The process is going away either way.
             log.warning("agent.disconnect_failed", error=str(exc))
 
     def _describe(self, exc: BaseException | None) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from api.runtime import lifecycle
+from api.runtime import lifecycle, metrics
 from api.runtime.policy import RunOptions
 from api.runtime.pump import ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
 from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
@@ -50,6 +50,7 @@ class SessionActor:
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
         self._interrupt = asyncio.Event()
         self._cost_so_far = 0.0
+        self._abandon_reason: str | None = None
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -58,6 +59,11 @@ class SessionActor:
 
     def submit(self, run: Run) -> None:
         self._queue.put_nowait(run)
+
+    def abandon(self, reason: str) -> None:
+        """Stop at once: the current run ends FAILED with `reason` and the CLI is closed."""
+        self._abandon_reason = reason
+        self.task.cancel()
 
     def interrupt(self, run_id: str) -> bool:
         if self.current_run is not None and self.current_run.id == run_id:
@@ -91,13 +97,17 @@ class SessionActor:
         self._interrupt.clear()
         structlog.contextvars.bind_contextvars(run_id=run.id, session_id=run.session_id)
         outcome = Outcome("FAILED", error="the run did not finish")
+        started = asyncio.get_running_loop().time()
+        metrics.RUNS_STARTED.inc()
+        metrics.RUNS_RUNNING.inc()
         try:
             log.info("run.started")
             outcome = await self._execute(run)
         except asyncio.CancelledError:
-            outcome = Outcome("FAILED", error="the server shut down during the run")
+            outcome = Outcome("FAILED", error=self._abandon_reason or "the server shut down during the run")
             raise
         except Exception as exc:
+            # A run's failure must never kill the actor (or the session's later runs).
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
@@ -115,6 +125,9 @@ class SessionActor:
             )
             await lifecycle.announce(self.manager.event_log, transition)
             log.info("run.finished", status=outcome.status, error=outcome.error)
+            metrics.RUNS_RUNNING.dec()
+            metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
+            metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
             structlog.contextvars.unbind_contextvars("run_id", "session_id")
             self.current_run = None
             self.manager.run_finished()
@@ -146,6 +159,7 @@ class SessionActor:
         if self._pump is None:
             connection = AgentConnection(spec)
             await connection.connect()
+            metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
                 last_seq = await SessionRepository(session).last_seq(self.session_id)
             self._drain_signals()
@@ -166,6 +180,7 @@ class SessionActor:
     async def _disconnect(self) -> None:
         pump, self._pump = self._pump, None
         if pump is not None:
+            metrics.LIVE_SESSIONS.dec()
             await pump.close()
 
     async def _execute(self, run: Run) -> Outcome:

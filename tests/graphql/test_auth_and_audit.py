@@ -120,3 +120,34 @@ class TestAuditTrail:
 async def _audit_of(stack: Stack, key: str) -> dict[str, object]:
     async with stack.client(key) as client:
         return await client.execute(AUDIT, {"first": 100})
+
+
+class TestLimitsAndMetrics:
+    async def test_an_oversized_body_is_413_and_the_server_goes_on(self, stack: Stack) -> None:
+        huge = "x" * (stack.settings.max_request_bytes + 1)
+        async with httpx.AsyncClient(base_url=stack.api.base_url, trust_env=False) as http:
+            response = await http.post(
+                "/graphql",
+                json={
+                    "query": "mutation($p: String!) { startRun(input: {prompt: $p}) { __typename } }",
+                    "variables": {"p": huge},
+                },
+                headers={"Authorization": f"Bearer {stack.key}"},
+            )
+        assert response.status_code == 413
+        async with stack.client() as client:
+            assert "sessions" in await client.execute(SESSIONS)
+
+    async def test_runs_and_events_are_counted(self, stack: Stack) -> None:
+        async with stack.client() as client:
+            started = await start_ok(client, prompt="count me")
+            await wait_for_run(client, started["run"]["id"])
+        async with httpx.AsyncClient(base_url=stack.api.base_url, trust_env=False) as http:
+            text = (await http.get("/metrics")).text
+        for name in (
+            "agent_runs_started_total",
+            'agent_runs_finished_total{status="COMPLETED"}',
+            "agent_events_appended_total",
+            "agent_run_duration_seconds_bucket",
+        ):
+            assert name in text, name

@@ -6,11 +6,13 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from api.scripted_model.server import ScriptedModelServer
+from persistence.models import utcnow
 from tests.conftest import Stack, start_stack
 from tests.documents import (
     INTERRUPT_RUN,
@@ -202,3 +204,29 @@ async def test_the_agent_never_sees_the_servers_secrets(
     assert "CLAUDE_CONFIG_DIR=" in listing
     if stack.mode == "postgres":
         assert "postgresql" not in listing
+
+
+@pytest.mark.parametrize("special_stack", [{"lease_seconds": 3.0}], indirect=True)
+async def test_a_replica_that_loses_its_lease_stops_the_cli_at_once(special_stack: Stack) -> None:
+    from persistence.repositories.sessions import SessionRepository
+
+    async with (
+        special_stack.client() as client,
+        GraphQLWSClient.connect(special_stack.api.ws_url, token=special_stack.key) as ws,
+    ):
+        started = await start_ok(client, prompt="[scenario:slow]")
+        session_id, run_id = started["session"]["id"], started["run"]["id"]
+        sub = await watch(ws, session_id)
+        while (await sub.next(timeout=30))["data"]["sessionEvents"]["payload"].get("status") != "RUNNING":
+            pass
+        # Another replica took the lease (as after a long database outage on this one).
+        async with special_stack.api.services.db.session() as session:
+            await SessionRepository(session).release_lease(session_id, special_stack.settings.replica_id)
+            assert await SessionRepository(session).claim_lease(
+                session_id, "another-replica", now=utcnow(), ttl=timedelta(seconds=60)
+            )
+            await session.commit()
+        failed = await wait_for_run(client, run_id, timeout=30)
+    assert failed["status"] == "FAILED"
+    assert "lost the session's lease" in failed["error"]
+    assert cli_pids(session_id) == []
