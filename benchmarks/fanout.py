@@ -1,0 +1,190 @@
+"""Fan-out benchmark: one run's events to many watchers, on one replica and across two.
+
+    .venv/bin/python -m benchmarks.fanout [--watchers 100] [--events 2000] [--rounds 2]
+
+Starts real API processes (the embedded default; and PostgreSQL + Redis with two replicas), subscribes the
+watchers to a session over graphql-transport-ws, starts a run of the scripted model that emits `--events`
+messages, and measures, per configuration and in the same invocation (this machine is shared and noisy:
+compare ratios, not absolutes):
+
+- events/s delivered: all deliveries to all watchers over the time from the first to the last delivery;
+- delay from commit to delivery: receive time minus the event's createdAt (stamped just before its
+  transaction commits; same host clock), p50/p99/max over every delivery.
+
+The benchmark client and the servers share the machine's cores, as a dashboard host would not: the figures
+are a floor. Results are printed and written to benchmarks/results/fanout-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tests.documents import start_ok, wait_for_run
+from tests.support.cluster import Cluster, cluster
+from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.graphql_ws import GraphQLWSClient
+from tests.support.servers import postgres_available, redis_available
+
+WATCH = """
+subscription Watch($sessionId: ID!, $afterSeq: Int) {
+  sessionEvents(sessionId: $sessionId, afterSeq: $afterSeq) { seq createdAt }
+}"""
+LAST_SEQ = "query($id: ID!) { session(id: $id) { lastSeq } }"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Figures:
+    configuration: str
+    watchers: int
+    events: int
+    deliveries: int
+    seconds: float
+    deliveries_per_second: float
+    delay_p50_ms: float
+    delay_p99_ms: float
+    delay_max_ms: float
+    complete: bool
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _watch(
+    ws_url: str,
+    key: str,
+    session_id: str,
+    after: int,
+    expected: int,
+    ready: asyncio.Event,
+    arrivals: list[tuple[float, float]],
+    seqs: list[int],
+) -> None:
+    async with GraphQLWSClient.connect(ws_url, token=key) as ws:
+        sub = await ws.subscribe(WATCH, {"sessionId": session_id, "afterSeq": after})
+        ready.set()
+        while len(seqs) < expected:
+            event = (await sub.next(timeout=120))["data"]["sessionEvents"]
+            now = time.time()
+            arrivals.append((now, datetime.fromisoformat(event["createdAt"]).timestamp()))
+            seqs.append(event["seq"])
+        await sub.complete()
+
+
+async def measure(name: str, c: Cluster, *, watchers: int, events: int, split: bool) -> Figures:
+    entry = c.replicas[0]
+    async with GraphQLHttpClient(entry.base_url, c.key) as client:
+        first = await start_ok(client, prompt="warm up")
+        session_id = first["session"]["id"]
+        await wait_for_run(client, first["run"]["id"])
+        after = (await client.execute(LAST_SEQ, {"id": session_id}))["session"]["lastSeq"]
+        # The run's own events: its messages plus init/status/result and RUNNING/COMPLETED/QUEUED.
+        probe = await start_ok(client, prompt=f"[scenario:many:{events}]", sessionId=session_id)
+        await wait_for_run(client, probe["run"]["id"], timeout=300)
+        per_run = (await client.execute(LAST_SEQ, {"id": session_id}))["session"]["lastSeq"] - after
+        after += per_run
+
+        targets = [c.replicas[i % len(c.replicas)] if split else c.replicas[-1] for i in range(watchers)]
+        readies = [asyncio.Event() for _ in range(watchers)]
+        arrivals: list[list[tuple[float, float]]] = [[] for _ in range(watchers)]
+        seqs: list[list[int]] = [[] for _ in range(watchers)]
+        tasks = [
+            asyncio.create_task(_watch(t.ws_url, c.key, session_id, after, per_run, r, a, s))
+            for t, r, a, s in zip(targets, readies, arrivals, seqs, strict=True)
+        ]
+        await asyncio.gather(*(r.wait() for r in readies))
+        await asyncio.sleep(0.5)  # let every subscription finish its (empty) replay and go live
+        run = await start_ok(client, prompt=f"[scenario:many:{events}]", sessionId=session_id)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=600)
+        await wait_for_run(client, run["run"]["id"])
+
+    flat = [item for per_watcher in arrivals for item in per_watcher]
+    delays = [(received - created) * 1000 for received, created in flat]
+    span = max(r for r, _ in flat) - min(r for r, _ in flat)
+    expected = list(range(after + 1, after + per_run + 1))
+    return Figures(
+        configuration=name,
+        watchers=watchers,
+        events=per_run,
+        deliveries=len(flat),
+        seconds=round(span, 3),
+        deliveries_per_second=round(len(flat) / span, 1) if span else float("inf"),
+        delay_p50_ms=round(statistics.median(delays), 1),
+        delay_p99_ms=round(_percentile(delays, 0.99), 1),
+        delay_max_ms=round(max(delays), 1),
+        complete=all(s == expected for s in seqs),
+    )
+
+
+async def main(watchers: int, events: int, rounds: int) -> list[Figures]:
+    results: list[Figures] = []
+    work = Path(tempfile.mkdtemp(prefix="caga-bench-"))
+    have_services = postgres_available() and redis_available()
+    for round_no in range(rounds):
+        async with cluster(work / f"embedded-{round_no}", embedded=True) as c:
+            results.append(
+                await measure("embedded, 1 replica", c, watchers=watchers, events=events, split=False)
+            )
+        if have_services:
+            per_replica = [{}, {"EXECUTE_RUNS": "false"}]
+            async with cluster(work / f"pg-{round_no}", replicas=2, per_replica=per_replica) as c:
+                results.append(
+                    await measure(
+                        "pg+redis, run and watchers on 1 replica",
+                        c,
+                        watchers=watchers,
+                        events=events,
+                        split=False,
+                    )
+                )
+                results.append(
+                    await measure(
+                        "pg+redis, watchers across 2 replicas",
+                        c,
+                        watchers=watchers,
+                        events=events,
+                        split=True,
+                    )
+                )
+    return results
+
+
+def report(results: list[Figures]) -> str:
+    header = (
+        f"{'configuration':44} {'watchers':>8} {'events':>7} {'deliv/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} ok"
+    )
+    lines = [header, "-" * len(header)]
+    for f in results:
+        lines.append(
+            f"{f.configuration:44} {f.watchers:>8} {f.events:>7} {f.deliveries_per_second:>9.0f} "
+            f"{f.delay_p50_ms:>8.1f} {f.delay_p99_ms:>8.1f} {f.delay_max_ms:>8.1f} "
+            f"{'yes' if f.complete else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    figures = asyncio.run(main(args.watchers, args.events, args.rounds))
+    print(report(figures))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"fanout-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps([asdict(f) for f in figures], indent=2))
+    print(f"\nwritten to {out}")
