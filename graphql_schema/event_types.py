@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, cast
@@ -226,6 +227,7 @@ class SessionEvent:
 
     @classmethod
     def from_record(cls, record: EventRecord) -> SessionEvent:
+        """A new SessionEvent for a record (see shared_event for live fan-out)."""
         return cls(
             seq=record.seq,
             ephemeral=record.ephemeral,
@@ -234,3 +236,30 @@ class SessionEvent:
             created_at=record.created_at,
             payload=payload_of(record.kind, record.payload),
         )
+
+
+class _SharedEvents:
+    """The SessionEvent of each recently delivered record, built once for all watchers of a replica.
+
+    Live records come from the bus decoder shared by every watcher, so the same record object reaches
+    many subscriptions; keyed by identity, holding the record so its id cannot be reused meanwhile.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[int, tuple[EventRecord, SessionEvent]] = OrderedDict()
+
+    def get(self, record: EventRecord) -> SessionEvent:
+        key = id(record)
+        hit = self._items.get(key)
+        if hit is not None and hit[0] is record:
+            self._items.move_to_end(key)
+            return hit[1]
+        event = SessionEvent.from_record(record)
+        self._items[key] = (record, event)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return event
+
+
+shared_event = _SharedEvents(4096).get

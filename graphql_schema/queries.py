@@ -77,10 +77,11 @@ class Query:
         description="A session's durable events with seq > afterSeq, in order; page on with the last seq."
     )
     async def events(
-        self, info: Info, session_id: strawberry.ID, after_seq: int = 0, first: int = 100
+        self, info: Info, session_id: strawberry.ID, after_seq: int | None = 0, first: int | None = 100
     ) -> list[SessionEvent]:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
+        after_seq = after_seq or 0
         services = info.context.services
         async with services.db.session() as db:
             if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:

@@ -12,7 +12,7 @@ from api.events.bus import Resync
 from api.events.records import tenant_channel
 from api.events.stream import session_events
 from graphql_schema.context import Info
-from graphql_schema.event_types import SessionEvent
+from graphql_schema.event_types import SessionEvent, shared_event
 from graphql_schema.types import Session, SessionChange
 from persistence.repositories.sessions import SessionRepository
 
@@ -29,8 +29,8 @@ class Subscription:
         self,
         info: Info,
         session_id: strawberry.ID,
-        after_seq: int = 0,
-        include_partial_messages: bool = False,
+        after_seq: int | None = 0,
+        include_partial_messages: bool | None = False,
     ) -> AsyncGenerator[SessionEvent, None]:
         principal = info.context.require_principal()
         services = info.context.services
@@ -42,12 +42,12 @@ class Subscription:
             services.event_log,
             services.bus,
             str(session_id),
-            after_seq=max(0, after_seq),
-            include_partial=include_partial_messages,
+            after_seq=max(0, after_seq or 0),
+            include_partial=bool(include_partial_messages),
             page_size=settings.replay_page_size,
             catchup_seconds=settings.catchup_poll_seconds,
         ):
-            yield SessionEvent.from_record(record)
+            yield shared_event(record)
 
     @strawberry.subscription(description="Every session of the caller's tenant: created, status, cost.")
     async def session_changes(self, info: Info) -> AsyncGenerator[SessionChange, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -70,6 +71,13 @@ class EventRecord:
 
     @classmethod
     def from_wire(cls, data: str) -> EventRecord:
+        """Decode a bus message. Every watcher of a session on a replica gets the same message, so
+        decoding is shared: one parse per message per replica, not one per watcher. Records (and their
+        payloads) are treated as immutable everywhere."""
+        return _decode_wire(data)
+
+    @classmethod
+    def _decode(cls, data: str) -> EventRecord:
         raw = orjson.loads(data)
         return cls(
             session_id=raw["s"],
@@ -80,6 +88,11 @@ class EventRecord:
             created_at=datetime.fromisoformat(raw["t"]),
             ephemeral=raw["e"],
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_wire(data: str) -> EventRecord:
+    return EventRecord._decode(data)
 
 
 def session_channel(session_id: str) -> str:
