@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from tests.documents import start_ok, wait_for_run
-from tests.support.cluster import Cluster, cluster
+from tests.support.cluster import Cluster, cluster, paced_scenario
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import postgres_available, redis_available
 
@@ -48,6 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @dataclass
 class Figures:
     configuration: str
+    workload: str
     watchers: int
     events: int
     deliveries: int
@@ -99,8 +100,23 @@ def _parse(frames: list[tuple[float, str]]) -> tuple[list[int], list[tuple[float
     return seqs, arrivals
 
 
+def workload_prompt(workload: str, events: int) -> str:
+    """burst: the scripted model emits `events` messages at once (the fan-out's backlog drains);
+    paced: three events every 50 ms (about 60 events/s per session, a busy agent's pace)."""
+    if workload == "burst":
+        return f"[scenario:many:{events}]"
+    return paced_scenario(steps=max(1, events // 3), delay_ms=50)
+
+
 async def measure(
-    name: str, c: Cluster, *, watchers: int, events: int, target: int = 0, split: bool = False
+    name: str,
+    c: Cluster,
+    *,
+    watchers: int,
+    events: int,
+    workload: str = "burst",
+    target: int = 0,
+    split: bool = False,
 ) -> Figures:
     entry = c.replicas[0]
     async with GraphQLHttpClient(entry.base_url, c.key) as client:
@@ -109,7 +125,7 @@ async def measure(
         await wait_for_run(client, first["run"]["id"])
         after = (await client.execute(LAST_SEQ, {"id": session_id}))["session"]["lastSeq"]
         # The run's own events: its messages plus init/status/result and RUNNING/COMPLETED/QUEUED.
-        probe = await start_ok(client, prompt=f"[scenario:many:{events}]", sessionId=session_id)
+        probe = await start_ok(client, prompt=workload_prompt(workload, events), sessionId=session_id)
         await wait_for_run(client, probe["run"]["id"], timeout=300)
         per_run = (await client.execute(LAST_SEQ, {"id": session_id}))["session"]["lastSeq"] - after
         after += per_run
@@ -123,7 +139,7 @@ async def measure(
         ]
         await asyncio.gather(*(r.wait() for r in readies))
         await asyncio.sleep(0.5)  # let every subscription finish its (empty) replay and go live
-        run = await start_ok(client, prompt=f"[scenario:many:{events}]", sessionId=session_id)
+        run = await start_ok(client, prompt=workload_prompt(workload, events), sessionId=session_id)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=600)
         await wait_for_run(client, run["run"]["id"])
 
@@ -136,6 +152,7 @@ async def measure(
     expected = list(range(after + 1, after + per_run + 1))
     return Figures(
         configuration=name,
+        workload=workload,
         watchers=watchers,
         events=per_run,
         deliveries=len(flat),
@@ -148,50 +165,58 @@ async def measure(
     )
 
 
-async def main(watchers: int, events: int, rounds: int) -> list[Figures]:
+async def main(watchers: int, events: int, paced_events: int, rounds: int) -> list[Figures]:
     results: list[Figures] = []
     work = Path(tempfile.mkdtemp(prefix="caga-bench-"))
     have_services = postgres_available() and redis_available()
+    workloads = [("burst", events), ("paced", paced_events)]
     for round_no in range(rounds):
         async with cluster(work / f"embedded-{round_no}", embedded=True) as c:
-            results.append(
-                await measure("embedded: run + watchers, 1 process", c, watchers=watchers, events=events)
-            )
-        if have_services:
-            # Replica 0 runs the agent; replica 1 executes nothing and only serves watchers.
-            per_replica = [{}, {"EXECUTE_RUNS": "false"}]
-            async with cluster(work / f"pg-{round_no}", replicas=2, per_replica=per_replica) as c:
+            for workload, count in workloads:
                 results.append(
                     await measure(
-                        "pg+redis: run + watchers on replica A", c, watchers=watchers, events=events
-                    )
-                )
-                results.append(
-                    await measure(
-                        "pg+redis: run on A, watchers on B", c, watchers=watchers, events=events, target=1
-                    )
-                )
-                results.append(
-                    await measure(
-                        "pg+redis: run on A, watchers split A/B",
+                        "embedded: run + watchers, 1 process",
                         c,
                         watchers=watchers,
-                        events=events,
-                        split=True,
+                        events=count,
+                        workload=workload,
                     )
                 )
+        if not have_services:
+            continue
+        # Replica 0 runs the agent; replica 1 executes nothing and only serves watchers.
+        per_replica = [{}, {"EXECUTE_RUNS": "false"}]
+        async with cluster(work / f"pg-{round_no}", replicas=2, per_replica=per_replica) as c:
+            for workload, count in workloads:
+                for name, target, split in (
+                    ("pg+redis: run + watchers on replica A", 0, False),
+                    ("pg+redis: run on A, watchers on B", 1, False),
+                    ("pg+redis: run on A, watchers split A/B", 0, True),
+                ):
+                    results.append(
+                        await measure(
+                            name,
+                            c,
+                            watchers=watchers,
+                            events=count,
+                            workload=workload,
+                            target=target,
+                            split=split,
+                        )
+                    )
     return results
 
 
 def report(results: list[Figures]) -> str:
     header = (
-        f"{'configuration':44} {'watchers':>8} {'events':>7} {'deliv/s':>9} "
+        f"{'configuration':44} {'load':>6} {'watchers':>8} {'events':>7} {'deliv/s':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} ok"
     )
     lines = [header, "-" * len(header)]
     for f in results:
         lines.append(
-            f"{f.configuration:44} {f.watchers:>8} {f.events:>7} {f.deliveries_per_second:>9.0f} "
+            f"{f.configuration:44} {f.workload:>6} {f.watchers:>8} {f.events:>7} "
+            f"{f.deliveries_per_second:>9.0f} "
             f"{f.delay_p50_ms:>8.1f} {f.delay_p99_ms:>8.1f} {f.delay_max_ms:>8.1f} "
             f"{'yes' if f.complete else 'NO'}"
         )
@@ -203,10 +228,11 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--watchers", type=int, default=100)
-    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=2000, help="messages of the burst run")
+    parser.add_argument("--paced-events", type=int, default=300, help="events of the paced run")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    figures = asyncio.run(main(args.watchers, args.events, args.rounds))
+    figures = asyncio.run(main(args.watchers, args.events, args.paced_events, args.rounds))
     print(report(figures))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"fanout-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
