@@ -245,3 +245,44 @@ async def test_a_replica_shutting_down_closes_sockets_with_a_retryable_code(tmp_
             assert_exact([e["seq"] for e in head + tail], await last_seq(client, session_id))
             run = (await client.execute(RUN, {"id": run_id}))["run"]
         assert run["status"] == "COMPLETED"
+
+
+async def test_a_replica_killed_mid_run_fails_its_run_and_the_session_resumes_elsewhere(
+    tmp_path: Path,
+) -> None:
+    _needs_services("replicated")
+    # Short leases so the survivor notices quickly; replica 1 runs nothing until replica 0 is gone.
+    env = {"LEASE_SECONDS": "3", "DISPATCH_POLL_SECONDS": "0.5"}
+    async with cluster(tmp_path, env=env, per_replica=[{}, {"EXECUTE_RUNS": "false"}]) as c:
+        doomed, survivor = c.replicas
+        async with (
+            GraphQLHttpClient(survivor.base_url, c.key) as client,
+            GraphQLWSClient.connect(survivor.ws_url, token=c.key) as ws,
+        ):
+            first = await start_ok(client, prompt="remember me")
+            session_id = first["session"]["id"]
+            await wait_for_run(client, first["run"]["id"])
+            doomed_run = await start_ok(
+                client, prompt=paced_scenario(steps=40, delay_ms=100), sessionId=session_id
+            )
+            sub = await watch(ws, session_id, after_seq=await last_seq(client, session_id))
+            await read_events(sub, 6)
+            doomed.kill()
+
+            failed = await wait_for_run(client, doomed_run["run"]["id"], timeout=60)
+            assert failed["status"] == "FAILED"
+            assert "stopped responding" in failed["error"]
+        # The survivor takes runs now; the next turn resumes the same conversation from the shared DATA_DIR.
+        survivor.env["EXECUTE_RUNS"] = "true"
+        await survivor.stop()
+        await survivor.start()
+        async with GraphQLHttpClient(survivor.base_url, c.key) as client:
+            again = await start_ok(client, prompt="still me?", sessionId=session_id)
+            done = await wait_for_run(client, again["run"]["id"], timeout=60)
+            events = (await client.execute(EVENTS_ALL, {"sessionId": session_id}))["events"]
+        assert done["status"] == "COMPLETED"
+        assert done["result"]["result"] == "You said: still me?"
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+EVENTS_ALL = "query($sessionId: ID!) { events(sessionId: $sessionId, first: 1000) { seq } }"
