@@ -117,15 +117,18 @@ class SessionRepository:
 
     async def renew_leases(
         self, owner: str, session_ids: Sequence[str], *, now: datetime, ttl: timedelta
-    ) -> None:
+    ) -> set[str]:
+        """Extend our leases; returns the ids still ours (a lease another replica took is not)."""
         if not session_ids:
-            return
-        await self.session.execute(
+            return set()
+        result = await self.session.execute(
             sa.update(AgentSession)
             .where(AgentSession.id.in_(session_ids), AgentSession.lease_owner == owner)
             .values(lease_expires_at=now + ttl)
+            .returning(AgentSession.id)
             .execution_options(synchronize_session=False)
         )
+        return set(result.scalars().all())
 
     async def release_lease(self, session_id: str, owner: str) -> None:
         await self.session.execute(
