@@ -111,6 +111,9 @@ class SessionActor:
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
+            if self._abandon_reason is not None:
+                # Stop the CLI before anyone can read the run as over: another replica holds the lease.
+                await asyncio.shield(self._disconnect())
             if self._pump is not None:
                 self._pump.current_run_id = None
             transition = await asyncio.shield(

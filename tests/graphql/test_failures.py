@@ -24,6 +24,7 @@ from tests.documents import (
     wait_for_run,
     watch,
 )
+from tests.support.cluster import paced_scenario
 from tests.support.graphql_ws import GraphQLWSClient
 
 
@@ -214,10 +215,13 @@ async def test_a_replica_that_loses_its_lease_stops_the_cli_at_once(special_stac
         special_stack.client() as client,
         GraphQLWSClient.connect(special_stack.api.ws_url, token=special_stack.key) as ws,
     ):
-        started = await start_ok(client, prompt="[scenario:slow]")
+        # Long enough (about 10 s) that the 1 s lease beat notices well before the run would end.
+        started = await start_ok(client, prompt=paced_scenario(steps=50, delay_ms=200))
         session_id, run_id = started["session"]["id"], started["run"]["id"]
         sub = await watch(ws, session_id)
-        while (await sub.next(timeout=30))["data"]["sessionEvents"]["payload"].get("status") != "RUNNING":
+        while (await sub.next(timeout=30))["data"]["sessionEvents"]["payload"][
+            "__typename"
+        ] != "SystemMessage":
             pass
         # Another replica took the lease (as after a long database outage on this one).
         async with special_stack.api.services.db.session() as session:

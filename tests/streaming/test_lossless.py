@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,14 @@ async def test_a_redis_restart_mid_run_loses_nothing_and_leaves_no_replica_deaf(
         assert await c.metric(watcher, "agent_bus_reconnects_total") >= 1
 
 
+async def _until(read: Callable[[], Awaitable[float]], *, above: float, timeout: float = 15) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await read() <= above:
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
 def _small_buffer_socket(port: int) -> socket.socket:
     """A client socket with a tiny receive buffer, so a paused reader pushes back on the server quickly."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -180,47 +189,49 @@ async def test_a_watcher_that_pauses_while_5000_events_pass_gets_them_all(
     async with cluster(tmp_path, embedded=topology == "embedded", env={"WATCHER_QUEUE_SIZE": "100"}) as c:
         replica = c.replicas[-1]
         async with GraphQLHttpClient(replica.base_url, c.key) as client:
-            started = await start_ok(client, prompt="[scenario:many:5000]")
-            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            # The session exists and is idle before the watcher subscribes, so every event of the big
+            # run passes through the live queue while the watcher is paused (none through its replay).
+            first = await start_ok(client, prompt="before the flood")
+            session_id = first["session"]["id"]
+            await wait_for_run(client, first["run"]["id"])
+            before = await last_seq(client, session_id)
             overflows_before = await c.metric(replica, "agent_bus_watcher_overflows_total")
+            watchers_before = await c.metric(replica, "agent_bus_live_watchers")
             async with connect(
                 replica.ws_url,
                 subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
                 sock=_small_buffer_socket(replica.port),
+                # Uncompressed, the paused stream (~9 MB) is well past what the kernel's socket buffers
+                # hold (~4 MB), so the server must block and the watcher's queue must overflow.
+                compression=None,
                 max_queue=4,
                 max_size=None,
                 proxy=None,
             ) as raw:
-                await raw.send(
-                    json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {c.key}"}})
-                )
+                init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {c.key}"}}
+                await raw.send(json.dumps(init))
                 assert json.loads(await raw.recv())["type"] == "connection_ack"
-                # With token deltas too: several MB queue up, more than the kernel's socket buffers hold,
-                # so the server-side watcher queue must overflow into a resync.
-                variables = {"sessionId": session_id, "afterSeq": 0, "partial": True}
-                await raw.send(
-                    json.dumps(
-                        {
-                            "id": "1",
-                            "type": "subscribe",
-                            "payload": {"query": SESSION_EVENTS, "variables": variables},
-                        }
-                    )
-                )
+                variables = {"sessionId": session_id, "afterSeq": before, "partial": True}
+                subscribe = {"query": SESSION_EVENTS, "variables": variables}
+                await raw.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+                # Live first: once the replica counts the watcher, every later event reaches its queue.
+                await _until(lambda: c.metric(replica, "agent_bus_live_watchers"), above=watchers_before)
+                started = await start_ok(client, prompt="[scenario:many:5000]", sessionId=session_id)
+                run_id = started["run"]["id"]
                 # Paused: not reading while the whole run passes.
                 run = await wait_for_run(client, run_id, timeout=180)
                 assert run["status"] == "COMPLETED"
                 final = await last_seq(client, session_id)
                 seqs: list[int] = []
-                while len(seqs) < final:
+                while len(seqs) < final - before:
                     message = json.loads(await asyncio.wait_for(raw.recv(), timeout=60))
                     assert message["type"] == "next", message
                     event = message["payload"]["data"]["sessionEvents"]
                     if not event["ephemeral"]:
                         seqs.append(event["seq"])
             overflows = await c.metric(replica, "agent_bus_watcher_overflows_total") - overflows_before
-        assert_exact(seqs, final)
-        assert final > 5000
+        assert seqs == list(range(before + 1, final + 1)), _describe(seqs)
+        assert final - before > 5000
         # The paused watcher's queue overflowed (bounded memory) and it resynchronised from the log.
         assert overflows >= 1
 
