@@ -43,6 +43,8 @@ subscription Watch($sessionId: ID!, $afterSeq: Int) {
 }"""
 LAST_SEQ = "query($id: ID!) { session(id: $id) { lastSeq } }"
 RESULTS = Path(__file__).resolve().parent / "results"
+# Browsers offer permessage-deflate and uvicorn accepts it; --no-deflate measures without it.
+DEFLATE = True
 
 
 @dataclass
@@ -77,7 +79,11 @@ async def _watch(
     """A deliberately cheap client: it only timestamps raw frames; parsing happens after the run, so
     the client costs the shared cores as little as possible while the servers are measured."""
     async with connect(
-        ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None, proxy=None
+        ws_url,
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        max_size=None,
+        proxy=None,
+        compression="deflate" if DEFLATE else None,
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
@@ -231,7 +237,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=2000, help="messages of the burst run")
     parser.add_argument("--paced-events", type=int, default=300, help="events of the paced run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-deflate", action="store_true", help="watchers refuse permessage-deflate")
     args = parser.parse_args()
+    DEFLATE = not args.no_deflate
     figures = asyncio.run(main(args.watchers, args.events, args.paced_events, args.rounds))
     print(report(figures))
     RESULTS.mkdir(exist_ok=True)
