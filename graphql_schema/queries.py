@@ -13,12 +13,12 @@ from graphql_schema.types import (
     AuditEntryConnection,
     AuditEntryType,
     AuditFilter,
-    Edge,
-    PageInfo,
     Run,
     Session,
     SessionConnection,
     SessionFilter,
+    page_of,
+    time_id_cursor,
 )
 from persistence.repositories.audit import AuditQuery, AuditRepository
 from persistence.repositories.runs import RunRepository
@@ -54,17 +54,8 @@ class Query:
         )
         async with info.context.services.db.session() as db:
             rows = await SessionRepository(db).list(query, after=position, limit=limit + 1)
-        edges = [
-            Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Session.from_model(r))
-            for r in rows
-        ]
-        page = edges[:limit]
-        return SessionConnection(
-            edges=page,
-            page_info=PageInfo(
-                has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None
-            ),
-        )
+        edges, page_info = page_of(rows, limit, time_id_cursor, Session.from_model)
+        return SessionConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="A run of the caller's tenant, or null.")
     async def run(self, info: Info, id: strawberry.ID) -> Run | None:
@@ -107,11 +98,5 @@ class Query:
         )
         async with info.context.services.db.session() as db:
             rows = await AuditRepository(db).list(query, before_id=before_id, limit=limit + 1)
-        edges = [Edge(cursor=cursors.encode(r.id), node=AuditEntryType.from_model(r)) for r in rows]
-        page = edges[:limit]
-        return AuditEntryConnection(
-            edges=page,
-            page_info=PageInfo(
-                has_next_page=len(edges) > limit, end_cursor=page[-1].cursor if page else None
-            ),
-        )
+        edges, page_info = page_of(rows, limit, lambda r: cursors.encode(r.id), AuditEntryType.from_model)
+        return AuditEntryConnection(edges=edges, page_info=page_info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar, cast
 
@@ -32,6 +33,21 @@ class PageInfo:
 class Edge(Generic[NodeT]):
     cursor: str
     node: NodeT
+
+
+RowT = TypeVar("RowT")
+
+
+def page_of(
+    rows: Sequence[RowT], limit: int, cursor: Callable[[RowT], str], node: Callable[[RowT], NodeT]
+) -> tuple[list[Edge[NodeT]], PageInfo]:
+    """Edges and PageInfo from `limit + 1` fetched rows (the extra one only says a next page exists)."""
+    edges = [Edge(cursor=cursor(row), node=node(row)) for row in rows[:limit]]
+    return edges, PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None)
+
+
+def time_id_cursor(row: AgentSession | RunModel) -> str:
+    return cursors.encode(row.created_at.isoformat(), row.id)
 
 
 @strawberry.type(
@@ -120,15 +136,8 @@ class Session:
         position = cursors.decode_time_id(after) if after else None
         async with info.context.services.db.session() as db:
             rows = await RunRepository(db).list_for_session(str(self.id), after=position, limit=limit + 1)
-        edges = [
-            Edge(cursor=cursors.encode(r.created_at.isoformat(), r.id), node=Run.from_model(r)) for r in rows
-        ]
-        return RunConnection(
-            edges=edges[:limit],
-            page_info=PageInfo(
-                has_next_page=len(edges) > limit, end_cursor=edges[:limit][-1].cursor if edges else None
-            ),
-        )
+        edges, page_info = page_of(rows, limit, time_id_cursor, Run.from_model)
+        return RunConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="Every point the session's files can be rewound to, oldest first.")
     async def checkpoints(self, info: Info) -> list[Checkpoint]:

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import cast
-
-import uvicorn
 
 from api.app import create_app
 from api.services import Services
 from api.settings import Settings
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # pytest owns the signal handlers.
-        yield
+from api.uvicorn_task import UvicornTask
 
 
 class InProcessApi:
@@ -36,9 +17,13 @@ class InProcessApi:
     def __init__(self, settings: Settings, *, agent_env: Mapping[str, str]) -> None:
         self.settings = settings
         self.app = create_app(settings, agent_env=agent_env)
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.port = 0
+        self._uvicorn = UvicornTask(
+            self.app, name="api", log_config=None, access_log=False, lifespan="on", ws_max_size=1 << 20
+        )
+
+    @property
+    def port(self) -> int:
+        return self._uvicorn.port
 
     @property
     def base_url(self) -> str:
@@ -53,25 +38,7 @@ class InProcessApi:
         return cast(Services, self.app.state.services)
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", ws_max_size=1 << 20
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        ready = asyncio.create_task(self._server.ready.wait())
-        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            await self._task
-            raise RuntimeError("the API server stopped during startup")
+        await self._uvicorn.start()
 
     async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._server = self._task = None
+        await self._uvicorn.stop()
