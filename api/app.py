@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
@@ -52,7 +53,11 @@ async def get_context(connection: HTTPConnection) -> Context:
     request = cast(Request, connection)
     if _is_ide_page(request) and services.settings.graphiql:
         return Context(services, None)
-    principal = await authenticate(services.db, bearer_token(request.headers.get("authorization")))
+    try:
+        principal = await authenticate(services.db, bearer_token(request.headers.get("authorization")))
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("auth.database_unavailable", error=str(exc))
+        raise HTTPException(503, "the database is unavailable; try again shortly") from exc
     if principal is None:
         raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
     return Context(services, principal)

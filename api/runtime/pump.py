@@ -21,6 +21,7 @@ from persistence.models import utcnow
 log = structlog.get_logger(__name__)
 
 BATCH_LIMIT = 200
+DATABASE_UNAVAILABLE = "the database was unavailable, so the run could not be recorded"
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class ConnectionPump:
             except Exception:
                 # The database is the truth: if it is unreachable, the run cannot be recorded honestly.
                 log.exception("pump.write_failed", session_id=self.session_id)
-                self._on_signal(ConnectionLost("the event log could not be written"))
+                self._on_signal(ConnectionLost(DATABASE_UNAVAILABLE))
                 return
 
     async def _commit_batch(self, batch: list[AgentOutput | ConnectionLost]) -> None:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.runtime import lifecycle, metrics
 from api.runtime.policy import RunOptions
-from api.runtime.pump import ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
+from api.runtime.pump import DATABASE_UNAVAILABLE, ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
 from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
 from persistence.models import Run
 from persistence.repositories.sessions import SessionRepository
@@ -22,6 +23,8 @@ log = structlog.get_logger(__name__)
 
 # After an interrupt the CLI answers with a result within milliseconds; past this it is presumed stuck.
 INTERRUPT_GRACE_SECONDS = 15.0
+# Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
+RECORD_ATTEMPTS = 9
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class SessionActor:
         self._interrupt = asyncio.Event()
         self._cost_so_far = 0.0
         self._abandon_reason: str | None = None
+        self._give_up = False
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -86,6 +90,8 @@ class SessionActor:
                         return
                     continue
                 await self._run(run)
+                if self._give_up:
+                    return
         finally:
             self.closing = True
             self.manager.forget_actor(self)
@@ -106,6 +112,10 @@ class SessionActor:
         except asyncio.CancelledError:
             outcome = Outcome("FAILED", error=self._abandon_reason or "the server shut down during the run")
             raise
+        except (SQLAlchemyError, OSError):
+            log.warning("run.database_unavailable", exc_info=True)
+            await self._disconnect()
+            outcome = Outcome("FAILED", error=DATABASE_UNAVAILABLE)
         except Exception as exc:
             # A run's failure must never kill the actor (or the session's later runs).
             log.exception("run.crashed")
@@ -116,17 +126,10 @@ class SessionActor:
                 await asyncio.shield(self._disconnect())
             if self._pump is not None:
                 self._pump.current_run_id = None
-            transition = await asyncio.shield(
-                lifecycle.finish(
-                    self.manager.event_log,
-                    run.id,
-                    status=outcome.status,
-                    error=outcome.error,
-                    result=outcome.result,
-                    cost_usd=outcome.cost_usd,
-                )
-            )
-            await lifecycle.announce(self.manager.event_log, transition)
+            if not await asyncio.shield(self._record(run, outcome)):
+                # The outcome could not be written: give the session up, so the lease lapses and
+                # whichever replica reaps the run settles it, rather than leave it RUNNING forever.
+                self._give_up = True
             log.info("run.finished", status=outcome.status, error=outcome.error)
             metrics.RUNS_RUNNING.dec()
             metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
@@ -134,6 +137,28 @@ class SessionActor:
             structlog.contextvars.unbind_contextvars("run_id", "session_id")
             self.current_run = None
             self.manager.run_finished()
+
+    async def _record(self, run: Run, outcome: Outcome) -> bool:
+        """Write the run's outcome, retrying through a short database outage."""
+        delay = 0.5
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                transition = await lifecycle.finish(
+                    self.manager.event_log,
+                    run.id,
+                    status=outcome.status,
+                    error=outcome.error,
+                    result=outcome.result,
+                    cost_usd=outcome.cost_usd,
+                )
+                await lifecycle.announce(self.manager.event_log, transition)
+                return True
+            except Exception:
+                log.warning("run.record_failed", attempt=attempt, exc_info=True)
+                if attempt < RECORD_ATTEMPTS:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 8.0)
+        return False
 
     async def _spec(self, run: Run) -> AgentSpec:
         manager = self.manager

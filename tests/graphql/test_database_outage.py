@@ -1,0 +1,92 @@
+"""A database outage mid-run: the run ends with a clear reason, the server keeps serving, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from api.scripted_model.server import ScriptedModelServer
+from tests.conftest import Stack, start_stack
+from tests.documents import EVENTS, start_ok, wait_for_run
+from tests.support.cluster import paced_scenario
+from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
+
+pytestmark = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not reachable on loopback")
+
+
+@pytest.fixture
+async def own_database_stack(tmp_path: Path, scripted_model: ScriptedModelServer) -> AsyncIterator[Stack]:
+    url = await create_postgres_database("caga_outage")
+    running = await start_stack("postgres", tmp_path, scripted_model, url)
+    try:
+        yield running
+    finally:
+        await running.api.stop()
+        await drop_postgres_database(url)
+
+
+async def _until_mid_run(client: GraphQLHttpClient, session_id: str) -> None:
+    """Until the agent has answered at least once (its first tool call is in the log)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        events = (await client.execute(EVENTS, {"sessionId": session_id, "first": 1000}))["events"]
+        if any(e["payload"]["__typename"] == "UserMessage" for e in events):
+            return
+        assert loop.time() < deadline, "the run never got going"
+        await asyncio.sleep(0.1)
+
+
+async def _database_reachable(name: str, reachable: bool) -> None:
+    """Cut off (or restore) one database of the shared server, as an outage would: no new connections,
+    every open one dropped. The shared server itself keeps running."""
+    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres")
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(reachable).lower()}')
+        if not reachable:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+    finally:
+        await admin.close()
+
+
+async def test_a_database_outage_mid_run_fails_the_run_clearly_and_the_next_turn_works(
+    own_database_stack: Stack,
+) -> None:
+    stack = own_database_stack
+    name = stack.settings.effective_database_url.rsplit("/", 1)[-1]
+    async with stack.client() as client:
+        started = await start_ok(client, prompt=paced_scenario(steps=40, delay_ms=100))
+        session_id, run_id = started["session"]["id"], started["run"]["id"]
+        await _until_mid_run(client, session_id)
+
+        await _database_reachable(name, False)
+        try:
+            async with httpx.AsyncClient(base_url=stack.api.base_url, trust_env=False) as http:
+                during = await http.post(
+                    "/graphql",
+                    json={"query": "{ sessions { edges { cursor } } }"},
+                    headers={"Authorization": f"Bearer {stack.key}"},
+                )
+                ready = await http.get("/readyz")
+            # The outage itself lasts a moment; the run goes on producing messages meanwhile.
+            await asyncio.sleep(2.0)
+        finally:
+            await _database_reachable(name, True)
+
+        ended = await wait_for_run(client, run_id, timeout=90)
+        again = await start_ok(client, prompt="are we back?", sessionId=session_id)
+        done = await wait_for_run(client, again["run"]["id"], timeout=60)
+    assert during.status_code == 503
+    assert ready.status_code == 503
+    assert ended["status"] == "FAILED"
+    assert ended["error"] == "the database was unavailable, so the run could not be recorded"
+    assert done["status"] == "COMPLETED"
+    assert stack.api.services.run_manager.running == 0
