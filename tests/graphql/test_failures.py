@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -234,3 +235,21 @@ async def test_a_replica_that_loses_its_lease_stops_the_cli_at_once(special_stac
     assert failed["status"] == "FAILED"
     assert "lost the session's lease" in failed["error"]
     assert cli_pids(session_id) == []
+
+
+@pytest.mark.parametrize("special_stack", [{"idle_client_seconds": 2.0}], indirect=True)
+async def test_an_idle_sessions_cli_is_stopped_and_the_next_turn_resumes(special_stack: Stack) -> None:
+    async with special_stack.client() as client:
+        first = await start_ok(client, prompt="remember the number 7")
+        session_id = first["session"]["id"]
+        await wait_for_run(client, first["run"]["id"])
+        assert cli_pids(session_id), "the session's CLI should stay up between turns"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while cli_pids(session_id):
+            assert loop.time() < deadline, "the idle CLI was never stopped"
+            await asyncio.sleep(0.1)
+        second = await start_ok(client, prompt="what was the number?", sessionId=session_id)
+        done = await wait_for_run(client, second["run"]["id"])
+    assert done["status"] == "COMPLETED"
+    assert special_stack.api.services.run_manager.running == 0

@@ -297,3 +297,24 @@ async def test_a_replica_killed_mid_run_fails_its_run_and_the_session_resumes_el
 
 
 EVENTS_ALL = "query($sessionId: ID!) { events(sessionId: $sessionId, first: 1000) { seq } }"
+
+
+async def test_a_replica_shut_down_mid_run_reports_the_run_failed_with_the_reason(tmp_path: Path) -> None:
+    _needs_services("replicated")
+    async with cluster(tmp_path, per_replica=[{}, {"EXECUTE_RUNS": "false"}]) as c:
+        runner, other = c.replicas
+        async with (
+            GraphQLHttpClient(other.base_url, c.key) as client,
+            GraphQLWSClient.connect(other.ws_url, token=c.key) as ws,
+        ):
+            started = await start_ok(client, prompt=paced_scenario(steps=40, delay_ms=100))
+            session_id, run_id = started["session"]["id"], started["run"]["id"]
+            sub = await watch(ws, session_id)
+            await read_events(sub, 6)
+            runner.terminate()
+            await runner.wait(timeout=30)
+            events = await collect_until_run_ends(sub, run_id, timeout=30)
+            run = (await client.execute(RUN, {"id": run_id}))["run"]
+    assert run["status"] == "FAILED"
+    assert run["error"] == "the server shut down during the run"
+    assert events[-1]["payload"]["error"] == run["error"]
