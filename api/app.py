@@ -28,7 +28,7 @@ from api.settings import Settings
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
 from persistence.database import Database
-from persistence.migrations import should_auto_migrate, upgrade_head
+from persistence.migrations import upgrade_head
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             url = settings.effective_database_url
-            if settings.auto_migrate if settings.auto_migrate is not None else should_auto_migrate(url):
+            if settings.migrate_on_start:
                 await upgrade_head(url)
             env_overrides = dict(agent_env or {})
             if settings.scripted_model:

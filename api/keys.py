@@ -9,7 +9,7 @@ from api import audit
 from api.auth import NewKey, create_key
 from api.settings import Settings
 from persistence.database import Database
-from persistence.migrations import should_auto_migrate, upgrade_head
+from persistence.migrations import upgrade_head
 from persistence.models import utcnow
 from persistence.repositories.tenants import ApiKeyRepository
 
@@ -31,7 +31,7 @@ async def audit_key_created(db: Database, key: NewKey, *, actor: str = OPERATOR)
 
 async def main(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.effective_database_url
-    if settings.auto_migrate if settings.auto_migrate is not None else should_auto_migrate(url):
+    if settings.migrate_on_start:
         await upgrade_head(url)
     db = Database(url)
     try:

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'claude-agent-api.sqlite3').resolve()}"
 
     @property
+    def migrate_on_start(self) -> bool:
+        """AUTO_MIGRATE when set; otherwise yes on SQLite (one process), no on PostgreSQL (`migrate`)."""
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
     def is_embedded(self) -> bool:
         return self.database_url is None and self.redis_url is None
 

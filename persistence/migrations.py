@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from persistence.database import create_engine, is_sqlite
+from persistence.database import create_engine
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +66,6 @@ async def current_revision(url: str) -> str | None:
 
 def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-
-
-def should_auto_migrate(url: str) -> bool:
-    return is_sqlite(url)
 
 
 def run_upgrade_head(url: str) -> None:
