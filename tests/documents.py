@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from api.runtime.run_manager import RunManager
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.graphql_ws import GraphQLWSClient, Subscription
 
@@ -191,3 +192,14 @@ def texts(events: list[dict[str, Any]]) -> list[str]:
         for block in e["payload"]["content"]
         if block["__typename"] == "TextBlock"
     ]
+
+
+async def until_no_runs_executing(manager: RunManager, timeout: float = 10) -> None:
+    """A run reads as over (its status is committed) a moment before its actor frees the slot."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if manager.running == 0:
+            return
+        assert loop.time() < deadline, f"{manager.running} run(s) still counted as executing"
+        await asyncio.sleep(0.05)

@@ -12,7 +12,7 @@ import pytest
 
 from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import Stack, start_stack
-from tests.documents import EVENTS, start_ok, wait_for_run
+from tests.documents import EVENTS, start_ok, until_no_runs_executing, wait_for_run
 from tests.support.cluster import paced_scenario
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
@@ -89,4 +89,4 @@ async def test_a_database_outage_mid_run_fails_the_run_clearly_and_the_next_turn
     assert ended["status"] == "FAILED"
     assert ended["error"] == "the database was unavailable, so the run could not be recorded"
     assert done["status"] == "COMPLETED"
-    assert stack.api.services.run_manager.running == 0
+    await until_no_runs_executing(stack.api.services.run_manager)

@@ -22,6 +22,7 @@ from tests.documents import (
     run_status,
     start_ok,
     texts,
+    until_no_runs_executing,
     wait_for_run,
     watch,
 )
@@ -252,4 +253,4 @@ async def test_an_idle_sessions_cli_is_stopped_and_the_next_turn_resumes(special
         second = await start_ok(client, prompt="what was the number?", sessionId=session_id)
         done = await wait_for_run(client, second["run"]["id"])
     assert done["status"] == "COMPLETED"
-    assert special_stack.api.services.run_manager.running == 0
+    await until_no_runs_executing(special_stack.api.services.run_manager)
