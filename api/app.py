@@ -23,6 +23,7 @@ from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.runtime.run_manager import RunManager
+from api.sandbox.launcher import AgentLauncher
 from api.services import Services
 from api.settings import Settings
 from graphql_schema.context import Context
@@ -96,7 +97,10 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             await bus.start()
             stack.push_async_callback(bus.stop)
             event_log = EventLog(db, bus)
-            manager = RunManager(settings, db, event_log, bus, agent_env_overrides=env_overrides)
+            launcher = AgentLauncher(settings, env_overrides)
+            await launcher.start()
+            stack.push_async_callback(launcher.stop)
+            manager = RunManager(settings, db, event_log, bus, launcher)
             await manager.start()
             stack.push_async_callback(manager.stop)
             app.state.services = Services(
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 database=db.dialect,
                 fanout="redis" if settings.redis_url else "in-process",
                 scripted_model=settings.scripted_model,
+                sandbox=launcher.describe(),
             )
             yield
             log.info("server.stopping", replica=settings.replica_id)
@@ -137,12 +142,17 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
         services = _services(request)
+        launcher = services.run_manager.launcher
         checks: dict[str, Any] = {
             "database": await services.db.ping(),
             "fanout": await services.bus.is_healthy(),
+            # A replica that executes runs but cannot confine agents is not ready to serve.
+            "sandbox": launcher.ready or not services.settings.execute_runs,
         }
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        return JSONResponse(
+            {"ready": ready, **checks, "sandboxMode": launcher.describe()}, status_code=200 if ready else 503
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

@@ -7,6 +7,7 @@ import socket
 import uuid
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,19 @@ class Settings(BaseSettings):
     default_model: str | None = None
     allowed_permission_modes: list[str] = Field(default=["DEFAULT", "ACCEPT_EDITS", "PLAN"])
     max_turns_cap: int = Field(default=100, ge=1)
+
+    # Confinement of agent CLIs (docs/security.md).
+    sandbox: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: every agent CLI runs in a bubblewrap sandbox, and runs are refused where it "
+        "cannot work; off: agents run unconfined (an explicit operator choice, warned at every start).",
+    )
+    sandbox_tmp_mb: int = Field(default=512, ge=16, description="Size of each sandbox's private /tmp.")
+    runtime_dir: Path | None = Field(
+        default=None,
+        description="This replica's private folder for sockets and launchers; default: a new folder in "
+        "the system's temporary directory. Never inside DATA_DIR's sandboxes.",
+    )
 
     execute_runs: bool = Field(
         default=True,
@@ -110,10 +124,6 @@ class Settings(BaseSettings):
         return self.database_url is None and self.redis_url is None
 
     @property
-    def workspaces_dir(self) -> Path:
-        return (self.data_dir / "workspaces").resolve()
-
-    @property
-    def agent_config_dir(self) -> Path:
-        """CLAUDE_CONFIG_DIR for every CLI: transcripts and file checkpoints, shared across replicas."""
-        return (self.data_dir / "claude").resolve()
+    def tenants_dir(self) -> Path:
+        """Workspaces and agent state, one folder per tenant and per session (api/sandbox/layout.py)."""
+        return (self.data_dir / "tenants").resolve()

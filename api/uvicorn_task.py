@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Generator
 from typing import Any
@@ -30,14 +31,23 @@ class _Server(uvicorn.Server):
 
 
 class UvicornTask:
-    """Serve `app` on host:port (0: a free port, known as `.port` once start() returns)."""
+    """Serve `app` on host:port (0: a free port, known as `.port` once start() returns), or on the Unix
+    socket `uds`."""
 
     def __init__(
-        self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, name: str = "uvicorn", **config: Any
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        uds: str | None = None,
+        name: str = "uvicorn",
+        **config: Any,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.uds = uds
         self.name = name
         self.config = config
         self._server: _Server | None = None
@@ -52,12 +62,19 @@ class UvicornTask:
         if self._server is not None:
             raise RuntimeError(f"{self.name} already started")
         # Binding here, not in uvicorn, tells us the port that port=0 picked before anyone connects.
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        if self.uds is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.uds)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(self.uds)
+            os.chmod(self.uds, 0o600)
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
         sock.set_inheritable(True)
-        self.port = sock.getsockname()[1]
         self._socket = sock
         server = _Server(uvicorn.Config(self.app, **self.config))
         self._server = server
@@ -79,4 +96,7 @@ class UvicornTask:
         finally:
             if self._socket is not None:
                 self._socket.close()
+            if self.uds is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.uds)
             self._server = self._task = self._socket = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from api.runtime.run_manager import RunManager
@@ -203,3 +204,10 @@ async def until_no_runs_executing(manager: RunManager, timeout: float = 10) -> N
             return
         assert loop.time() < deadline, f"{manager.running} run(s) still counted as executing"
         await asyncio.sleep(0.05)
+
+
+def workspace_of(data_dir: Path, session_id: str) -> Path:
+    """The session's workspace under DATA_DIR/tenants/<tenant>/sessions/<session>/ (one tenant owns it)."""
+    found = list((data_dir / "tenants").glob(f"*/sessions/{session_id}/workspace"))
+    assert len(found) == 1, f"expected one workspace for {session_id}, found {found}"
+    return found[0]

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from api import audit
 from api.auth import Principal
-from api.errors import NotFound, SessionBusy
+from api.errors import NotFound, PolicyViolation, SessionBusy
 from api.events.log import EventLog
 from api.runtime import lifecycle
 from api.runtime.policy import RunRequest, apply_policy
@@ -48,6 +48,12 @@ class RunControl:
 
     async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
         options = apply_policy(request, self.settings)
+        launcher = self.manager.launcher
+        if self.settings.execute_runs and launcher.unavailable is not None:
+            # Nothing is written: a run accepted here could only wait for a replica that can confine it.
+            raise PolicyViolation(
+                f"this server cannot run agents in a sandbox: {launcher.unavailable}", rule="sandbox"
+            )
         now = utcnow()
         to_interrupt: list[str] = []
         async with self.db.session() as session:

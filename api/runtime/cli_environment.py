@@ -56,8 +56,64 @@ FORCED = {
 }
 
 
+# Never handed into a sandbox: the operator's credentials and where they are sent stay with the gateway.
+GATEWAY_HELD = frozenset(
+    {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_CUSTOM_HEADERS",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "CLAUDE_CODE_CLIENT_CERT",
+        "CLAUDE_CODE_CLIENT_KEY",
+        "CLAUDE_CODE_CLIENT_KEY_PASSPHRASE",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+    }
+)
+
+
 def is_passed(name: str) -> bool:
     return name in PASS_NAMES or name.startswith(PASS_PREFIXES)
+
+
+def operator_environment(
+    overrides: Mapping[str, str] | None = None, inherited: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The allowlisted variables of the server (and the operator's overrides), non-empty ones only."""
+    source = dict(os.environ if inherited is None else inherited)
+    env = {name: value for name, value in source.items() if is_passed(name)}
+    env.update(overrides or {})
+    return {name: value for name, value in env.items() if value}
+
+
+def sandboxed_environment(
+    *, config_dir: Path, home: str, model_url: str, model_pass: str, operator: Mapping[str, str]
+) -> dict[str, str]:
+    """The whole environment of a sandboxed CLI: nothing of the server's but the allowlisted settings,
+    and a gateway pass instead of the operator's key."""
+    env = {name: value for name, value in operator.items() if name not in GATEWAY_HELD}
+    env.update(FORCED)
+    env.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": home,
+            "USER": "agent",
+            "LOGNAME": "agent",
+            "SHELL": "/bin/bash",
+            "LANG": operator.get("LANG", "C.UTF-8"),
+            "TMPDIR": "/tmp",
+            "CLAUDE_CODE_TMPDIR": "/tmp",
+            "CLAUDE_CONFIG_DIR": str(config_dir),
+            "ANTHROPIC_BASE_URL": model_url,
+            "ANTHROPIC_API_KEY": model_pass,
+        }
+    )
+    return env
 
 
 def agent_environment(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 
 import orjson
 import structlog
@@ -19,8 +17,8 @@ import structlog
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
 from api.runtime import lifecycle
-from api.runtime.cli_environment import agent_environment
 from api.runtime.session_actor import SessionActor
+from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
 from persistence.database import Database
 from persistence.models import utcnow
@@ -39,15 +37,14 @@ class RunManager:
         db: Database,
         event_log: EventLog,
         bus: EventBus,
-        *,
-        agent_env_overrides: Mapping[str, str] | None = None,
+        launcher: AgentLauncher,
     ) -> None:
         self.settings = settings
         self.db = db
         self.event_log = event_log
         self.bus = bus
         self.replica = settings.replica_id
-        self._env_overrides = dict(agent_env_overrides or {})
+        self.launcher = launcher
         self._actors: dict[str, SessionActor] = {}
         self._running = 0
         self._wake = asyncio.Event()
@@ -57,8 +54,7 @@ class RunManager:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.settings.workspaces_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.agent_config_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.tenants_dir.mkdir(parents=True, exist_ok=True)
         control_ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
@@ -118,18 +114,6 @@ class RunManager:
             log.warning("lease.release_failed", session_id=session_id, exc_info=True)
         self.nudge()
 
-    def workspace_for(self, session_id: str) -> Path:
-        path = self.settings.workspaces_dir / session_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def agent_env(self, session_id: str) -> dict[str, str]:
-        tmp = (self.settings.data_dir / "tmp" / session_id).resolve()
-        tmp.mkdir(parents=True, exist_ok=True)
-        return agent_environment(
-            config_dir=self.settings.agent_config_dir, tmp_dir=tmp, overrides=self._env_overrides
-        )
-
     @property
     def running(self) -> int:
         return self._running
@@ -150,7 +134,8 @@ class RunManager:
                 log.exception("dispatch.failed")
 
     async def _admit(self) -> None:
-        if not self.settings.execute_runs:
+        if not self.settings.execute_runs or not self.launcher.ready:
+            # Queued runs wait for a replica that can start agents safely.
             return
         free = self.settings.max_concurrent_runs - self._running
         if free <= 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import claude_agent_sdk
 import structlog
 from claude_agent_sdk import (
     AgentDefinition,
@@ -51,6 +52,8 @@ class AgentSpec:
     cwd: str
     resume: bool
     env: dict[str, str]
+    # A sandbox launcher, or None for the bundled CLI started directly (SANDBOX=off).
+    cli_path: str | None = None
     model: str | None = None
     system_prompt: str | None = None
     permission_mode: str | None = None
@@ -66,6 +69,7 @@ class AgentSpec:
         values = dataclasses.asdict(self)
         values.pop("resume")
         values.pop("env")
+        values.pop("cli_path")
         return tuple(sorted((k, repr(v)) for k, v in values.items()))
 
 
@@ -79,6 +83,11 @@ class AgentOutput:
     is_result: bool = False
     result_uuids: tuple[str, ...] = ()
     total_cost_usd: float | None = None
+
+
+def bundled_cli_path() -> Path:
+    """The CLI binary shipped inside the SDK package: what every agent runs, sandboxed or not."""
+    return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
 
 
 def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
@@ -131,6 +140,7 @@ class AgentConnection:
     def _options(self, spec: AgentSpec) -> ClaudeAgentOptions:
         options = ClaudeAgentOptions(
             cwd=spec.cwd,
+            cli_path=spec.cli_path,
             env=spec.env,
             model=spec.model,
             system_prompt=spec.system_prompt,

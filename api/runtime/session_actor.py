@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from persistence.repositories.sessions import SessionRepository
 
 if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
+    from api.sandbox.launcher import Launch
+    from api.sandbox.layout import SessionPaths
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +59,8 @@ class SessionActor:
         self._cost_so_far = 0.0
         self._abandon_reason: str | None = None
         self._give_up = False
+        self._launch: Launch | None = None
+        self._paths: SessionPaths | None = None
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -126,6 +132,7 @@ class SessionActor:
                 await asyncio.shield(self._disconnect())
             if self._pump is not None:
                 self._pump.current_run_id = None
+            self._hold_model_pass(False)
             if not await asyncio.shield(self._record(run, outcome)):
                 # The outcome could not be written: give the session up, so the lease lapses and
                 # whichever replica reaps the run settles it, rather than leave it RUNNING forever.
@@ -161,15 +168,18 @@ class SessionActor:
         return False
 
     async def _spec(self, run: Run) -> AgentSpec:
-        manager = self.manager
         options = RunOptions.from_json(run.options)
-        workspace = str(manager.workspace_for(run.session_id))
-        config_dir = str(manager.settings.agent_config_dir)
+        paths = await asyncio.to_thread(self.manager.launcher.paths, run.tenant_id, run.session_id)
+        self._paths = paths
+        workspace = str(paths.workspace)
         return AgentSpec(
             session_id=run.session_id,
             cwd=workspace,
-            resume=await asyncio.to_thread(transcript_exists, config_dir, workspace, run.session_id),
-            env=manager.agent_env(run.session_id),
+            resume=await asyncio.to_thread(
+                transcript_exists, str(paths.agent_dir), workspace, run.session_id
+            ),
+            # Set per connection from its Launch (_ensure_connection).
+            env={},
             model=options.model,
             system_prompt=options.system_prompt,
             permission_mode=options.permission_mode,
@@ -185,7 +195,13 @@ class SessionActor:
         if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
             await self._disconnect()
         if self._pump is None:
-            connection = AgentConnection(spec)
+            launcher = self.manager.launcher
+            assert self._paths is not None, "_spec sets the session's paths first"
+            launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
+            self._launch = launch
+            connection = AgentConnection(
+                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path)
+            )
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
@@ -210,6 +226,14 @@ class SessionActor:
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
             await pump.close()
+        launch, self._launch = self._launch, None
+        if launch is not None:
+            self.manager.launcher.release(launch)
+
+    def _hold_model_pass(self, held: bool) -> None:
+        """A CLI may call the model only while one of its session's runs executes."""
+        if self._launch is not None and self._launch.grant is not None:
+            self._launch.grant.open = held
 
     async def _execute(self, run: Run) -> Outcome:
         spec = await self._spec(run)
@@ -218,6 +242,7 @@ class SessionActor:
         except AgentFailure as exc:
             return Outcome("FAILED", error=f"the agent could not start: {exc.reason}")
         pump.current_run_id = run.id
+        self._hold_model_pass(True)
         self._drain_signals()
         try:
             await pump.connection.send(run.prompt, run.prompt_uuid)

@@ -16,6 +16,7 @@ from tests.documents import (
     start_ok,
     texts,
     wait_for_run,
+    workspace_of,
     watch,
 )
 from tests.support.graphql_ws import GraphQLWSClient
@@ -166,7 +167,7 @@ class TestAgentFeatures:
             thought = await start_ok(client, prompt="[scenario:thinking]", sessionId=started["session"]["id"])
             thinking_events = await collect_until_run_ends(sub, thought["run"]["id"])
 
-        workspace = stack.settings.workspaces_dir / started["session"]["id"]
+        workspace = workspace_of(stack.data_dir, started["session"]["id"])
         assert (workspace / "hello.txt").read_text() == "hello\n"
         tool_uses = [
             b
