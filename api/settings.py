@@ -53,6 +53,7 @@ class Settings(BaseSettings):
         description="auto: every agent CLI runs in a bubblewrap sandbox, and runs are refused where it "
         "cannot work; off: agents run unconfined (an explicit operator choice, warned at every start).",
     )
+    sandbox_bwrap: str = Field(default="bwrap", description="bubblewrap: a name on PATH or a path.")
     sandbox_tmp_mb: int = Field(default=512, ge=16, description="Size of each sandbox's private /tmp.")
     runtime_dir: Path | None = Field(
         default=None,

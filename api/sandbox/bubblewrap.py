@@ -22,7 +22,7 @@ SANDBOX_UID = 1000
 # Where things appear inside every sandbox.
 CLI_INSIDE = "/opt/claude-agent/claude"
 GATEWAY_INSIDE = "/run/claude-agent/gateway.sock"
-HOME_INSIDE = "/home/agent"
+HOME_INSIDE = "/tmp/home"
 RELAY_PORT = 8787
 MODEL_URL_INSIDE = f"http://127.0.0.1:{RELAY_PORT}"
 
@@ -61,11 +61,11 @@ class SandboxTools:
     cli: Path
 
     @classmethod
-    def find(cls, cli: Path) -> SandboxTools | SandboxUnavailable:
-        bwrap = shutil.which("bwrap")
+    def find(cls, cli: Path, bwrap_name: str = "bwrap") -> SandboxTools | SandboxUnavailable:
+        bwrap = shutil.which(bwrap_name)
         if bwrap is None:
             return SandboxUnavailable(
-                "bubblewrap (bwrap) is not installed", "install it: apt-get install bubblewrap"
+                f"bubblewrap ({bwrap_name}) is not installed", "install it: apt-get install bubblewrap"
             )
         relay = shutil.which("socat")
         if relay is None:
@@ -108,6 +108,9 @@ class Bubblewrap:
         args = [
             self.tools.bwrap,
             "--unshare-all",
+            "--unshare-user",
+            # No nested user namespaces: less kernel surface for code that is trying to get out.
+            "--disable-userns",
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
@@ -136,6 +139,11 @@ class Bubblewrap:
         ]
         return args
 
+    @staticmethod
+    def sealed() -> list[str]:
+        """Last: the sandbox's root is a tmpfs, which would otherwise take writes without a size limit."""
+        return ["--remount-ro", "/"]
+
     def launcher(self, name: str, paths: SessionPaths, env: Mapping[str, str]) -> Path:
         """Write the executable the SDK starts as the CLI for one connection; `env` is all it gets.
 
@@ -147,6 +155,7 @@ class Bubblewrap:
             "--ro-bind", str(self.gateway_socket), GATEWAY_INSIDE,
             "--bind", str(paths.workspace), str(paths.workspace),
             "--bind", str(paths.agent_dir), str(paths.agent_dir),
+            *self.sealed(),
             "--chdir", str(paths.workspace),
             "--clearenv",
         ]
@@ -168,7 +177,9 @@ class Bubblewrap:
             f"for name in {' '.join(SDK_VARIABLES)}; do\n"
             '  [ -n "${!name+x}" ] && sdk+=(--setenv "$name" "${!name}")\n'
             "done\n"
-            f"exec {' '.join(shlex.quote(arg) for arg in args)} "
+            # bwrap itself starts with an empty environment: its init process (pid 1 in the sandbox)
+            # keeps the environment it was started with, readable from inside through /proc/1/environ.
+            f"exec /usr/bin/env -i {' '.join(shlex.quote(arg) for arg in args)} "
             f'"${{sdk[@]}}" -- /bin/sh -c {shlex.quote(relay)} sh {CLI_INSIDE} "$@"\n'
         )
         path = self._launchers / f"{name}.sh"
@@ -178,11 +189,18 @@ class Bubblewrap:
 
     async def probe(self) -> SandboxUnavailable | None:
         """Start a sandbox as a CLI would get it and check it is really confined; None when all is well."""
-        args = [*self.base_arguments(), "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--",
-                "/bin/sh", "-c", f"id -u; test -r /etc/shadow && echo shadow; {CLI_INSIDE} --version"]
+        checks = (
+            "id -u; test -r /etc/shadow && echo shadow; touch /probe 2>/dev/null && echo writable; "
+            f"{CLI_INSIDE} --version"
+        )
+        args = [
+            *self.base_arguments(), *self.sealed(),
+            "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+            "--", "/bin/sh", "-c", checks,
+        ]
         try:
             process = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={}
             )
             out, err = await asyncio.wait_for(process.communicate(), timeout=30)
         except (OSError, TimeoutError) as exc:
@@ -194,7 +212,7 @@ class Bubblewrap:
                 f"bubblewrap failed: {detail[-1] if detail else f'exit code {process.returncode}'}",
                 _NAMESPACE_FIX,
             )
-        if not lines or lines[0] != str(SANDBOX_UID) or "shadow" in lines:
+        if not lines or lines[0] != str(SANDBOX_UID) or {"shadow", "writable"} & set(lines):
             return SandboxUnavailable(
                 f"the sandbox is not confined as expected ({lines[:3]})", _NAMESPACE_FIX
             )

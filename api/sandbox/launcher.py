@@ -75,7 +75,7 @@ class AgentLauncher:
                 detail="SANDBOX=off: agent CLIs run unconfined, with this server's user, files and network",
             )
             return
-        tools = SandboxTools.find(bundled_cli_path())
+        tools = SandboxTools.find(bundled_cli_path(), self.settings.sandbox_bwrap)
         if isinstance(tools, SandboxUnavailable):
             self._refuse(tools)
             return
