@@ -16,8 +16,8 @@ from tests.documents import (
     start_ok,
     texts,
     wait_for_run,
-    workspace_of,
     watch,
+    workspace_of,
 )
 from tests.support.graphql_ws import GraphQLWSClient
 

@@ -106,7 +106,8 @@ async def attack(stack: Stack) -> AsyncIterator[Attack]:
                 'echo "symlink=$(cat stolen.txt 2>&1)"',
                 f'echo "server_environ=$(cat /proc/{os.getpid()}/environ 2>&1 | tr "\\0" " " | head -c 200)"',
                 # The patterns are written so that the probe's own text (in its process) cannot match.
-                f'echo "canary=$(cat /proc/*/environ 2>/dev/null | tr "\\0" "\\n" | grep -c {unmatchable(CANARY)})"',
+                f'echo "canary=$(cat /proc/*/environ 2>/dev/null | tr "\\0" "\\n" '
+                f'| grep -c {unmatchable(CANARY)})"',
                 f'echo "operator_key=$(cat /proc/*/environ 2>/dev/null | tr "\\0" "\\n" '
                 f'| grep -c {unmatchable(OPERATOR_KEY)})"',
                 'echo "api_key_prefix=${ANTHROPIC_API_KEY:0:5}"',
@@ -175,7 +176,8 @@ def test_nothing_outside_the_workspace_can_be_written(attack: Attack, stack: Sta
     assert not {"/usr/pwned", "/etc/pwned", "/pwned"} & set(written), attack.raw
     assert not (attack.victim_workspace / "pwned").exists()
     assert not (stack.data_dir / "pwned").exists()
-    assert not Path("/usr/pwned").exists() and not Path("/etc/pwned").exists()
+    assert not Path("/usr/pwned").exists()
+    assert not Path("/etc/pwned").exists()
 
 
 def test_the_agents_own_workspace_works_and_tmp_is_private(attack: Attack) -> None:
