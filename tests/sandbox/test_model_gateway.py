@@ -1,0 +1,146 @@
+"""The model gateway: the only thing a sandbox can reach. It honours a pass only while the pass is open,
+swaps it for the operator's key, forwards only the model API, and streams answers back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from api.sandbox.model_gateway import ModelGateway, Upstream
+from api.uvicorn_task import UvicornTask
+
+
+async def echo(request: Request) -> Response:
+    if request.url.path.endswith("/stream"):
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield f"data: {i}\n\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+    return JSONResponse(
+        {
+            "path": request.url.path,
+            "query": request.url.query,
+            "x-api-key": request.headers.get("x-api-key"),
+            "authorization": request.headers.get("authorization"),
+            "custom": request.headers.get("x-custom"),
+            "body": (await request.body()).decode(),
+        }
+    )
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[ModelGateway]:
+    upstream = UvicornTask(
+        Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])]),
+        name="upstream",
+        log_level="warning",
+        lifespan="off",
+    )
+    await upstream.start()
+    gateway = ModelGateway(
+        Upstream(
+            base_url=f"http://127.0.0.1:{upstream.port}/prefix",
+            api_key="operator-key",
+            extra_headers={"x-custom": "operator-header"},
+        ),
+        tmp_path / "gw.sock",
+    )
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+        await upstream.stop()
+
+
+def client(gateway: ModelGateway, token: str | None) -> httpx.AsyncClient:
+    headers = {"x-api-key": token} if token else {}
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(gateway.socket_path)),
+        base_url="http://sandbox",
+        headers=headers,
+    )
+
+
+async def test_an_open_pass_is_swapped_for_the_operators_key(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        answer = await http.post("/v1/messages?beta=true", content=b'{"model":"m"}')
+    assert answer.status_code == 200
+    seen = answer.json()
+    assert seen["path"] == "/prefix/v1/messages"
+    assert seen["query"] == "beta=true"
+    assert seen["x-api-key"] == "operator-key"
+    assert seen["custom"] == "operator-header"
+    assert seen["body"] == '{"model":"m"}'
+    assert issued.token not in str(seen)
+
+
+async def test_streams_come_back_as_they_are(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        answer = await http.get("/v1/stream")
+    assert answer.text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+@pytest.mark.parametrize("state", ["missing", "unknown", "closed", "revoked"])
+async def test_a_pass_outside_its_run_opens_nothing(gateway: ModelGateway, state: str) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    token: str | None = {"missing": None, "unknown": "cagw-guessed"}.get(state, issued.token)
+    if state == "closed":
+        issued.open = False
+    if state == "revoked":
+        gateway.revoke(issued)
+    async with client(gateway, token) as http:
+        answer = await http.post("/v1/messages", content=b"{}")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["type"] == "authentication_error"
+
+
+async def test_only_the_model_api_is_forwarded(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        for path in ("/admin", "/v1/../internal", "/"):
+            answer = await http.get(path)
+            assert answer.status_code in {403, 404}, path
+            assert "operator-key" not in answer.text
+
+
+async def test_an_unreachable_upstream_is_a_clean_502(tmp_path: Path) -> None:
+    gateway = ModelGateway(Upstream(base_url="http://127.0.0.1:9"), tmp_path / "gw.sock")
+    await gateway.start()
+    try:
+        issued = gateway.issue("s")
+        issued.open = True
+        async with client(gateway, issued.token) as http:
+            answer = await http.post("/v1/messages", content=b"{}")
+        assert answer.status_code == 502
+        assert answer.json()["error"]["type"] == "api_error"
+    finally:
+        await gateway.stop()
+
+
+def test_upstream_reads_the_operators_environment() -> None:
+    upstream = Upstream.from_environment(
+        {
+            "ANTHROPIC_BASE_URL": "https://models.example/",
+            "ANTHROPIC_AUTH_TOKEN": "tok",
+            "ANTHROPIC_CUSTOM_HEADERS": "X-A: 1\nbad line\nX-B:two",
+        }
+    )
+    assert upstream.base_url == "https://models.example"
+    assert upstream.auth_headers() == {"X-A": "1", "X-B": "two", "authorization": "Bearer tok"}
+    assert Upstream.from_environment({}).base_url == "https://api.anthropic.com"
