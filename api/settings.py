@@ -44,7 +44,19 @@ class Settings(BaseSettings):
     )
     run_timeout_seconds: float = Field(default=3600.0, gt=0)
     default_model: str | None = None
-    allowed_permission_modes: list[str] = Field(default=["DEFAULT", "ACCEPT_EDITS", "PLAN"])
+    # The operator's tool policy (api/runtime/tool_policy.py); POLICY_FILE narrows it per tenant.
+    allowed_permission_modes: list[str] = Field(
+        default=["DEFAULT", "ACCEPT_EDITS", "PLAN"], description="Permission modes callers may choose."
+    )
+    tool_allowlist: list[str] | None = Field(
+        default=None,
+        description="Tools (or rules such as Bash(npm test:*)) callers may pre-approve with allowedTools; "
+        "unset: any. JSON list.",
+    )
+    tool_denylist: list[str] = Field(
+        default_factory=list, description="Tools denied in every run, whatever the caller asks. JSON list."
+    )
+    policy_file: Path | None = Field(default=None, description="Per-tenant tool rules (JSON), narrower.")
     max_turns_cap: int = Field(default=100, ge=1)
 
     # Confinement of agent CLIs (docs/security.md).

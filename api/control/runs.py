@@ -13,6 +13,7 @@ from api.events.log import EventLog
 from api.runtime import lifecycle
 from api.runtime.policy import RunRequest, apply_policy
 from api.runtime.run_manager import RunManager
+from api.runtime.tool_policy import PolicyBook
 from api.settings import Settings
 from persistence.models import AgentSession, Run, utcnow
 from persistence.repositories.runs import RunRepository
@@ -45,9 +46,10 @@ class RunControl:
         self.event_log = event_log
         self.db = event_log.db
         self.manager = manager
+        self.policy = PolicyBook.from_settings(settings)
 
     async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
-        options = apply_policy(request, self.settings)
+        options = apply_policy(request, self.settings, self.policy.for_tenant(principal.tenant_name))
         launcher = self.manager.launcher
         if self.settings.execute_runs and launcher.unavailable is not None:
             # Nothing is written: a run accepted here could only wait for a replica that can confine it.

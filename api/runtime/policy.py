@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from api.errors import PolicyViolation, ValidationFailed
+from api.runtime.tool_policy import PolicyBook, ToolPolicy
 from api.settings import Settings
 
 PERMISSION_MODES = {
@@ -124,16 +125,16 @@ def _agents(values: list[dict[str, Any]] | None, settings: Settings) -> dict[str
     return agents
 
 
-def apply_policy(request: RunRequest, settings: Settings) -> RunOptions:
-    """Validate a run request and turn it into the options the agent gets, or raise a typed error."""
+def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | None = None) -> RunOptions:
+    """Validate a run request and turn it into the options the agent gets, or raise a typed error.
+
+    `rules` are the operator's for the caller's tenant; without them, the deployment's from settings.
+    """
+    rules = rules or PolicyBook.from_settings(settings).for_tenant("")
     check_prompt(request.prompt, settings)
     permission_mode = None
     if request.permission_mode is not None:
-        if request.permission_mode not in settings.allowed_permission_modes:
-            raise PolicyViolation(
-                f"permission mode {request.permission_mode} is not allowed on this server",
-                rule="permission_mode",
-            )
+        rules.check_mode(request.permission_mode)
         permission_mode = PERMISSION_MODES[request.permission_mode]
     if request.max_turns is not None and not 1 <= request.max_turns <= settings.max_turns_cap:
         raise ValidationFailed(f"maxTurns must be between 1 and {settings.max_turns_cap}", field="maxTurns")
@@ -155,12 +156,16 @@ def apply_policy(request: RunRequest, settings: Settings) -> RunOptions:
             raise ValidationFailed("outputSchema is too large", field="outputSchema")
     if request.model is not None and not re.match(r"^[A-Za-z0-9._:\-\[\]]{1,100}$", request.model):
         raise ValidationFailed("model is not a model name", field="model")
+    allowed_tools = _tools(request.allowed_tools, "allowedTools")
+    rules.check_pre_approved(allowed_tools, "allowedTools")
+    disallowed_tools = _tools(request.disallowed_tools, "disallowedTools")
+    disallowed_tools += [tool for tool in rules.denied_tools if tool not in disallowed_tools]
     return RunOptions(
         model=request.model or settings.default_model,
         system_prompt=request.system_prompt,
         permission_mode=permission_mode,
-        allowed_tools=_tools(request.allowed_tools, "allowedTools"),
-        disallowed_tools=_tools(request.disallowed_tools, "disallowedTools"),
+        allowed_tools=allowed_tools,
+        disallowed_tools=disallowed_tools,
         max_turns=request.max_turns,
         max_budget_usd=request.max_budget_usd,
         output_schema=schema,

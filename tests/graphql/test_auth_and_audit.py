@@ -48,7 +48,9 @@ class TestHttpAuth:
             ready = await http.get("/readyz")
             metrics = await http.get("/metrics")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "database": True, "fanout": True}
+        assert ready.json() == {
+            "ready": True, "database": True, "fanout": True, "sandbox": True, "sandboxMode": "bubblewrap"
+        }
         assert "agent_bus_messages_published" in metrics.text
 
 

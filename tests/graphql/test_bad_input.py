@@ -38,7 +38,7 @@ class TestStartRunValidation:
         async with stack.client() as client:
             result = await start_run(client, prompt="hi", permissionMode="BYPASS_PERMISSIONS")
         assert result["__typename"] == "PolicyViolationError"
-        assert result["rule"] == "permission_mode"
+        assert result["rule"] == "deployment.permission_modes"
 
     async def test_an_unregistered_mcp_server_is_refused_by_policy(self, stack: Stack) -> None:
         async with stack.client() as client:

@@ -1,0 +1,142 @@
+"""The operator's rules on tools and permission modes: deployment-wide in settings, narrowed per tenant
+in an optional policy file.
+
+Callers may pre-approve only tools the rules allow (`allowedTools` entries run without asking), may pick
+only permission modes the rules allow, and the operator's denied tools are denied in every run whatever
+the caller asks. A tenant's rules can only narrow the deployment's: a policy file cannot widen anything.
+
+Policy file (POLICY_FILE), JSON:
+
+    {"tenants": {"acme": {"allowedTools": ["Read", "Grep", "Bash(npm test:*)"],
+                          "permissionModes": ["DEFAULT", "PLAN"],
+                          "deniedTools": ["WebFetch"]}}}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from api.errors import PolicyViolation
+from api.settings import Settings
+
+
+@dataclass(frozen=True)
+class ToolRules:
+    """One layer of rules. `None` allow-lists mean "no restriction at this layer"."""
+
+    allowed_tools: tuple[str, ...] | None = None
+    permission_modes: tuple[str, ...] | None = None
+    denied_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    """The rules in force for one tenant: the deployment's, then the tenant's."""
+
+    layers: tuple[tuple[str, ToolRules], ...]
+
+    @property
+    def denied_tools(self) -> list[str]:
+        denied: list[str] = []
+        for _, rules in self.layers:
+            denied += [tool for tool in rules.denied_tools if tool not in denied]
+        return denied
+
+    def check_mode(self, mode: str) -> None:
+        for name, rules in self.layers:
+            if rules.permission_modes is not None and mode not in rules.permission_modes:
+                raise PolicyViolation(
+                    f"permission mode {mode} is not allowed here ({name} allows "
+                    f"{', '.join(rules.permission_modes) or 'none'})",
+                    rule=f"{name}.permission_modes",
+                )
+
+    def check_pre_approved(self, rules_asked: Iterable[str], field_name: str) -> None:
+        for asked in rules_asked:
+            for name, rules in self.layers:
+                if rules.allowed_tools is not None and not _covered(asked, rules.allowed_tools):
+                    raise PolicyViolation(
+                        f"{field_name} may not pre-approve {asked!r} here ({name} allows "
+                        f"{', '.join(rules.allowed_tools) or 'nothing'})",
+                        rule=f"{name}.allowed_tools",
+                    )
+
+
+def _covered(asked: str, allowed: tuple[str, ...]) -> bool:
+    """`Bash(npm test:*)` is covered by `Bash` or `Bash(npm test:*)`; `Bash` only by `Bash` (or `*`)."""
+    tool = asked.split("(", 1)[0]
+    return any(asked == rule or fnmatch.fnmatchcase(asked, rule) or rule == tool for rule in allowed)
+
+
+@dataclass(frozen=True)
+class PolicyBook:
+    """The deployment's rules and every tenant's, loaded once at start."""
+
+    deployment: ToolRules
+    tenants: dict[str, ToolRules] = field(default_factory=dict)
+
+    def for_tenant(self, tenant_name: str) -> ToolPolicy:
+        layers: list[tuple[str, ToolRules]] = [("deployment", self.deployment)]
+        if tenant_name in self.tenants:
+            layers.append((f"tenant {tenant_name}", self.tenants[tenant_name]))
+        return ToolPolicy(tuple(layers))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicyBook:
+        return cls.load(
+            allowed_tools=settings.tool_allowlist,
+            permission_modes=settings.allowed_permission_modes,
+            denied_tools=settings.tool_denylist,
+            policy_file=settings.policy_file,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        allowed_tools: list[str] | None,
+        permission_modes: list[str],
+        denied_tools: list[str],
+        policy_file: Path | None,
+    ) -> PolicyBook:
+        deployment = ToolRules(
+            allowed_tools=tuple(allowed_tools) if allowed_tools is not None else None,
+            permission_modes=tuple(permission_modes),
+            denied_tools=tuple(denied_tools),
+        )
+        tenants: dict[str, ToolRules] = {}
+        if policy_file is not None:
+            try:
+                data = orjson.loads(policy_file.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise ValueError(f"POLICY_FILE {policy_file}: {exc}") from exc
+            for tenant, raw in (data.get("tenants") or {}).items():
+                tenants[tenant] = _rules(raw, f"POLICY_FILE {policy_file}: tenants.{tenant}")
+        return cls(deployment, tenants)
+
+
+def _rules(raw: object, where: str) -> ToolRules:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object")
+    unknown = set(raw) - {"allowedTools", "permissionModes", "deniedTools"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{where}.{key} must be a list of strings")
+        return tuple(value)
+
+    return ToolRules(
+        allowed_tools=strings("allowedTools"),
+        permission_modes=strings("permissionModes"),
+        denied_tools=strings("deniedTools") or (),
+    )
