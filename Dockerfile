@@ -2,7 +2,8 @@
 # consistent with pyproject.toml (the package and its console script) and API.md's process interface.
 #
 #   docker build -t claude-agent-graphql-api .
-#   docker run --rm -p 127.0.0.1:8000:8000 -e ANTHROPIC_API_KEY -v agent-data:/data claude-agent-graphql-api
+#   docker run --rm -p 127.0.0.1:8000:8000 -e ANTHROPIC_API_KEY -v agent-data:/data \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined claude-agent-graphql-api
 #
 # With no DATABASE_URL/REDIS_URL the container runs the embedded default (SQLite under /data, one replica);
 # docker-compose.yml shows the PostgreSQL + Redis + two replicas setup.
@@ -14,9 +15,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DATA_DIR=/data
 
-# The agent CLI works in git repositories and shells out to git; ca-certificates for the Anthropic API.
+# The agent CLI works in git repositories and shells out to git; ca-certificates for the Anthropic API;
+# bubblewrap and socat for the sandbox every agent runs in (docs/security.md). The sandbox needs
+# unprivileged user namespaces: Docker's default seccomp profile refuses them, so run the container with
+# `--security-opt seccomp=unconfined` (and `--security-opt apparmor=unconfined` where AppArmor restricts
+# user namespaces, as Ubuntu 24.04 does), or the server refuses runs and says why (GET /readyz).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git ca-certificates \
+    && apt-get install -y --no-install-recommends git ca-certificates bubblewrap socat \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --shell /bin/bash app \
