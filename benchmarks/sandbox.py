@@ -83,7 +83,11 @@ async def one(launcher: AgentLauncher, tenant: str, mode: str) -> Sample:
     if launch.grant is not None:
         launch.grant.open = True
     spec = AgentSpec(
-        session_id=session_id, cwd=str(paths.workspace), resume=False, env=launch.env, cli_path=launch.cli_path
+        session_id=session_id,
+        cwd=str(paths.workspace),
+        resume=False,
+        env=launch.env,
+        cli_path=launch.cli_path,
     )
     connection = AgentConnection(spec)
     started = time.perf_counter()
@@ -171,12 +175,14 @@ async def main(rounds: int) -> None:
           f"follow-up {ratios['follow_up']:.2f}x  ({rounds} interleaved rounds, medians)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"sandbox-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"summary": summary, "ratios": ratios, "samples": [s.__dict__ for s in samples]},
-                              indent=2))
+    report = {"summary": summary, "ratios": ratios, "samples": [s.__dict__ for s in samples]}
+    out.write_text(json.dumps(report, indent=2))
     print(f"written to {out}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=8)
     asyncio.run(main(parser.parse_args().rounds))
