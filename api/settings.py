@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         "cannot work; off: agents run unconfined (an explicit operator choice, warned at every start).",
     )
     sandbox_bwrap: str = Field(default="bwrap", description="bubblewrap: a name on PATH or a path.")
+    sandbox_egress_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts tools in a sandbox may reach over https (host, *.domain or host:port; JSON "
+        "list). Empty: none. Names must resolve to public addresses unless the address itself is listed.",
+    )
     sandbox_tmp_mb: int = Field(default=512, ge=16, description="Size of each sandbox's private /tmp.")
     runtime_dir: Path | None = Field(
         default=None,

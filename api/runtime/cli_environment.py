@@ -92,7 +92,13 @@ def operator_environment(
 
 
 def sandboxed_environment(
-    *, config_dir: Path, home: str, model_url: str, model_pass: str, operator: Mapping[str, str]
+    *,
+    config_dir: Path,
+    home: str,
+    model_url: str,
+    model_pass: str,
+    operator: Mapping[str, str],
+    egress_url: str | None = None,
 ) -> dict[str, str]:
     """The whole environment of a sandboxed CLI: nothing of the server's but the allowlisted settings,
     and a gateway pass instead of the operator's key."""
@@ -113,6 +119,11 @@ def sandboxed_environment(
             "ANTHROPIC_API_KEY": model_pass,
         }
     )
+    if egress_url is not None:
+        # Tools reach allow-listed hosts through the egress proxy; the model relay is on loopback.
+        for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+            env[name] = egress_url
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
 

@@ -22,9 +22,11 @@ SANDBOX_UID = 1000
 # Where things appear inside every sandbox.
 CLI_INSIDE = "/opt/claude-agent/claude"
 GATEWAY_INSIDE = "/run/claude-agent/gateway.sock"
+EGRESS_INSIDE = "/run/claude-agent/egress.sock"
 HOME_INSIDE = "/tmp/home"
 RELAY_PORT = 8787
 MODEL_URL_INSIDE = f"http://127.0.0.1:{RELAY_PORT}"
+EGRESS_PORT = 8788
 
 # Variables the SDK sets on the process it starts; the launcher passes them on by name.
 SDK_VARIABLES = (
@@ -89,10 +91,18 @@ class SandboxUnavailable:
 class Bubblewrap:
     """Builds launchers for sessions. `runtime_dir` is this replica's private folder, never bound."""
 
-    def __init__(self, tools: SandboxTools, runtime_dir: Path, gateway_socket: Path, tmp_bytes: int) -> None:
+    def __init__(
+        self,
+        tools: SandboxTools,
+        runtime_dir: Path,
+        gateway_socket: Path,
+        tmp_bytes: int,
+        egress_socket: Path | None = None,
+    ) -> None:
         self.tools = tools
         self.runtime_dir = runtime_dir
         self.gateway_socket = gateway_socket
+        self.egress_socket = egress_socket
         self.tmp_bytes = tmp_bytes
         self._etc = runtime_dir / "etc"
         self._launchers = runtime_dir / "launchers"
@@ -150,9 +160,13 @@ class Bubblewrap:
         The file holds the connection's gateway pass, so it lives in the runtime folder (0700, never
         bound into a sandbox) and is removed when the connection closes.
         """
-        args = [
-            *self.base_arguments(),
-            "--ro-bind", str(self.gateway_socket), GATEWAY_INSIDE,
+        relays = [(RELAY_PORT, self.gateway_socket, GATEWAY_INSIDE)]
+        if self.egress_socket is not None:
+            relays.append((EGRESS_PORT, self.egress_socket, EGRESS_INSIDE))
+        args = [*self.base_arguments()]
+        for _, outside, inside in relays:
+            args += ["--ro-bind", str(outside), inside]
+        args += [
             "--bind", str(paths.workspace), str(paths.workspace),
             "--bind", str(paths.agent_dir), str(paths.agent_dir),
             *self.sealed(),
@@ -161,9 +175,11 @@ class Bubblewrap:
         ]
         for key, value in sorted(env.items()):
             args += ["--setenv", key, value]
-        relay = (
-            f"{shlex.quote(self.tools.relay)} TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,fork,reuseaddr "
-            f"UNIX-CONNECT:{GATEWAY_INSIDE} &\n"
+        relay = "".join(
+            f"{shlex.quote(self.tools.relay)} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr "
+            f"UNIX-CONNECT:{inside} &\n"
+            for port, _, inside in relays
+        ) + (
             # The CLI calls the model soon after it starts: wait (bounded) until the relay listens.
             f"i=0; until grep -qi ':{RELAY_PORT:04X} 00000000:0000 0A' /proc/net/tcp; do\n"
             '  i=$((i+1)); [ "$i" -gt 500 ] && break; sleep 0.01\n'

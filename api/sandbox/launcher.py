@@ -19,12 +19,14 @@ import structlog
 from api.runtime.cli_environment import agent_environment, operator_environment, sandboxed_environment
 from api.runtime.sdk_adapter import bundled_cli_path
 from api.sandbox.bubblewrap import (
+    EGRESS_PORT,
     HOME_INSIDE,
     MODEL_URL_INSIDE,
     Bubblewrap,
     SandboxTools,
     SandboxUnavailable,
 )
+from api.sandbox.egress import EgressProxy
 from api.sandbox.layout import SessionPaths
 from api.sandbox.model_gateway import ModelGateway, Pass, Upstream
 from api.settings import Settings
@@ -53,6 +55,7 @@ class AgentLauncher:
         self.unavailable: SandboxUnavailable | None = None
         self._bwrap: Bubblewrap | None = None
         self._gateway: ModelGateway | None = None
+        self._egress: EgressProxy | None = None
 
     @property
     def sandboxed(self) -> bool:
@@ -80,11 +83,13 @@ class AgentLauncher:
             self._refuse(tools)
             return
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        egress_socket = self.runtime_dir / "egress.sock" if self.settings.sandbox_egress_hosts else None
         bwrap = Bubblewrap(
             tools,
             self.runtime_dir,
             self.runtime_dir / "gateway.sock",
             tmp_bytes=self.settings.sandbox_tmp_mb * 1024 * 1024,
+            egress_socket=egress_socket,
         )
         bwrap.prepare()
         problem = await bwrap.probe()
@@ -94,6 +99,9 @@ class AgentLauncher:
         upstream = Upstream.from_environment(operator_environment(self._overrides))
         gateway = ModelGateway(upstream, bwrap.gateway_socket)
         await gateway.start()
+        if egress_socket is not None:
+            self._egress = EgressProxy(self.settings.sandbox_egress_hosts, egress_socket, gateway.find)
+            await self._egress.start()
         self._bwrap, self._gateway = bwrap, gateway
         log.info("sandbox.ready", kind="bubblewrap", model_upstream=upstream.base_url)
 
@@ -102,6 +110,9 @@ class AgentLauncher:
         log.error("sandbox.unavailable", reason=problem.reason, fix=problem.fix, runs="refused")
 
     async def stop(self) -> None:
+        if self._egress is not None:
+            await self._egress.stop()
+            self._egress = None
         if self._gateway is not None:
             await self._gateway.stop()
         self._gateway = self._bwrap = None
@@ -127,6 +138,7 @@ class AgentLauncher:
             model_url=MODEL_URL_INSIDE,
             model_pass=grant.token,
             operator=operator_environment(self._overrides),
+            egress_url=f"http://agent:{grant.token}@127.0.0.1:{EGRESS_PORT}" if self._egress else None,
         )
         script = self._bwrap.launcher(connection_name, paths, env)
         # options.env is merged over the server's environment for the launcher only; the launcher
