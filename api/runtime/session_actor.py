@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.events.records import EventKind
 from api.runtime import lifecycle, metrics
 from api.runtime.policy import RunOptions
 from api.runtime.pump import DATABASE_UNAVAILABLE, ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
-from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
+from api.runtime.sdk_adapter import (
+    AgentConnection,
+    AgentFailure,
+    AgentOutput,
+    AgentSpec,
+    HookProvider,
+    transcript_exists,
+)
+from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
 from persistence.repositories.sessions import SessionRepository
 
@@ -23,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 # After an interrupt the CLI answers with a result within milliseconds; past this it is presumed stuck.
 INTERRUPT_GRACE_SECONDS = 15.0
+# The SDK's own hook timeout, beyond the webhook call's: our deadline answers first, so a timeout is ours
+# to decide (fail closed or open), never the CLI's.
+HOOK_TIMEOUT_MARGIN_SECONDS = 10.0
 # Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
 RECORD_ATTEMPTS = 9
 
@@ -55,6 +67,7 @@ class SessionActor:
         self._cost_so_far = 0.0
         self._abandon_reason: str | None = None
         self._give_up = False
+        self._tenant_id: str | None = None
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -165,6 +178,7 @@ class SessionActor:
         options = RunOptions.from_json(run.options)
         workspace = str(manager.workspace_for(run.session_id))
         config_dir = str(manager.settings.agent_config_dir)
+        self._tenant_id = run.tenant_id
         return AgentSpec(
             session_id=run.session_id,
             cwd=workspace,
@@ -179,13 +193,18 @@ class SessionActor:
             max_budget_usd=options.max_budget_usd,
             output_schema=options.output_schema,
             agents=options.agents,
+            hook_events=await manager.webhooks.events_for(run.tenant_id),
         )
 
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
             await self._disconnect()
         if self._pump is None:
-            connection = AgentConnection(spec)
+            hooks = None
+            if spec.hook_events:
+                timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
+                hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
+            connection = AgentConnection(spec, hooks)
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
@@ -200,6 +219,30 @@ class SessionActor:
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
+
+    async def _on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
+        """A hook event of this session's CLI: ask the tenant's webhooks, log each call as HookFired."""
+        run, pump, tenant_id = self.current_run, self._pump, self._tenant_id
+        if tenant_id is None:
+            return {}
+        call = HookCall(
+            tenant_id=tenant_id,
+            session_id=self.session_id,
+            run_id=run.id if run is not None else None,
+            hook_event=event,
+            input=data,
+            tool_use_id=tool_use_id,
+        )
+        try:
+            result = await self.manager.webhooks.dispatch(call)
+        except Exception:
+            # The webhooks could not even be looked up: decide as a failed call would.
+            log.exception("webhook.dispatch_failed", hook_event=event)
+            return unavailable_output(event)
+        if pump is not None:
+            for payload in result.fired:
+                pump.record(AgentOutput(EventKind.HOOK_FIRED, payload))
+        return result.output
 
     def _drain_signals(self) -> None:
         while not self._signals.empty():
