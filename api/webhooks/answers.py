@@ -2,7 +2,7 @@
 
 The answer is `{decision: allow|deny|ask, reason, additionalContext, continue, updatedInput}`, every
 field optional. `decision` and `updatedInput` count for PreToolUse only; `additionalContext` for the
-events that accept it; `continue: false` stops the agent on any event.
+events that accept it; `continue: false` stops the agent on any event (and denies a PreToolUse's tool).
 """
 
 from __future__ import annotations
@@ -92,11 +92,16 @@ class Combined:
             output["continue_"] = False
             output["stopReason"] = reason or "a webhook stopped the agent"
         specific: dict[str, Any] = {"hookEventName": hook_event}
-        if hook_event == "PreToolUse" and self.decision is not None:
-            specific["permissionDecision"] = self.decision
+        decision = self.decision
+        if hook_event == "PreToolUse" and self.stop:
+            # Measured: `continue: false` alone still runs the pending tool, then stops. A stop means
+            # the tool too.
+            decision = "deny"
+        if hook_event == "PreToolUse" and decision is not None:
+            specific["permissionDecision"] = decision
             if reason:
                 specific["permissionDecisionReason"] = reason
-            if self.updated_input is not None and self.decision != "deny":
+            if self.updated_input is not None and decision != "deny":
                 specific["updatedInput"] = self.updated_input
         if self.contexts and hook_event in CONTEXT_EVENTS:
             specific["additionalContext"] = "\n".join(self.contexts)

@@ -19,7 +19,7 @@ from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
 from tests.documents import start_ok, wait_for_run
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import create_postgres_database, drop_postgres_database
-from tests.webhooks.receiver import DENY_REASON, WebhookReceiver
+from tests.webhooks.receiver import DENY_REASON, REWRITTEN, STOP_REASON, WebhookReceiver
 
 # Short, so the timeout case is quick; ample for a loopback receiver on a loaded machine.
 WEBHOOK_TIMEOUT = 4.0
@@ -57,6 +57,7 @@ query Events($sessionId: ID!) {
       __typename
       ... on HookFired { hookEvent toolName data }
       ... on UserMessage { content { __typename ... on ToolResultBlock { content isError } } }
+      ... on ResultMessage { subtype result stopReason terminalReason }
     }
   }
 }
@@ -258,6 +259,62 @@ class TestPreToolUseDecides:
         assert closed_run["status"] == open_run["status"] == "COMPLETED"
         assert not hello(hook_stack, closed_session).exists()
         assert hello(hook_stack, open_session).read_text() == "hello\n"
+
+    async def test_an_answer_can_rewrite_the_tool_input(
+        self, hook_stack: Stack, receiver: WebhookReceiver
+    ) -> None:
+        token = uuid.uuid4().hex
+        async with await tenant_client(hook_stack) as client:
+            await register_ok(client, receiver.url("rewrite", token, SECRET), ["PreToolUse"])
+            session_id, run = await write_run(client, permissionMode="DEFAULT")
+        assert run["status"] == "COMPLETED", run
+        assert hello(hook_stack, session_id).read_text() == REWRITTEN
+
+    async def test_continue_false_stops_the_agent_with_the_reason(
+        self, hook_stack: Stack, receiver: WebhookReceiver
+    ) -> None:
+        token = uuid.uuid4().hex
+        async with await tenant_client(hook_stack) as client:
+            await register_ok(client, receiver.url("stop", token, SECRET), ["PreToolUse"])
+            session_id, run = await write_run(client, permissionMode="ACCEPT_EDITS")
+            events = await session_events(client, session_id)
+        assert run["status"] == "COMPLETED", run
+        # Measured: `continue: false` alone would still run the pending tool; the server denies it too.
+        assert not hello(hook_stack, session_id).exists()
+        results = tool_results(events)
+        assert [r["isError"] for r in results] == [True]
+        assert STOP_REASON in str(results[0]["content"])
+        result = next(e["payload"] for e in events if e["payload"]["__typename"] == "ResultMessage")
+        assert result["terminalReason"] == "hook_stopped"
+
+
+class TestWhenWebhooksApply:
+    async def test_a_webhook_registered_mid_session_applies_from_the_next_run_and_stops_when_deleted(
+        self, hook_stack: Stack, receiver: WebhookReceiver
+    ) -> None:
+        token = uuid.uuid4().hex
+        async with await tenant_client(hook_stack) as client:
+            first = await start_ok(client, prompt="no hooks yet")
+            session_id = first["session"]["id"]
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+
+            webhook = await register_ok(client, receiver.url("deny", token, SECRET), ["PreToolUse"])
+            denied = await start_ok(
+                client, prompt="[scenario:write-file]", sessionId=session_id, permissionMode="ACCEPT_EDITS"
+            )
+            assert (await wait_for_run(client, denied["run"]["id"]))["status"] == "COMPLETED"
+            assert not hello(hook_stack, session_id).exists()
+
+            await client.execute(DELETE, {"id": webhook["id"]})
+            allowed = await start_ok(
+                client, prompt="[scenario:write-file]", sessionId=session_id, permissionMode="ACCEPT_EDITS"
+            )
+            assert (await wait_for_run(client, allowed["run"]["id"]))["status"] == "COMPLETED"
+            events = await session_events(client, session_id)
+
+        assert hello(hook_stack, session_id).read_text() == "hello\n"
+        assert len(receiver.calls[token]) == 1
+        assert [f["data"]["decision"] for f in hooks_fired(events)] == ["deny"]
 
 
 class TestRegistration:

@@ -1,7 +1,8 @@
 """A tenant's webhook endpoint for tests: real HTTP on loopback, signature checked on every call.
 
-`POST /<behaviour>/<token>`: `allow`, `deny` (with a reason), `error` (HTTP 500), `slow` (answers only
-when the receiver stops), `not-json`. Calls are kept per token, so each test reads its own.
+`POST /<behaviour>/<token>`: `allow`, `deny` (with a reason), `rewrite` (allow with a changed `content`),
+`stop` (`continue: false`), `error` (HTTP 500), `slow` (answers only when the receiver stops), `not-json`.
+Calls are kept per token, so each test reads its own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from api.uvicorn_task import UvicornTask
 from api.webhooks.signing import HEADER, verify
 
 DENY_REASON = "writes are frozen today"
+STOP_REASON = "the tenant stopped this agent"
+REWRITTEN = "rewritten by the webhook\n"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class WebhookReceiver:
             return JSONResponse({"decision": "allow", "reason": "looks fine", "additionalContext": "audited"})
         if behaviour == "deny":
             return JSONResponse({"decision": "deny", "reason": DENY_REASON})
+        if behaviour == "rewrite":
+            body = orjson.loads(raw)
+            changed = {**body["toolInput"], "content": REWRITTEN}
+            return JSONResponse({"decision": "allow", "updatedInput": changed})
+        if behaviour == "stop":
+            return JSONResponse({"continue": False, "reason": STOP_REASON})
         if behaviour == "error":
             return PlainTextResponse("boom", status_code=500)
         if behaviour == "not-json":
