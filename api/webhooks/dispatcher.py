@@ -130,6 +130,40 @@ def unavailable_output(hook_event: str) -> dict[str, Any]:
     return combined.to_output(hook_event)
 
 
+async def post_signed(
+    client: httpx.AsyncClient, vetted: VettedTarget, body: bytes, secret: str
+) -> tuple[int, bytes]:
+    """POST the signed body to the vetted address; the status and at most MAX_ANSWER_BYTES of answer."""
+    target = vetted.target
+    url = httpx.URL(target.url)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "claude-agent-graphql-api-webhooks",
+        HEADER: signature_header(secret, body, int(time.time())),
+    }
+    extensions: dict[str, Any] = {}
+    if url.host != str(vetted.address):
+        # Connect to the address that was checked, not to whatever a second lookup returns;
+        # the name stays in Host and in TLS (SNI and certificate check).
+        headers["Host"] = url.netloc.decode("ascii")
+        url = url.copy_with(host=str(vetted.address))
+        if target.scheme == "https":
+            extensions["sni_hostname"] = target.host
+    request = client.build_request("POST", url, content=body, headers=headers, extensions=extensions)
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise BadAnswer("the answer is too large")
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return response.status_code, b"".join(chunks)
+
+
 class WebhookDispatcher:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.db = db
@@ -186,7 +220,7 @@ class WebhookDispatcher:
             # One deadline for everything: resolving, connecting, sending, reading.
             async with asyncio.timeout(self.timeout):
                 vetted = await vet(endpoint.url, self.allow)
-                status, content = await self._post(vetted, body, endpoint.secret)
+                status, content = await post_signed(self._client, vetted, body, endpoint.secret)
             if not 200 <= status < 300:
                 error = f"the webhook answered HTTP {status}"
             else:
@@ -212,38 +246,6 @@ class WebhookDispatcher:
                 failed_closed=failed_closed,
             )
         return Delivery(endpoint, answer, status, error, duration_ms, failed_closed)
-
-    async def _post(self, vetted: VettedTarget, body: bytes, secret: str) -> tuple[int, bytes]:
-        target = vetted.target
-        url = httpx.URL(target.url)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "claude-agent-graphql-api-webhooks",
-            HEADER: signature_header(secret, body, int(time.time())),
-        }
-        extensions: dict[str, Any] = {}
-        if url.host != str(vetted.address):
-            # Connect to the address that was checked, not to whatever a second lookup returns;
-            # the name stays in Host and in TLS (SNI and certificate check).
-            headers["Host"] = url.netloc.decode("ascii")
-            url = url.copy_with(host=str(vetted.address))
-            if target.scheme == "https":
-                extensions["sni_hostname"] = target.host
-        request = self._client.build_request(
-            "POST", url, content=body, headers=headers, extensions=extensions
-        )
-        response = await self._client.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise BadAnswer("the answer is too large")
-                chunks.append(chunk)
-        finally:
-            await response.aclose()
-        return response.status_code, b"".join(chunks)
 
     def _fired(self, call: HookCall, delivery: Delivery) -> dict[str, Any]:
         answer = delivery.answer

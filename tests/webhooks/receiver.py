@@ -1,7 +1,8 @@
 """A tenant's webhook endpoint for tests: real HTTP on loopback, signature checked on every call.
 
 `POST /<behaviour>/<token>`: `allow`, `deny` (with a reason), `rewrite` (allow with a changed `content`),
-`stop` (`continue: false`), `error` (HTTP 500), `slow` (answers only when the receiver stops), `not-json`.
+`stop` (`continue: false`), `redirect` (307 to `allow`), `error` (HTTP 500), `slow` (answers only when
+the receiver stops), `not-json`.
 Calls are kept per token, so each test reads its own.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from api.uvicorn_task import UvicornTask
@@ -32,6 +33,7 @@ class ReceivedCall:
     body: dict[str, Any]
     signature: str
     verified: bool
+    host: str
 
 
 class WebhookReceiver:
@@ -64,7 +66,7 @@ class WebhookReceiver:
         secret = self.secrets.get(token, "")
         verified = bool(secret) and verify(secret, raw, signature, now=time.time())
         self.calls.setdefault(token, []).append(
-            ReceivedCall(behaviour, orjson.loads(raw), signature, verified)
+            ReceivedCall(behaviour, orjson.loads(raw), signature, verified, request.headers.get("host", ""))
         )
         if not verified:
             return PlainTextResponse("bad signature", status_code=401)
@@ -78,6 +80,8 @@ class WebhookReceiver:
             return JSONResponse({"decision": "allow", "updatedInput": changed})
         if behaviour == "stop":
             return JSONResponse({"continue": False, "reason": STOP_REASON})
+        if behaviour == "redirect":
+            return RedirectResponse(f"/allow/{token}", status_code=307)
         if behaviour == "error":
             return PlainTextResponse("boom", status_code=500)
         if behaviour == "not-json":
