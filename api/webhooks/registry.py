@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class WebhookRegistry:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.db = db
         self.allow = AllowList.parse(settings.webhook_allowed_hosts)
+        self.timeout = settings.webhook_timeout_seconds
 
     async def register(self, principal: Principal, request: WebhookRequest) -> Webhook:
         events = _events(request.events)
@@ -48,7 +50,10 @@ class WebhookRegistry:
             raise ValidationFailed("failureMode must be OPEN or CLOSED", field="failureMode")
         try:
             # Checked now for a clear answer, and again at every call (DNS answers change).
-            await vet(request.url, self.allow)
+            async with asyncio.timeout(self.timeout):
+                await vet(request.url, self.allow)
+        except TimeoutError as exc:
+            raise ValidationFailed("the URL's host did not resolve in time", field="url") from exc
         except BadTarget as exc:
             raise ValidationFailed(str(exc), field="url") from exc
         except UnsafeTarget as exc:
