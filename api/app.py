@@ -26,6 +26,7 @@ from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
 from api.settings import Settings
+from api.webhooks.registry import WebhookRegistry
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
 from persistence.database import Database
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 event_log=event_log,
                 run_manager=manager,
                 run_control=RunControl(settings, event_log, manager),
+                webhooks=WebhookRegistry(settings, db),
             )
             log.info(
                 "server.started",

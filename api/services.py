@@ -9,6 +9,7 @@ from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.runtime.run_manager import RunManager
 from api.settings import Settings
+from api.webhooks.registry import WebhookRegistry
 from persistence.database import Database
 
 
@@ -20,3 +21,4 @@ class Services:
     event_log: EventLog
     run_manager: RunManager
     run_control: RunControl
+    webhooks: WebhookRegistry

@@ -110,6 +110,16 @@ class Settings(BaseSettings):
         default=None, description="Apply migrations on start; default: yes on SQLite, no on PostgreSQL."
     )
 
+    # Webhooks (hook events delivered over HTTP).
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts or IPs (optionally host:port) a webhook may reach although they are loopback, "
+        "private, link-local, multicast or unspecified; everything else of that kind is refused.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long one webhook call may take, connect to answer."
+    )
+
     # The built-in scripted model (serve --scripted-model sets it).
     scripted_model: bool = False
 

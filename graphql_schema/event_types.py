@@ -156,6 +156,18 @@ class RunStatusChanged:
     error: str | None = strawberry.field(description="Why the run failed, when it did.")
 
 
+@strawberry.type(
+    description="The server called the tenant's webhook for a hook event of the agent (one event per call)."
+)
+class HookFired:
+    hook_event: str = strawberry.field(description="PreToolUse, PostToolUse, Stop…")
+    tool_name: str | None = strawberry.field(description="The tool, for tool events.")
+    data: JSON | None = strawberry.field(
+        description="The call: webhookId, toolUseId, ok, httpStatus, durationMs, and the answer (decision, "
+        "reason, additionalContext, continue, updatedInput) or the error and whether it failed closed."
+    )
+
+
 @strawberry.type(description="A payload kind this server version recorded but cannot type; kept verbatim.")
 class UnknownEvent:
     kind: str
@@ -169,6 +181,7 @@ SessionEventPayload = Annotated[
     | ResultMessage
     | PartialMessage
     | RunStatusChanged
+    | HookFired
     | UnknownEvent,
     strawberry.union(
         "SessionEventPayload", description="What happened: an agent message or a lifecycle event."
@@ -206,6 +219,12 @@ def payload_of(kind: str, payload: dict[str, Any]) -> SessionEventPayload:
             run_id=strawberry.ID(payload["run_id"]),
             status=RunStatus(payload["status"]),
             error=payload.get("error"),
+        )
+    if kind == EventKind.HOOK_FIRED:
+        return HookFired(
+            hook_event=payload.get("hook_event", ""),
+            tool_name=payload.get("tool_name"),
+            data=cast(JSON, payload.get("data")),
         )
     return UnknownEvent(kind=kind, data=cast(JSON, payload))
 

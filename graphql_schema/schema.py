@@ -15,12 +15,19 @@ from strawberry.extensions import (
 )
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from api.errors import ServiceError
 from api.settings import Settings
-from graphql_schema.mutations import Mutation
-from graphql_schema.queries import Query
+from graphql_schema.mutations import Mutation as CoreMutation
+from graphql_schema.queries import Query as CoreQuery
 from graphql_schema.subscriptions import Subscription
+from graphql_schema.webhooks.mutations import WebhookMutation
+from graphql_schema.webhooks.queries import WebhookQuery
+
+# Each domain owns its operations; the root types only assemble them.
+Query = merge_types("Query", (CoreQuery, WebhookQuery))
+Mutation = merge_types("Mutation", (CoreMutation, WebhookMutation))
 
 
 def _should_mask(error: GraphQLError) -> bool:

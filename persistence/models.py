@@ -155,3 +155,25 @@ class AuditEntry(Base):
     target_type: Mapped[str] = mapped_column(sa.String(40))
     target_id: Mapped[str] = mapped_column(sa.String(200))
     details: Mapped[dict[str, Any] | None]
+
+
+class Webhook(Base):
+    """A tenant's HTTPS endpoint that answers the agent's hook events (PreToolUse, Stop…).
+
+    The secret signs each call (HMAC-SHA256), so it is kept as given: the server must be able to sign.
+    It never leaves the server through the API.
+    """
+
+    __tablename__ = "webhooks"
+    __table_args__ = (sa.Index("ix_webhooks_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    # The hook event names it receives, e.g. ["PreToolUse", "Stop"].
+    events: Mapped[list[str]] = mapped_column(JSONType)
+    secret: Mapped[str] = mapped_column(sa.String(500))
+    # OPEN or CLOSED; None: the event's default (PreToolUse fails closed, the others open).
+    failure_mode: Mapped[str | None] = mapped_column(sa.String(10))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    api_key_id: Mapped[str | None] = mapped_column(sa.String(36))

@@ -63,6 +63,11 @@ class ConnectionPump:
             asyncio.create_task(self._write(), name=f"pump-write-{session_id}"),
         ]
 
+    def record(self, output: AgentOutput) -> None:
+        """An event of the server's own about this connection (a webhook call), logged in stream order."""
+        if not self._ended:
+            self._inbox.put_nowait(output)
+
     async def _read(self) -> None:
         try:
             async for output in self.connection.outputs():

@@ -20,6 +20,7 @@ from api.runtime import lifecycle
 from api.runtime.session_actor import SessionActor
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
+from api.webhooks.dispatcher import WebhookDispatcher
 from persistence.database import Database
 from persistence.models import utcnow
 from persistence.repositories.runs import RunRepository
@@ -45,6 +46,7 @@ class RunManager:
         self.bus = bus
         self.replica = settings.replica_id
         self.launcher = launcher
+        self.webhooks = WebhookDispatcher(settings, db)
         self._actors: dict[str, SessionActor] = {}
         self._running = 0
         self._wake = asyncio.Event()
@@ -73,6 +75,7 @@ class RunManager:
         for actor in actors:
             actor.task.cancel()
         await asyncio.gather(*(actor.task for actor in actors), return_exceptions=True)
+        await self.webhooks.close()
 
     # -- what the control plane calls ----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKClient,
     ClaudeSDKError,
+    HookMatcher,
     ProcessError,
     ResultMessage,
     StreamEvent,
@@ -63,6 +64,8 @@ class AgentSpec:
     max_budget_usd: float | None = None
     output_schema: dict[str, Any] | None = None
     agents: dict[str, dict[str, Any]] | None = None
+    # Hook events the server answers (the tenant's webhooks); a change needs a new CLI.
+    hook_events: tuple[str, ...] = ()
 
     def connection_key(self) -> tuple[Any, ...]:
         """Options that need a new CLI process when they change (resume does not)."""
@@ -71,6 +74,15 @@ class AgentSpec:
         values.pop("env")
         values.pop("cli_path")
         return tuple(sorted((k, repr(v)) for k, v in values.items()))
+
+
+@dataclass(frozen=True)
+class HookProvider:
+    """Answers the CLI's hook events: `callback(event_name, input, tool_use_id)` returns the hook output."""
+
+    events: tuple[str, ...]
+    callback: Callable[[str, dict[str, Any], str | None], Awaitable[dict[str, Any]]]
+    timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -131,8 +143,9 @@ class _Stderr:
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
-    def __init__(self, spec: AgentSpec) -> None:
+    def __init__(self, spec: AgentSpec, hooks: HookProvider | None = None) -> None:
         self.spec = spec
+        self._hooks = hooks
         self._stderr = _Stderr(spec.session_id)
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
@@ -168,6 +181,8 @@ class AgentConnection:
             options.output_format = {"type": "json_schema", "schema": spec.output_schema}
         if spec.agents:
             options.agents = {name: AgentDefinition(**definition) for name, definition in spec.agents.items()}
+        if self._hooks is not None and self._hooks.events:
+            options.hooks = _hook_matchers(self._hooks)  # type: ignore[assignment]
         return options
 
     @property
@@ -240,6 +255,18 @@ class AgentConnection:
         if tail:
             parts.append(f"stderr: {tail}")
         return "; ".join(parts)
+
+
+def _hook_matchers(provider: HookProvider) -> dict[str, list[HookMatcher]]:
+    """One matcher per event, for every tool: sessions without webhooks get no hooks at all."""
+
+    def for_event(event: str) -> HookMatcher:
+        async def call(input_data: Any, tool_use_id: str | None, context: Any) -> Any:
+            return await provider.callback(event, dict(input_data), tool_use_id)
+
+        return HookMatcher(matcher=None, hooks=[call], timeout=provider.timeout_seconds)
+
+    return {event: [for_event(event)] for event in provider.events}
 
 
 def _block(block: Any) -> dict[str, Any] | None:

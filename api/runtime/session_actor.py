@@ -11,10 +11,19 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.events.records import EventKind
 from api.runtime import lifecycle, metrics
 from api.runtime.policy import RunOptions
 from api.runtime.pump import DATABASE_UNAVAILABLE, ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
-from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
+from api.runtime.sdk_adapter import (
+    AgentConnection,
+    AgentFailure,
+    AgentOutput,
+    AgentSpec,
+    HookProvider,
+    transcript_exists,
+)
+from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
 from persistence.repositories.sessions import SessionRepository
 
@@ -27,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 # After an interrupt the CLI answers with a result within milliseconds; past this it is presumed stuck.
 INTERRUPT_GRACE_SECONDS = 15.0
+# The SDK's own hook timeout, beyond the webhook call's: our deadline answers first, so a timeout is ours
+# to decide (fail closed or open), never the CLI's.
+HOOK_TIMEOUT_MARGIN_SECONDS = 10.0
 # Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
 RECORD_ATTEMPTS = 9
 
@@ -61,6 +73,7 @@ class SessionActor:
         self._give_up = False
         self._launch: Launch | None = None
         self._paths: SessionPaths | None = None
+        self._tenant_id: str | None = None
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -172,6 +185,7 @@ class SessionActor:
         paths = await asyncio.to_thread(self.manager.launcher.paths, run.tenant_id, run.session_id)
         self._paths = paths
         workspace = str(paths.workspace)
+        self._tenant_id = run.tenant_id
         return AgentSpec(
             session_id=run.session_id,
             cwd=workspace,
@@ -189,6 +203,7 @@ class SessionActor:
             max_budget_usd=options.max_budget_usd,
             output_schema=options.output_schema,
             agents=options.agents,
+            hook_events=await self.manager.webhooks.events_for(run.tenant_id),
         )
 
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
@@ -199,8 +214,12 @@ class SessionActor:
             assert self._paths is not None, "_spec sets the session's paths first"
             launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
             self._launch = launch
+            hooks = None
+            if spec.hook_events:
+                timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
+                hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
             connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path)
+                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path), hooks
             )
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
@@ -216,6 +235,30 @@ class SessionActor:
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
+
+    async def _on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
+        """A hook event of this session's CLI: ask the tenant's webhooks, log each call as HookFired."""
+        run, pump, tenant_id = self.current_run, self._pump, self._tenant_id
+        if tenant_id is None:
+            return {}
+        call = HookCall(
+            tenant_id=tenant_id,
+            session_id=self.session_id,
+            run_id=run.id if run is not None else None,
+            hook_event=event,
+            input=data,
+            tool_use_id=tool_use_id,
+        )
+        try:
+            result = await self.manager.webhooks.dispatch(call)
+        except Exception:
+            # The webhooks could not even be looked up: decide as a failed call would.
+            log.exception("webhook.dispatch_failed", hook_event=event)
+            return unavailable_output(event)
+        if pump is not None:
+            for payload in result.fired:
+                pump.record(AgentOutput(EventKind.HOOK_FIRED, payload))
+        return result.output
 
     def _drain_signals(self) -> None:
         while not self._signals.empty():

@@ -1,0 +1,1 @@
+"""Webhooks: a tenant's endpoints for the agent's hook events (types, queries, mutations)."""
