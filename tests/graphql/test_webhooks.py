@@ -16,7 +16,7 @@ import pytest
 from api.auth import create_key
 from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
-from tests.documents import start_ok, wait_for_run
+from tests.documents import start_ok, wait_for_run, workspace_of
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import create_postgres_database, drop_postgres_database
 from tests.webhooks.receiver import DENY_REASON, REWRITTEN, STOP_REASON, WebhookReceiver
@@ -154,7 +154,7 @@ def tool_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def hello(stack: Stack, session_id: str) -> Path:
-    return stack.settings.workspaces_dir / session_id / "hello.txt"
+    return workspace_of(stack.data_dir, session_id) / "hello.txt"
 
 
 class TestPreToolUseDecides:
