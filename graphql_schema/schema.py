@@ -22,6 +22,7 @@ from strawberry.types.graphql import OperationType
 from api.errors import ServiceError
 from api.settings import Settings
 from graphql_schema.mutations import Mutation
+from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
 from graphql_schema.queries import Query
 from graphql_schema.subscriptions import Subscription
 
@@ -66,8 +67,10 @@ class ApiSchema(Schema):
 
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
-    # Factories, so each operation gets fresh extension state.
+    persisted = PersistedQueryStore()
+    # Factories, so each operation gets fresh extension state. PersistedQueries first: it supplies the query.
     extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: PersistedQueries(store=persisted),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import httpx
 import pytest
 
+from graphql_schema.persisted_queries import MAX_QUERY_CHARS, PersistedQueryStore
 from tests.conftest import Stack
 from tests.documents import start_ok
 
@@ -97,3 +99,65 @@ class TestOnlyQueriesViaGet:
         )
         assert response.status_code == 200
         assert "graphiql" in response.text.lower()
+
+
+def _persisted(query: str) -> dict[str, object]:
+    return {"persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}}
+
+
+class TestAutomaticPersistedQueries:
+    """Apollo's APQ flow: hash only over GET; on PersistedQueryNotFound, the query with its hash once."""
+
+    async def test_an_unknown_hash_asks_for_the_query_then_the_hash_alone_is_enough(
+        self, stack: Stack
+    ) -> None:
+        async with stack.client() as client:
+            started = await start_ok(client, prompt="persist me", title="APQ")
+        query = SESSION.replace("title", "title createdAt")
+        variables = json.dumps({"id": started["session"]["id"]})
+        hashed = {"extensions": json.dumps(_persisted(query)), "variables": variables}
+
+        miss = await _send(_get(stack, hashed, key=stack.key))
+        async with stack.client() as client:
+            registered = await client.execute_raw(query, json.loads(variables), extensions=_persisted(query))
+        hit = await _send(_get(stack, hashed, key=stack.key))
+
+        assert miss.status_code == 200
+        [error] = miss.json()["errors"]
+        assert (error["message"], error["extensions"]["code"]) == (
+            "PersistedQueryNotFound",
+            "PERSISTED_QUERY_NOT_FOUND",
+        )
+        assert registered.json()["data"]["session"]["title"] == "APQ"
+        assert hit.status_code == 200
+        assert hit.json()["data"]["session"] == registered.json()["data"]["session"]
+
+    async def test_a_hash_that_does_not_match_the_query_is_refused(self, stack: Stack) -> None:
+        async with stack.client() as client:
+            response = await client.execute_raw(COUNT_SESSIONS, extensions=_persisted(SESSION))
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "PERSISTED_QUERY_HASH_MISMATCH"
+        assert response.json().get("data") is None
+
+    async def test_a_persisted_mutation_is_still_refused_over_get(self, stack: Stack) -> None:
+        async with stack.client() as client:
+            before = len((await client.execute(COUNT_SESSIONS))["sessions"]["edges"])
+            # Registered over POST (which runs it once, as a mutation may), then replayed by hash over GET.
+            await client.execute_raw(START, extensions=_persisted(START))
+            middle = len((await client.execute(COUNT_SESSIONS))["sessions"]["edges"])
+            response = await _send(_get(stack, {"extensions": json.dumps(_persisted(START))}, key=stack.key))
+            after = len((await client.execute(COUNT_SESSIONS))["sessions"]["edges"])
+        assert response.status_code == 400
+        assert "mutations are not allowed when using GET" in response.text
+        assert (middle, after) == (before + 1, before + 1)
+
+
+def test_the_store_is_bounded_and_drops_the_least_recently_used() -> None:
+    store = PersistedQueryStore(size=2)
+    store.put("a", "{ a }")
+    store.put("b", "{ b }")
+    assert store.get("a") == "{ a }"
+    store.put("c", "{ c }")
+    store.put("huge", "x" * (MAX_QUERY_CHARS + 1))
+    found = [store.get(key) for key in ("a", "b", "c", "huge")]
+    assert found == ["{ a }", None, "{ c }", None]
