@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -97,6 +98,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'claude-agent-api.sqlite3').resolve()}"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file (absolute) when the database is one; None for PostgreSQL or in-memory."""
+        url = make_url(self.effective_database_url)
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).resolve()
 
     @property
     def migrate_on_start(self) -> bool:
