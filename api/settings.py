@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
-    """Every knob of the service. Names match API.md's process interface; the rest are ours."""
+    """Every knob of the service (all listed in docs/operations.md); names follow docs/api.md."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         description="False: serve the API but leave runs to other replicas (draining, API-only).",
     )
 
-    # Leases: a session runs on one replica at a time (DESIGN.md decision 4).
+    # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)
 
