@@ -106,8 +106,8 @@ def check_agent_cli() -> Finding:
         return Finding(
             Status.FAIL,
             "the Claude Agent SDK's bundled CLI is missing and no `claude` is on PATH",
-            "reinstall the project (scripts/bootstrap, or pip install -e .) on a platform the SDK ships a "
-            "CLI for (Linux or macOS, x86-64 or arm64)",
+            "reinstall the project (scripts/bootstrap, or pip install -e .): the SDK's wheel for this "
+            "platform bundles the CLI; or put Claude Code's `claude` on PATH",
         )
     try:
         done = subprocess.run(
