@@ -1,5 +1,5 @@
 # UNTESTED: written on a machine without a Docker engine; nothing here has been built or run. Keep it
-# consistent with pyproject.toml (the package and its console script) and API.md's process interface.
+# consistent with pyproject.toml (the package and its console script) and docs/api.md's process interface.
 #
 #   docker build -t claude-agent-graphql-api .
 #   docker run --rm -p 127.0.0.1:8000:8000 -e ANTHROPIC_API_KEY -v agent-data:/data \

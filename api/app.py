@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
         graphql_ide="graphiql" if settings.graphiql else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
-        allow_queries_via_get=False,
+        allow_queries_via_get=True,
         allowed_origins=settings.allowed_origins,
     )
     app.include_router(router, prefix="/graphql")

@@ -1,4 +1,4 @@
-"""The `claude-agent-api` command: serve, migrate, keys and export-schema."""
+"""The `claude-agent-api` command: serve, migrate, keys, doctor and export-schema."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from api.doctor import cli_command, database_env, missing_database
 from api.settings import Settings
 
 
@@ -31,6 +32,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  fan-out:   {'Redis' if settings.redis_url else 'in-process'}", file=sys.stderr)
     if settings.scripted_model:
         print("  model:     the built-in scripted model (no Anthropic key needed)", file=sys.stderr)
+    create_key = f"{database_env(settings)}{cli_command()} keys create --tenant NAME"
+    if not database_env(settings):
+        create_key += "   (with the server's DATABASE_URL)"
+    print(f"  keys:      {create_key}", file=sys.stderr)
     if dev_key:
         print(
             "\nA development API key was created (shown once; send it as 'Authorization: Bearer <key>',\n"
@@ -38,8 +43,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             f"  {dev_key}\n",
             file=sys.stderr,
         )
-    else:
-        print("  auth:      create a key with `claude-agent-api keys create --tenant NAME`", file=sys.stderr)
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -77,17 +80,35 @@ async def _prepare_embedded(settings: Settings) -> str | None:
 
 
 def _migrate(settings: Settings) -> int:
+    from sqlalchemy.engine import make_url
+
     from persistence.migrations import run_upgrade_head
 
-    run_upgrade_head(settings.effective_database_url)
-    print("database is at the latest migration", file=sys.stderr)
+    url = settings.effective_database_url
+    if settings.sqlite_file is not None:
+        settings.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    run_upgrade_head(url)
+    shown = make_url(url).render_as_string(hide_password=True)
+    print(f"{shown} is at the latest migration", file=sys.stderr)
     return 0
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from api import keys
 
+    missing = missing_database(settings)
+    if missing is not None:
+        # Never a new empty database in whatever directory this was run from.
+        problem, fix = missing
+        print(f"{problem}.\nfix: {fix}", file=sys.stderr)
+        return 2
     return asyncio.run(keys.main(args, settings))
+
+
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from api import doctor
+
+    return asyncio.run(doctor.run(settings, scripted_model=args.scripted_model))
 
 
 def _export_schema() -> int:
@@ -113,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
     commands.add_parser("export-schema", help="print the GraphQL SDL")
 
+    doctor = commands.add_parser(
+        "doctor", help="check the agent CLI, sandbox, database, Redis, DATA_DIR and model endpoint"
+    )
+    doctor.add_argument(
+        "--scripted-model", action="store_true", help="the server runs with --scripted-model: skip the model"
+    )
+
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key; prints it, alone, on stdout")
@@ -133,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, settings)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "doctor":
+        return _doctor(args, settings)
     return _keys(args, settings)
 
 

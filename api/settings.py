@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
-    """Every knob of the service. Names match API.md's process interface; the rest are ours."""
+    """Every knob of the service (all listed in docs/operations.md); names follow docs/api.md."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -83,7 +84,7 @@ class Settings(BaseSettings):
         description="False: serve the API but leave runs to other replicas (draining, API-only).",
     )
 
-    # Leases: a session runs on one replica at a time (DESIGN.md decision 4).
+    # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)
 
@@ -139,6 +140,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'claude-agent-api.sqlite3').resolve()}"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file (absolute) when the database is one; None for PostgreSQL or in-memory."""
+        url = make_url(self.effective_database_url)
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).resolve()
 
     @property
     def migrate_on_start(self) -> bool:

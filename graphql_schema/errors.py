@@ -26,7 +26,7 @@ class NotFoundError(Error):
 
 @strawberry.type(description="The session has a run in progress and onBusy was REJECT.")
 class SessionBusyError(Error):
-    session_id: strawberry.ID
+    session_id: strawberry.ID = strawberry.field(description="The busy session.")
     active_run_id: strawberry.ID | None = strawberry.field(description="The run that is in progress.")
 
 
@@ -37,7 +37,7 @@ class PolicyViolationError(Error):
 
 @strawberry.type(description="Too many requests; try again later.")
 class RateLimitedError(Error):
-    retry_after_seconds: float
+    retry_after_seconds: float = strawberry.field(description="How long to wait before trying again.")
 
 
 def validation_error(exc: errors.ValidationFailed) -> ValidationError:

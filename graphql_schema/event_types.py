@@ -15,41 +15,50 @@ from api.events.records import EventKind, EventRecord
 
 @strawberry.enum(description="Where a run is in its life.")
 class RunStatus(Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    INTERRUPTED = "INTERRUPTED"
+    QUEUED = strawberry.enum_value("QUEUED", description="Waiting for a replica with a free slot.")
+    RUNNING = strawberry.enum_value("RUNNING", description="The agent is working on it.")
+    COMPLETED = strawberry.enum_value("COMPLETED", description="The turn ended with a successful result.")
+    FAILED = strawberry.enum_value(
+        "FAILED",
+        description="It ended in an error (the agent, the model API, a timeout, a lost replica); see error.",
+    )
+    INTERRUPTED = strawberry.enum_value(
+        "INTERRUPTED", description="interruptRun (or onBusy: INTERRUPT) stopped it."
+    )
 
 
 @strawberry.type(description="Plain text written by the model or the user.")
 class TextBlock:
-    text: str
+    text: str = strawberry.field(description="The text.")
 
 
 @strawberry.type(description="The model's visible reasoning.")
 class ThinkingBlock:
-    thinking: str
-    signature: str | None = None
+    thinking: str = strawberry.field(description="The reasoning, as the model wrote it.")
+    signature: str | None = strawberry.field(
+        default=None, description="The model's signature over the thinking, when it gives one."
+    )
 
 
 @strawberry.type(description="The model asks for a tool to run with this input.")
 class ToolUseBlock:
-    id: strawberry.ID
-    name: str
-    input: JSON
+    id: strawberry.ID = strawberry.field(description="The tool call's id; its ToolResultBlock names it.")
+    name: str = strawberry.field(description="The tool, e.g. Bash, Read, Edit, or an MCP tool.")
+    input: JSON = strawberry.field(description="The tool's arguments.")
 
 
 @strawberry.type(description="What a tool returned, sent back to the model.")
 class ToolResultBlock:
-    tool_use_id: strawberry.ID
-    content: JSON | None = None
-    is_error: bool | None = None
+    tool_use_id: strawberry.ID = strawberry.field(description="The ToolUseBlock this answers.")
+    content: JSON | None = strawberry.field(
+        default=None, description="What the tool returned: text, or a list of content blocks."
+    )
+    is_error: bool | None = strawberry.field(default=None, description="True when the tool failed.")
 
 
 @strawberry.type(description="A content block of a kind this API has no type for yet, kept verbatim.")
 class OtherBlock:
-    data: JSON
+    data: JSON = strawberry.field(description="The block as the agent sent it.")
 
 
 ContentBlock = Annotated[
@@ -85,46 +94,50 @@ def content_blocks(raw: list[dict[str, Any]] | None) -> list[ContentBlock]:
 
 @strawberry.type(description="A message from the model: text, thinking and tool calls.")
 class AssistantMessage:
-    uuid: strawberry.ID | None
-    model: str
-    content: list[ContentBlock]
+    uuid: strawberry.ID | None = strawberry.field(description="The message's id in the agent's transcript.")
+    model: str = strawberry.field(description="The model that wrote it.")
+    content: list[ContentBlock] = strawberry.field(description="Text, thinking and tool calls, in order.")
     parent_tool_use_id: strawberry.ID | None = strawberry.field(
         description="Set when a subagent wrote this message: the Agent tool call it belongs to."
     )
-    stop_reason: str | None
-    usage: JSON | None
+    stop_reason: str | None = strawberry.field(description="Why the model stopped: end_turn, tool_use…")
+    usage: JSON | None = strawberry.field(description="Token counts as the model API reports them.")
     error: str | None = strawberry.field(description="Set when the model API failed for this message.")
 
 
 @strawberry.type(description="A message on the user side: the prompt, or tool results sent to the model.")
 class UserMessage:
-    uuid: strawberry.ID | None
+    uuid: strawberry.ID | None = strawberry.field(description="The message's id in the agent's transcript.")
     text: str | None = strawberry.field(description="The text blocks joined, when there are any.")
-    content: list[ContentBlock]
-    parent_tool_use_id: strawberry.ID | None
+    content: list[ContentBlock] = strawberry.field(description="Text and tool results, in order.")
+    parent_tool_use_id: strawberry.ID | None = strawberry.field(
+        description="Set when it belongs to a subagent: the Agent tool call it answers within."
+    )
     tool_use_result: JSON | None = strawberry.field(description="The tool's rich result (diffs, file info).")
 
 
 @strawberry.type(description="A system message of the agent CLI (init, status, tasks, compaction…).")
 class SystemMessage:
-    subtype: str
-    data: JSON
+    subtype: str = strawberry.field(description="init, status, compact_boundary…")
+    data: JSON = strawberry.field(description="The message as the agent CLI sent it.")
 
 
 @strawberry.type(description="The end of a turn: outcome, cost, usage and the final answer.")
 class ResultMessage:
     subtype: str = strawberry.field(description="success, error_during_execution, error_max_turns…")
-    is_error: bool
-    duration_ms: int
-    duration_api_ms: int
-    num_turns: int
-    total_cost_usd: float | None
-    usage: JSON | None
-    result: str | None
+    is_error: bool = strawberry.field(description="True when the turn ended in an error.")
+    duration_ms: int = strawberry.field(description="Wall time of the turn in milliseconds.")
+    duration_api_ms: int = strawberry.field(
+        description="Time spent waiting for the model API, in milliseconds."
+    )
+    num_turns: int = strawberry.field(description="How many model turns the run took.")
+    total_cost_usd: float | None = strawberry.field(description="What the turn cost, as the agent reports.")
+    usage: JSON | None = strawberry.field(description="Token counts for the whole turn.")
+    result: str | None = strawberry.field(description="The final answer's text.")
     structured_output: JSON | None = strawberry.field(description="Follows the run's outputSchema.")
-    stop_reason: str | None
-    terminal_reason: str | None
-    permission_denials: JSON | None
+    stop_reason: str | None = strawberry.field(description="Why the model stopped, last time it did.")
+    terminal_reason: str | None = strawberry.field(description="Why the turn ended, when the agent says.")
+    permission_denials: JSON | None = strawberry.field(description="Tool uses that were refused.")
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ResultMessage:
@@ -146,13 +159,13 @@ class ResultMessage:
 
 @strawberry.type(description="A raw streaming event (token delta). Ephemeral: never in the log.")
 class PartialMessage:
-    event: JSON
+    event: JSON = strawberry.field(description="The model API's stream event, e.g. a content_block_delta.")
 
 
 @strawberry.type(description="A run moved to another status.")
 class RunStatusChanged:
-    run_id: strawberry.ID
-    status: RunStatus
+    run_id: strawberry.ID = strawberry.field(description="The run that changed.")
+    status: RunStatus = strawberry.field(description="Its new status.")
     error: str | None = strawberry.field(description="Why the run failed, when it did.")
 
 
@@ -170,8 +183,8 @@ class HookFired:
 
 @strawberry.type(description="A payload kind this server version recorded but cannot type; kept verbatim.")
 class UnknownEvent:
-    kind: str
-    data: JSON
+    kind: str = strawberry.field(description="The event's kind in the log.")
+    data: JSON = strawberry.field(description="The payload, verbatim.")
 
 
 SessionEventPayload = Annotated[
@@ -239,10 +252,10 @@ class SessionEvent:
         description="The event's place in the session's log; for ephemeral events, the last durable seq."
     )
     ephemeral: bool = strawberry.field(description="True for token deltas: live only, never replayed.")
-    session_id: strawberry.ID
+    session_id: strawberry.ID = strawberry.field(description="The session it belongs to.")
     run_id: strawberry.ID | None = strawberry.field(description="The run that produced it, if any.")
-    created_at: datetime
-    payload: SessionEventPayload
+    created_at: datetime = strawberry.field(description="When it was written to the log.")
+    payload: SessionEventPayload = strawberry.field(description="What happened.")
 
     @classmethod
     def from_record(cls, record: EventRecord) -> SessionEvent:

@@ -10,54 +10,91 @@ from strawberry.scalars import JSON
 
 @strawberry.enum(description="How the agent asks before using tools.")
 class PermissionMode(Enum):
-    DEFAULT = "DEFAULT"
-    ACCEPT_EDITS = "ACCEPT_EDITS"
-    PLAN = "PLAN"
-    BYPASS_PERMISSIONS = "BYPASS_PERMISSIONS"
+    DEFAULT = strawberry.enum_value(
+        "DEFAULT", description="Tools not pre-approved by allowedTools ask before they run."
+    )
+    ACCEPT_EDITS = strawberry.enum_value(
+        "ACCEPT_EDITS", description="File edits in the session's workspace are accepted without asking."
+    )
+    PLAN = strawberry.enum_value("PLAN", description="The agent plans and reads; it changes nothing.")
+    BYPASS_PERMISSIONS = strawberry.enum_value(
+        "BYPASS_PERMISSIONS",
+        description="Every tool runs without asking. Refused unless the operator allows it.",
+    )
 
 
 @strawberry.enum(description="What startRun does when the session is mid-run.")
 class BusyPolicy(Enum):
-    REJECT = "REJECT"
-    ENQUEUE = "ENQUEUE"
-    INTERRUPT = "INTERRUPT"
+    REJECT = strawberry.enum_value("REJECT", description="Answer SessionBusyError; nothing is created.")
+    ENQUEUE = strawberry.enum_value(
+        "ENQUEUE", description="Queue the new run; it starts when the runs before it have ended."
+    )
+    INTERRUPT = strawberry.enum_value(
+        "INTERRUPT", description="Interrupt the runs in progress, then run this one."
+    )
 
 
 @strawberry.enum(description="What interruptRun did.")
 class InterruptOutcome(Enum):
-    INTERRUPTED = "INTERRUPTED"
-    ALREADY_FINISHED = "ALREADY_FINISHED"
-    ABORTED = "ABORTED"
+    INTERRUPTED = strawberry.enum_value(
+        "INTERRUPTED", description="The run was running; the agent was told to stop."
+    )
+    ALREADY_FINISHED = strawberry.enum_value(
+        "ALREADY_FINISHED", description="The run had already ended; nothing was done."
+    )
+    ABORTED = strawberry.enum_value("ABORTED", description="The run was still queued; it will never start.")
 
 
 @strawberry.input(description="A subagent the main agent may delegate to.")
 class AgentDefinitionInput:
-    name: str
+    name: str = strawberry.field(description="The subagent's name: letters, digits, _ and -, up to 64.")
     description: str = strawberry.field(description="When the main agent should use it.")
     prompt: str = strawberry.field(description="The subagent's system prompt.")
-    tools: list[str] | None = None
-    model: str | None = None
+    tools: list[str] | None = strawberry.field(
+        default=None, description="The tools it may use; absent: the main agent's."
+    )
+    model: str | None = strawberry.field(default=None, description="Its model; absent: the main agent's.")
 
 
 @strawberry.input(description="A prompt for a new session, or the next turn of an existing one.")
 class StartRunInput:
-    prompt: str
+    prompt: str = strawberry.field(
+        description="What to ask the agent; sent verbatim (no @file, no /commands)."
+    )
     session_id: strawberry.ID | None = strawberry.field(
         default=None, description="Absent: a new session. Present: the next turn of that session."
     )
     title: str | None = strawberry.field(default=None, description="A new session's title.")
-    model: str | None = None
-    system_prompt: str | None = None
-    permission_mode: PermissionMode | None = None
-    allowed_tools: list[str] | None = None
-    disallowed_tools: list[str] | None = None
-    max_turns: int | None = None
-    max_budget_usd: float | None = None
+    model: str | None = strawberry.field(
+        default=None, description="The model to run; absent: the server's default."
+    )
+    system_prompt: str | None = strawberry.field(
+        default=None, description="Replaces the default system prompt."
+    )
+    permission_mode: PermissionMode | None = strawberry.field(
+        default=None, description="How the agent asks before using tools; absent: DEFAULT."
+    )
+    allowed_tools: list[str] | None = strawberry.field(
+        default=None, description='Tools or rules (e.g. "Bash(git status)") pre-approved for this run.'
+    )
+    disallowed_tools: list[str] | None = strawberry.field(
+        default=None, description="Tools or rules the agent may not use in this run."
+    )
+    max_turns: int | None = strawberry.field(
+        default=None, description="The most model turns the run may take, from 1 to the operator's cap."
+    )
+    max_budget_usd: float | None = strawberry.field(
+        default=None, description="The run stops when its cost reaches this many US dollars."
+    )
     output_schema: JSON | None = strawberry.field(
         default=None, description="A JSON Schema; the result's structuredOutput follows it."
     )
     mcp_servers: list[str] | None = strawberry.field(
         default=None, description="Names from the operator's registry."
     )
-    agents: list[AgentDefinitionInput] | None = None
-    on_busy: BusyPolicy = BusyPolicy.ENQUEUE
+    agents: list[AgentDefinitionInput] | None = strawberry.field(
+        default=None, description="Subagents the agent may delegate to."
+    )
+    on_busy: BusyPolicy = strawberry.field(
+        default=BusyPolicy.ENQUEUE, description="What to do when the session has a run in progress."
+    )

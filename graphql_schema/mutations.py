@@ -27,14 +27,14 @@ from graphql_schema.types import Run, Session
 
 @strawberry.type(description="The run was queued; watch it with sessionEvents.")
 class StartRunSuccess:
-    run: Run
-    session: Session
+    run: Run = strawberry.field(description="The new run, QUEUED.")
+    session: Session = strawberry.field(description="Its session: a new one, or the one named in the input.")
 
 
 @strawberry.type(description="What became of the run.")
 class InterruptRunSuccess:
-    run: Run
-    outcome: InterruptOutcome
+    run: Run = strawberry.field(description="The run as it is now.")
+    outcome: InterruptOutcome = strawberry.field(description="What the interrupt did.")
 
 
 StartRunResult = Annotated[
@@ -44,19 +44,24 @@ StartRunResult = Annotated[
     | SessionBusyError
     | PolicyViolationError
     | RateLimitedError,
-    strawberry.union("StartRunResult"),
+    strawberry.union("StartRunResult", description="The started run, or why nothing was started."),
 ]
-InterruptRunResult = Annotated[InterruptRunSuccess | NotFoundError, strawberry.union("InterruptRunResult")]
+InterruptRunResult = Annotated[
+    InterruptRunSuccess | NotFoundError,
+    strawberry.union("InterruptRunResult", description="What the interrupt did, or that the run is unknown."),
+]
 
 
 def _request(data: StartRunInput) -> RunRequest:
+    # Enum members are passed by name: each name equals its value, and strawberry.enum_value (which carries
+    # the value's description) leaves `.value` typed as its wrapper for mypy.
     return RunRequest(
         prompt=data.prompt,
         session_id=str(data.session_id) if data.session_id is not None else None,
         title=data.title,
         model=data.model,
         system_prompt=data.system_prompt,
-        permission_mode=data.permission_mode.value if data.permission_mode else None,
+        permission_mode=data.permission_mode.name if data.permission_mode else None,
         allowed_tools=data.allowed_tools,
         disallowed_tools=data.disallowed_tools,
         max_turns=data.max_turns,
@@ -73,14 +78,18 @@ def _request(data: StartRunInput) -> RunRequest:
             }
             for a in data.agents or []
         ],
-        on_busy=data.on_busy.value,
+        on_busy=data.on_busy.name,
     )
 
 
-@strawberry.type
+@strawberry.type(description="Control: start, continue and interrupt runs. Every action is audited.")
 class Mutation:
     @strawberry.mutation(description="Send a prompt: a new session, or the next turn of an existing one.")
-    async def start_run(self, info: Info, input: StartRunInput) -> StartRunResult:
+    async def start_run(
+        self,
+        info: Info,
+        input: Annotated[StartRunInput, strawberry.argument(description="The prompt and options.")],
+    ) -> StartRunResult:
         principal = info.context.require_principal()
         try:
             started = await info.context.services.run_control.start_run(principal, _request(input))
@@ -97,7 +106,11 @@ class Mutation:
         return StartRunSuccess(run=Run.from_model(started.run), session=Session.from_model(started.session))
 
     @strawberry.mutation(description="Stop a run: a running one is interrupted, a queued one never starts.")
-    async def interrupt_run(self, info: Info, run_id: strawberry.ID) -> InterruptRunResult:
+    async def interrupt_run(
+        self,
+        info: Info,
+        run_id: Annotated[strawberry.ID, strawberry.argument(description="The run to stop.")],
+    ) -> InterruptRunResult:
         principal = info.context.require_principal()
         try:
             run, outcome = await info.context.services.run_control.interrupt_run(principal, str(run_id))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from api.errors import NotFound
@@ -9,6 +11,8 @@ from graphql_schema import cursors
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent
 from graphql_schema.types import (
+    AFTER,
+    FIRST,
     MAX_PAGE,
     AuditEntryConnection,
     AuditEntryType,
@@ -27,10 +31,14 @@ from persistence.repositories.sessions import SessionQuery, SessionRepository
 MAX_EVENTS_PAGE = 1000
 
 
-@strawberry.type
+@strawberry.type(
+    description="Reading: sessions, runs, the event log and the audit trail of the caller's tenant."
+)
 class Query:
     @strawberry.field(description="A session of the caller's tenant, or null.")
-    async def session(self, info: Info, id: strawberry.ID) -> Session | None:
+    async def session(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The session's id.")]
+    ) -> Session | None:
         principal = info.context.require_principal()
         async with info.context.services.db.session() as db:
             row = await SessionRepository(db).get(str(id), tenant_id=principal.tenant_id)
@@ -40,9 +48,11 @@ class Query:
     async def sessions(
         self,
         info: Info,
-        first: int | None = 20,
-        after: str | None = None,
-        filter: SessionFilter | None = None,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+        filter: Annotated[
+            SessionFilter | None, strawberry.argument(description="Only the sessions that match.")
+        ] = None,
     ) -> SessionConnection:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
@@ -58,7 +68,9 @@ class Query:
         return SessionConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="A run of the caller's tenant, or null.")
-    async def run(self, info: Info, id: strawberry.ID) -> Run | None:
+    async def run(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run's id.")]
+    ) -> Run | None:
         principal = info.context.require_principal()
         async with info.context.services.db.session() as db:
             row = await RunRepository(db).get(str(id), tenant_id=principal.tenant_id)
@@ -68,7 +80,15 @@ class Query:
         description="A session's durable events with seq > afterSeq, in order; page on with the last seq."
     )
     async def events(
-        self, info: Info, session_id: strawberry.ID, after_seq: int | None = 0, first: int | None = 100
+        self,
+        info: Info,
+        session_id: Annotated[strawberry.ID, strawberry.argument(description="The session's id.")],
+        after_seq: Annotated[
+            int | None, strawberry.argument(description="Only events with a larger seq; 0 for all.")
+        ] = 0,
+        first: Annotated[
+            int | None, strawberry.argument(description=f"How many events, from 1 to {MAX_EVENTS_PAGE}.")
+        ] = 100,
     ) -> list[SessionEvent]:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
@@ -82,7 +102,13 @@ class Query:
 
     @strawberry.field(description="The tenant's control actions, newest first.")
     async def audit_log(
-        self, info: Info, filter: AuditFilter | None = None, first: int | None = 50, after: str | None = None
+        self,
+        info: Info,
+        filter: Annotated[
+            AuditFilter | None, strawberry.argument(description="Only the entries that match.")
+        ] = None,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 50,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
     ) -> AuditEntryConnection:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=50, maximum=MAX_PAGE)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import strawberry
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
@@ -15,19 +17,28 @@ from strawberry.extensions import (
 )
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
-from strawberry.tools import merge_types
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from api.errors import ServiceError
 from api.settings import Settings
 from graphql_schema.mutations import Mutation as CoreMutation
+from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
 from graphql_schema.queries import Query as CoreQuery
 from graphql_schema.subscriptions import Subscription
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
 
-# Each domain owns its operations; the root types only assemble them.
-Query = merge_types("Query", (CoreQuery, WebhookQuery))
-Mutation = merge_types("Mutation", (CoreMutation, WebhookMutation))
+
+# Each domain module owns its operations; the root types only assemble them.
+@strawberry.type(description="Everything a caller can read: sessions, runs, events, audit, webhooks.")
+class Query(CoreQuery, WebhookQuery):
+    pass
+
+
+@strawberry.type(description="Everything a caller can do: runs, interrupts, webhooks.")
+class Mutation(CoreMutation, WebhookMutation):
+    pass
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -38,16 +49,48 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, ServiceError)
 
 
+class ApiSchema(Schema):
+    """Subscriptions are served over the WebSocket only.
+
+    Strawberry lets HTTP (GET and POST) ask for a subscription and would then call its resolver as if it were
+    a query, which fails as an unexpected error. `execute` (plain HTTP; the WebSocket uses `stream`) refuses
+    the operation instead, so the client gets a 400 that names the problem.
+    """
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        allowed = set(allowed_operation_types or (OperationType.QUERY, OperationType.MUTATION))
+        return await super().execute(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            allowed_operation_types=allowed - {OperationType.SUBSCRIPTION},
+            operation_extensions=operation_extensions,
+        )
+
+
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
-    # Factories, so each operation gets fresh extension state.
+    persisted = PersistedQueryStore()
+    # Factories, so each operation gets fresh extension state. PersistedQueries first: it supplies the query.
     extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: PersistedQueries(store=persisted),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
     ]
-    return Schema(
+    return ApiSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Annotated
 
 import orjson
 import strawberry
@@ -17,7 +18,7 @@ from graphql_schema.types import Session, SessionChange
 from persistence.repositories.sessions import SessionRepository
 
 
-@strawberry.type
+@strawberry.type(description="Watching: a session's events as they happen, and the tenant's session feed.")
 class Subscription:
     @strawberry.subscription(
         description=(
@@ -28,9 +29,15 @@ class Subscription:
     async def session_events(
         self,
         info: Info,
-        session_id: strawberry.ID,
-        after_seq: int | None = 0,
-        include_partial_messages: bool | None = False,
+        session_id: Annotated[strawberry.ID, strawberry.argument(description="The session to watch.")],
+        after_seq: Annotated[
+            int | None,
+            strawberry.argument(description="The last seq already seen: replay starts after it; 0 for all."),
+        ] = 0,
+        include_partial_messages: Annotated[
+            bool | None,
+            strawberry.argument(description="Also send live token deltas (PartialMessage, ephemeral)."),
+        ] = False,
     ) -> AsyncGenerator[SessionEvent, None]:
         principal = info.context.require_principal()
         services = info.context.services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, TypeVar, cast
+from typing import Annotated, Generic, TypeVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -21,18 +21,22 @@ from persistence.repositories.sessions import SessionRepository
 NodeT = TypeVar("NodeT")
 
 MAX_PAGE = 100
+FIRST = f"How many items, from 1 to {MAX_PAGE}."
+AFTER = "An endCursor from a previous page: continue after it."
 
 
 @strawberry.type(description="Where a page of a connection stands.")
 class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(description="True when another page follows this one.")
+    end_cursor: str | None = strawberry.field(
+        description="Pass as `after` to get the next page; null when the page is empty."
+    )
 
 
 @strawberry.type(description="A node with the cursor to continue after it.")
 class Edge(Generic[NodeT]):
-    cursor: str
-    node: NodeT
+    cursor: str = strawberry.field(description="Opaque; pass as `after` to continue after this node.")
+    node: NodeT = strawberry.field(description="The item.")
 
 
 RowT = TypeVar("RowT")
@@ -55,23 +59,23 @@ def time_id_cursor(row: AgentSession | RunModel) -> str:
 )
 class Checkpoint:
     id: strawberry.ID = strawberry.field(description="The prompt's uuid, the agent's file checkpoint id.")
-    run_id: strawberry.ID
-    prompt: str
-    created_at: datetime
+    run_id: strawberry.ID = strawberry.field(description="The run whose prompt starts here.")
+    prompt: str = strawberry.field(description="That run's prompt.")
+    created_at: datetime = strawberry.field(description="When that run was created.")
 
 
 @strawberry.type(description="One prompt sent to a session and what became of it.")
 class Run:
-    id: strawberry.ID
-    session_id: strawberry.ID
-    status: RunStatus
-    prompt: str
+    id: strawberry.ID = strawberry.field(description="The run's id.")
+    session_id: strawberry.ID = strawberry.field(description="The session it belongs to.")
+    status: RunStatus = strawberry.field(description="Where the run is in its life.")
+    prompt: str = strawberry.field(description="The prompt, as sent.")
     checkpoint_id: strawberry.ID | None = strawberry.field(
         description="Rewind to here to undo this run's edits."
     )
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: datetime = strawberry.field(description="When startRun queued it.")
+    started_at: datetime | None = strawberry.field(description="When it began executing; null while QUEUED.")
+    finished_at: datetime | None = strawberry.field(description="When it ended; null until then.")
     result: ResultMessage | None = strawberry.field(description="The turn's result, once it has ended.")
     error: str | None = strawberry.field(description="Why the run failed or was stopped, when it was.")
 
@@ -100,17 +104,19 @@ class Run:
 
 @strawberry.type(description="A page of runs, oldest first.")
 class RunConnection:
-    edges: list[Edge[Run]]
-    page_info: PageInfo
+    edges: list[Edge[Run]] = strawberry.field(description="The runs of this page, each with its cursor.")
+    page_info: PageInfo = strawberry.field(description="Whether more runs follow, and where to continue.")
 
 
 @strawberry.type(description="A conversation with an agent: its runs, its event log and its workspace.")
 class Session:
-    id: strawberry.ID
-    title: str | None
+    id: strawberry.ID = strawberry.field(description="The session's id, also the agent CLI's session id.")
+    title: str | None = strawberry.field(
+        description="startRun's title, or the first line of the first prompt."
+    )
     status: str = strawberry.field(description="IDLE, QUEUED or RUNNING.")
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = strawberry.field(description="When the session was created.")
+    updated_at: datetime = strawberry.field(description="When its status last changed.")
     last_seq: int = strawberry.field(description="The seq of the newest durable event.")
     total_cost_usd: float = strawberry.field(
         description="What the session's runs cost, as the agent reports."
@@ -131,7 +137,12 @@ class Session:
         )
 
     @strawberry.field(description="The session's runs, oldest first.")
-    async def runs(self, info: Info, first: int | None = 20, after: str | None = None) -> RunConnection:
+    async def runs(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+    ) -> RunConnection:
         limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
         position = cursors.decode_time_id(after) if after else None
         async with info.context.services.db.session() as db:
@@ -167,31 +178,35 @@ class Session:
 
 @strawberry.type(description="A page of sessions, newest first.")
 class SessionConnection:
-    edges: list[Edge[Session]]
-    page_info: PageInfo
+    edges: list[Edge[Session]] = strawberry.field(
+        description="The sessions of this page, each with its cursor."
+    )
+    page_info: PageInfo = strawberry.field(description="Whether more sessions follow, and where to continue.")
 
 
 @strawberry.input(description="Narrows the sessions listed.")
 class SessionFilter:
     status: str | None = strawberry.field(default=None, description="IDLE, QUEUED or RUNNING.")
-    title_contains: str | None = None
+    title_contains: str | None = strawberry.field(
+        default=None, description="Only sessions whose title contains this text."
+    )
 
 
 @strawberry.type(description="Something that happened to a session, for dashboards.")
 class SessionChange:
     kind: str = strawberry.field(description="CREATED, STATUS_CHANGED, UPDATED or DELETED.")
-    session: Session
+    session: Session = strawberry.field(description="The session as it is now.")
 
 
 @strawberry.type(name="AuditEntry", description="One control action: who did what to what, and when.")
 class AuditEntryType:
-    id: strawberry.ID
-    at: datetime
+    id: strawberry.ID = strawberry.field(description="The entry's id; later entries have larger ids.")
+    at: datetime = strawberry.field(description="When it happened.")
     action: str = strawberry.field(description="e.g. session.create, run.start, run.interrupt, key.create.")
     actor: str = strawberry.field(description="The API key that acted, as key:<id>, or system.")
-    target_type: str
-    target_id: strawberry.ID
-    details: JSON | None
+    target_type: str = strawberry.field(description="What kind of thing was acted on: Session, Run, ApiKey.")
+    target_id: strawberry.ID = strawberry.field(description="The id of what was acted on.")
+    details: JSON | None = strawberry.field(description="What else is worth knowing, per action.")
 
     @classmethod
     def from_model(cls, entry: AuditEntryModel) -> AuditEntryType:
@@ -208,15 +223,19 @@ class AuditEntryType:
 
 @strawberry.type(description="A page of audit entries, newest first.")
 class AuditEntryConnection:
-    edges: list[Edge[AuditEntryType]]
-    page_info: PageInfo
+    edges: list[Edge[AuditEntryType]] = strawberry.field(
+        description="The entries of this page, each with its cursor."
+    )
+    page_info: PageInfo = strawberry.field(description="Whether more entries follow, and where to continue.")
 
 
 @strawberry.input(description="Narrows the audit entries listed.")
 class AuditFilter:
-    action: str | None = None
-    target_type: str | None = None
-    target_id: strawberry.ID | None = None
-    actor: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    action: str | None = strawberry.field(default=None, description="Only this action, e.g. run.start.")
+    target_type: str | None = strawberry.field(
+        default=None, description="Only actions on this kind of thing."
+    )
+    target_id: strawberry.ID | None = strawberry.field(default=None, description="Only actions on this id.")
+    actor: str | None = strawberry.field(default=None, description="Only this actor, e.g. key:<id>.")
+    since: datetime | None = strawberry.field(default=None, description="Only entries at or after this time.")
+    until: datetime | None = strawberry.field(default=None, description="Only entries before this time.")

@@ -83,7 +83,7 @@ class AgentSession(Base):
 
     `last_seq` is the event log's high-water mark: seq allocation is an UPDATE of this row, so the row
     lock orders concurrent writers and seq order equals commit order.
-    The lease columns record which replica runs the session's CLI (DESIGN.md decision 4).
+    The lease columns record which replica runs the session's CLI (docs/architecture.md, decision 4).
     """
 
     __tablename__ = "sessions"

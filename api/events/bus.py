@@ -1,7 +1,7 @@
 """Cross-replica fan-out of "something happened" messages, on broadcaster 0.3.1.
 
-The database event log is the truth; this bus only wakes subscribers up (DESIGN.md decisions 1-2). It is
-at-most-once, but never silently lossy: whenever a watcher may have missed something (its queue
+The database event log is the truth; this bus only wakes subscribers up (docs/architecture.md, decisions
+1-2). It is at-most-once, but never silently lossy: whenever a watcher may have missed something (its queue
 overflowed, the Redis connection was lost and re-established, a SUBSCRIBE was not confirmed) it gets
 RESYNC, and its owner re-reads the log.
 

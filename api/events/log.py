@@ -1,4 +1,4 @@
-"""The event log service: commit first, then publish (DESIGN.md decision 1)."""
+"""The event log service: commit first, then publish (docs/architecture.md, decision 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The subscription algorithm that loses nothing (DESIGN.md decision 1).
+"""The subscription algorithm that loses nothing (docs/architecture.md, decision 1).
 
 Subscribe to the live channel first, replay `seq > afterSeq` from the log, then tail the live channel:
 drop what was already delivered, and whenever the live feed shows a hole, reports RESYNC (overflow or a

@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-# Handed through as they are (API.md: ANTHROPIC_* and CLAUDE_CODE_*, plus what a process needs to run).
+# Handed through as they are (docs/api.md's process interface: ANTHROPIC_* and CLAUDE_CODE_*), plus what a
+# process needs to run.
 PASS_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "LC_")
 PASS_NAMES = frozenset(
     {

@@ -1,8 +1,9 @@
 """The run manager: admits queued runs on this replica, within a concurrency bound.
 
 The queue lives in the database (runs in status QUEUED), so any replica can take a run and a lost
-wake-up only delays. A run executes on the replica that holds its session's lease (DESIGN.md decision 4);
-a replica that dies lets its leases lapse, and its running runs are marked FAILED by whoever notices.
+wake-up only delays. A run executes on the replica that holds its session's lease (docs/architecture.md,
+decision 4); a replica that dies lets its leases lapse, and its running runs are marked FAILED by whoever
+notices.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class AgentConnection:
             disallowed_tools=list(spec.disallowed_tools),
             max_turns=spec.max_turns,
             max_budget_usd=spec.max_budget_usd,
-            # Remote prompts are data: no @file expansion, no slash commands (DESIGN.md).
+            # Remote prompts are data: no @file expansion, no slash commands (docs/architecture.md, facts).
             verbatim_prompts=True,
             # Nothing from the workspace or the server's home may configure the agent.
             setting_sources=[],
@@ -235,7 +235,7 @@ class AgentConnection:
         if not self._connected:
             return
         self._connected = False
-        # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (DESIGN.md).
+        # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (docs/architecture.md, facts).
         await self.interrupt()
         try:
             await asyncio.wait_for(self._client.disconnect(), timeout=20)

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphql_schema.schema import export_sdl
+from graphql import GraphQLObjectType, Undefined, ast_from_value, print_ast
+
+from graphql_schema.schema import build_schema, export_sdl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +30,22 @@ def test_the_export_schema_command_prints_it() -> None:
     assert printed == (ROOT / "schema.graphql").read_text()
 
 
+def signature(type_name: str, field_name: str) -> str:
+    """A field's arguments and type on one line, as the contract writes them (descriptions left out)."""
+    named = build_schema()._schema.get_type(type_name)
+    assert isinstance(named, GraphQLObjectType), type_name
+    field = named.fields[field_name]
+    args = []
+    for name, arg in field.args.items():
+        default = ""
+        if arg.default_value is not Undefined:
+            value = ast_from_value(arg.default_value, arg.type)
+            assert value is not None
+            default = f" = {print_ast(value)}"
+        args.append(f"{name}: {arg.type}{default}")
+    return f"{field_name}({', '.join(args)}): {field.type}"
+
+
 def test_every_type_and_field_of_the_contract_core_is_there() -> None:
     sdl = export_sdl()
     for fragment in (
@@ -38,9 +56,14 @@ def test_every_type_and_field_of_the_contract_core_is_there() -> None:
         "union SessionEventPayload = AssistantMessage | UserMessage | SystemMessage | ResultMessage",
         "union ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock",
         "interface Error",
-        "sessionEvents(sessionId: ID!, afterSeq: Int = 0, includePartialMessages: Boolean = false)",
-        "events(sessionId: ID!, afterSeq: Int = 0, first: Int = 100): [SessionEvent!]!",
-        "startRun(input: StartRunInput!): StartRunResult!",
-        "interruptRun(runId: ID!): InterruptRunResult!",
     ):
         assert fragment in sdl, fragment
+    assert signature("Subscription", "sessionEvents") == (
+        "sessionEvents(sessionId: ID!, afterSeq: Int = 0, includePartialMessages: Boolean = false): "
+        "SessionEvent!"
+    )
+    assert signature("Query", "events") == (
+        "events(sessionId: ID!, afterSeq: Int = 0, first: Int = 100): [SessionEvent!]!"
+    )
+    assert signature("Mutation", "startRun") == "startRun(input: StartRunInput!): StartRunResult!"
+    assert signature("Mutation", "interruptRun") == "interruptRun(runId: ID!): InterruptRunResult!"

@@ -26,9 +26,12 @@ class GraphQLHttpClient:
         operation_name: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """The response as it came, whatever its status or body."""
         body: dict[str, Any] = {"query": query}
+        if extensions is not None:
+            body["extensions"] = dict(extensions)
         if variables is not None:
             body["variables"] = dict(variables)
         if operation_name is not None:
