@@ -185,6 +185,22 @@ def test_the_agents_own_workspace_works_and_tmp_is_private(attack: Attack) -> No
     assert "No such file" in attack.probes["host_tmp"], attack.raw
 
 
+async def test_file_checkpoints_stay_in_the_sessions_own_agent_state(stack: Stack) -> None:
+    session_id = None
+    async with stack.client() as client:
+        # The second write of the same file is what makes the CLI keep a backup of it.
+        for _ in range(2):
+            fields = {"prompt": "[scenario:write-file]", "permissionMode": "ACCEPT_EDITS"}
+            started = await start_ok(client, **fields, **({"sessionId": session_id} if session_id else {}))
+            session_id = started["session"]["id"]
+            assert (await wait_for_run(client, started["run"]["id"]))["status"] == "COMPLETED"
+    assert session_id is not None
+    agent_dir = workspace_of(stack.data_dir, session_id).parent / "agent"
+    # The Write tool's backups, which a rewind restores from, are the session's own.
+    assert list((agent_dir / "file-history" / session_id).iterdir())
+    assert (agent_dir / "projects").is_dir()
+
+
 async def test_a_follow_up_turn_resumes_inside_the_sandbox(stack: Stack) -> None:
     first, session_id = await run_bash(stack, stack.other_key, "echo remembered > note.txt; echo first=ok")
     assert probe_lines(first)["first"] == "ok"
