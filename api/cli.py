@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  fan-out:   {'Redis' if settings.redis_url else 'in-process'}", file=sys.stderr)
     if settings.scripted_model:
         print("  model:     the built-in scripted model (no Anthropic key needed)", file=sys.stderr)
+    print(f"  sandbox:   {_sandbox_line(settings)}", file=sys.stderr)
     create_key = f"{database_env(settings)}{cli_command()} keys create --tenant NAME"
     if not database_env(settings):
         create_key += "   (with the server's DATABASE_URL)"
@@ -55,6 +56,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         lifespan="on",
     )
     return 0
+
+
+def _sandbox_line(settings: Settings) -> str:
+    if settings.sandbox == "off":
+        return "OFF (SANDBOX=off): agents run unconfined, as this server's user; never for untrusted callers"
+    from api.sandbox.launcher import AgentLauncher
+
+    problem = asyncio.run(AgentLauncher(settings).check())
+    if problem is None:
+        return "bubblewrap: every agent runs confined to its own session (docs/security.md)"
+    return f"UNAVAILABLE, runs are refused: {problem}"
 
 
 async def _prepare_embedded(settings: Settings) -> str | None:

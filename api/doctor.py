@@ -23,13 +23,6 @@ import httpx
 
 from api.settings import Settings
 
-# The probe the sandbox depends on: a user namespace with another uid, its own PIDs and network, and
-# read-only system directories.
-BWRAP_PROBE = (
-    "--unshare-user", "--unshare-pid", "--unshare-net", "--uid", "1000", "--gid", "1000",
-    "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-    "--symlink", "usr/bin", "/bin", "--", "/bin/true",
-)  # fmt: skip
 DEFAULT_MODEL_URL = "https://api.anthropic.com"
 MODEL_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 CLOUD_PROVIDERS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
@@ -135,32 +128,18 @@ def _agent_cli_path() -> Path | None:
     return Path(found) if found else None
 
 
-def check_bubblewrap() -> Finding:
-    # SANDBOX=off is an explicit operator choice: then a broken bwrap is worth knowing, not an error.
-    bad = Status.WARN if os.environ.get("SANDBOX", "auto").strip().lower() == "off" else Status.FAIL
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return Finding(
-            bad,
-            "bwrap is not on PATH: agents cannot be sandboxed",
-            "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)",
-        )
-    try:
-        done = subprocess.run(
-            [bwrap, *BWRAP_PROBE], capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Finding(bad, f"{bwrap} did not run: {exc}", "reinstall bubblewrap")
-    if done.returncode != 0:
-        return Finding(
-            bad,
-            f"{bwrap} cannot make a sandbox here: {_first_line(done.stderr) or f'exit {done.returncode}'}",
-            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ "
-            "also kernel.apparmor_restrict_unprivileged_userns=0); in a container, run it with a seccomp "
-            "and AppArmor profile that allows unshare (e.g. --security-opt seccomp=unconfined "
-            "--security-opt apparmor=unconfined)",
-        )
-    return Finding(Status.OK, f"{bwrap} makes a user, PID and network namespace as uid 1000")
+async def check_sandbox(settings: Settings) -> Finding:
+    """The same probe the server runs at start: a sandbox exactly as an agent would get it."""
+    from api.sandbox.launcher import AgentLauncher
+
+    # SANDBOX=off is an explicit operator choice: then a broken sandbox is worth knowing, not an error.
+    bad = Status.WARN if settings.sandbox == "off" else Status.FAIL
+    problem = await AgentLauncher(settings).check()
+    if problem is not None:
+        return Finding(bad, f"agents cannot be sandboxed: {problem.reason}", problem.fix)
+    return Finding(
+        Status.OK, "bubblewrap confines an agent: uid 1000, own PID and network namespaces, read-only root"
+    )
 
 
 async def check_database(settings: Settings) -> Finding:
@@ -275,7 +254,7 @@ async def run(settings: Settings, *, scripted_model: bool = False) -> int:
     """Prints one line per check (and how to fix what is wrong); 1 when anything failed, else 0."""
     checks: list[tuple[str, Callable[[], Awaitable[Finding]]]] = [
         ("agent CLI", lambda: asyncio.to_thread(check_agent_cli)),
-        ("bubblewrap", lambda: asyncio.to_thread(check_bubblewrap)),
+        ("bubblewrap", lambda: check_sandbox(settings)),
         ("database", lambda: check_database(settings)),
         ("redis", lambda: check_redis(settings)),
         ("data dir", lambda: asyncio.to_thread(check_data_dir, settings)),

@@ -71,17 +71,21 @@ class AgentLauncher:
             return f"unavailable: {self.unavailable}"
         return "bubblewrap" if self.sandboxed else "off (SANDBOX=off: agents run unconfined)"
 
-    async def start(self) -> None:
-        if self.settings.sandbox == "off":
-            log.warning(
-                "sandbox.off",
-                detail="SANDBOX=off: agent CLIs run unconfined, with this server's user, files and network",
-            )
-            return
+    async def check(self) -> SandboxUnavailable | None:
+        """Prove the sandbox works here (a probe process), without serving anything: the `serve`
+        banner and `doctor` use it; start() does the same before it opens the gateway."""
+        bwrap = self._bubblewrap()
+        if isinstance(bwrap, SandboxUnavailable):
+            return bwrap
+        try:
+            return await bwrap.probe()
+        finally:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _bubblewrap(self) -> Bubblewrap | SandboxUnavailable:
         tools = SandboxTools.find(bundled_cli_path(), self.settings.sandbox_bwrap)
         if isinstance(tools, SandboxUnavailable):
-            self._refuse(tools)
-            return
+            return tools
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         egress_socket = self.runtime_dir / "egress.sock" if self.settings.sandbox_egress_hosts else None
         bwrap = Bubblewrap(
@@ -92,6 +96,19 @@ class AgentLauncher:
             egress_socket=egress_socket,
         )
         bwrap.prepare()
+        return bwrap
+
+    async def start(self) -> None:
+        if self.settings.sandbox == "off":
+            log.warning(
+                "sandbox.off",
+                detail="SANDBOX=off: agent CLIs run unconfined, with this server's user, files and network",
+            )
+            return
+        bwrap = self._bubblewrap()
+        if isinstance(bwrap, SandboxUnavailable):
+            self._refuse(bwrap)
+            return
         problem = await bwrap.probe()
         if problem is not None:
             self._refuse(problem)
@@ -99,8 +116,8 @@ class AgentLauncher:
         upstream = Upstream.from_environment(operator_environment(self._overrides))
         gateway = ModelGateway(upstream, bwrap.gateway_socket)
         await gateway.start()
-        if egress_socket is not None:
-            self._egress = EgressProxy(self.settings.sandbox_egress_hosts, egress_socket, gateway.find)
+        if bwrap.egress_socket is not None:
+            self._egress = EgressProxy(self.settings.sandbox_egress_hosts, bwrap.egress_socket, gateway.find)
             await self._egress.start()
         self._bwrap, self._gateway = bwrap, gateway
         log.info("sandbox.ready", kind="bubblewrap", model_upstream=upstream.base_url)

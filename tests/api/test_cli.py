@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.doctor import BWRAP_PROBE
+from api.sandbox.launcher import AgentLauncher
 from api.scripted_model.server import ScriptedModelServer
+from api.settings import Settings
 from tests.documents import start_ok, wait_for_run
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import (
@@ -61,11 +62,8 @@ def lines_by_check(output: str) -> dict[str, str]:
     return {name: line for line in output.splitlines() for name in checks if line[5:].startswith(name)}
 
 
-def bwrap_works() -> bool:
-    try:
-        return subprocess.run(["bwrap", *BWRAP_PROBE], capture_output=True, check=False).returncode == 0
-    except OSError:
-        return False
+async def sandbox_works() -> bool:
+    return await AgentLauncher(Settings()).check() is None
 
 
 def test_keys_create_list_revoke_on_the_embedded_database(tmp_path: Path) -> None:
@@ -178,7 +176,7 @@ class TestDoctor:
         assert lines["agent CLI"].startswith("ok   agent CLI")
         assert "claude_agent_sdk/_bundled/claude" in lines["agent CLI"]
         assert lines["bubblewrap"].startswith("FAIL")
-        assert "bwrap is not on PATH" in lines["bubblewrap"]
+        assert "bubblewrap (bwrap) is not installed" in lines["bubblewrap"]
         assert lines["database"].startswith("FAIL")
         assert str(not_a_dir / "var") in lines["database"]
         assert lines["redis"].startswith("FAIL")
@@ -194,7 +192,7 @@ class TestDoctor:
     async def test_a_server_ready_to_run_passes(
         self, tmp_path: Path, scripted_model: ScriptedModelServer
     ) -> None:
-        if not bwrap_works():
+        if not await sandbox_works():
             pytest.skip("bubblewrap cannot make a sandbox on this machine")
         env = {
             "DATA_DIR": str(tmp_path / "data"),
