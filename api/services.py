@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from api.control.live import LiveControl
+from api.control.permissions import PermissionControl
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -20,3 +22,5 @@ class Services:
     event_log: EventLog
     run_manager: RunManager
     run_control: RunControl
+    permission_control: PermissionControl
+    live_control: LiveControl

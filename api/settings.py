@@ -51,6 +51,19 @@ class Settings(BaseSettings):
         description="False: serve the API but leave runs to other replicas (draining, API-only).",
     )
 
+    # Human in the loop.
+    permission_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="A permission request nobody decides within this is EXPIRED and the tool is denied.",
+    )
+    interrupt_wait_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="How long interruptRun waits for the run to settle before answering.",
+    )
+
     # Leases: a session runs on one replica at a time (DESIGN.md decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

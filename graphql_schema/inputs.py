@@ -23,11 +23,21 @@ class BusyPolicy(Enum):
     INTERRUPT = "INTERRUPT"
 
 
-@strawberry.enum(description="What interruptRun did.")
+@strawberry.enum(description="What interruptRun did; the run in the payload shows the state after it.")
 class InterruptOutcome(Enum):
-    INTERRUPTED = "INTERRUPTED"
-    ALREADY_FINISHED = "ALREADY_FINISHED"
-    ABORTED = "ABORTED"
+    INTERRUPTED = strawberry.enum_value(
+        "INTERRUPTED",
+        description="The agent stopped when told to (the run reads INTERRUPTED; RUNNING only if its "
+        "replica did not answer within the wait, the interrupt then stays recorded).",
+    )
+    ALREADY_FINISHED = strawberry.enum_value(
+        "ALREADY_FINISHED", description="The run had ended, or ended on its own before the interrupt took."
+    )
+    ABORTED = strawberry.enum_value(
+        "ABORTED",
+        description="The run was still queued and will never run, or its agent ignored the interrupt "
+        "and was stopped.",
+    )
 
 
 @strawberry.input(description="A subagent the main agent may delegate to.")
@@ -49,7 +59,12 @@ class StartRunInput:
     model: str | None = None
     system_prompt: str | None = None
     permission_mode: PermissionMode | None = None
-    allowed_tools: list[str] | None = None
+    allowed_tools: list[str] | None = strawberry.field(
+        default=None,
+        description="Pre-approved tools or rules (e.g. Bash(npm test:*)): they run without asking. Every "
+        "other tool call the permission mode does not allow asks first: a PermissionRequested event, "
+        "answered with decidePermission.",
+    )
     disallowed_tools: list[str] | None = None
     max_turns: int | None = None
     max_budget_usd: float | None = None

@@ -15,12 +15,20 @@ from strawberry.extensions import (
 )
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from api.errors import ServiceError
 from api.settings import Settings
-from graphql_schema.mutations import Mutation
-from graphql_schema.queries import Query
+from graphql_schema.live.mutations import LiveMutations
+from graphql_schema.mutations import Mutation as RunMutations
+from graphql_schema.permissions.mutations import PermissionMutations
+from graphql_schema.permissions.queries import PermissionQueries
+from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.subscriptions import Subscription
+
+# Each domain owns its operations; the root types only assemble them.
+Query = merge_types("Query", (CoreQueries, PermissionQueries))
+Mutation = merge_types("Mutation", (RunMutations, PermissionMutations, LiveMutations))
 
 
 def _should_mask(error: GraphQLError) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,22 @@ from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKClient,
     ClaudeSDKError,
+    PermissionResultAllow,
+    PermissionResultDeny,
+    PermissionUpdate,
     ProcessError,
     ResultMessage,
     StreamEvent,
     SystemMessage,
     TextBlock,
     ThinkingBlock,
+    ToolPermissionContext,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import RateLimitEvent
+from claude_agent_sdk.types import PermissionRuleValue, RateLimitEvent
 
 from api.events.records import EventKind
 
@@ -94,6 +98,30 @@ def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ToolPermissionAsk:
+    """The CLI asks whether a tool call may run (the SDK's can_use_tool), in the service's terms."""
+
+    tool_name: str
+    input: dict[str, Any]
+    tool_use_id: str | None
+    # title, display_name, description, blocked_path, decision_reason, agent_id: whatever the CLI sent.
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolPermissionAnswer:
+    """Allow (with the input to run, None = the original) or deny (the message reaches the model)."""
+
+    allow: bool
+    updated_input: dict[str, Any] | None = None
+    message: str = ""
+    allow_for_session: bool = False
+
+
+PermissionAsker = Callable[[ToolPermissionAsk], Awaitable[ToolPermissionAnswer]]
+
+
 class AgentFailure(Exception):
     """The CLI could not start or died; `reason` carries what its stderr said."""
 
@@ -122,9 +150,10 @@ class _Stderr:
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
-    def __init__(self, spec: AgentSpec) -> None:
+    def __init__(self, spec: AgentSpec, *, ask_permission: PermissionAsker | None = None) -> None:
         self.spec = spec
         self._stderr = _Stderr(spec.session_id)
+        self._ask_permission = ask_permission
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -150,6 +179,9 @@ class AgentConnection:
             max_buffer_size=MAX_BUFFER_BYTES,
             client_app="claude-agent-graphql-api",
         )
+        if self._ask_permission is not None:
+            # Tools in allowed_tools never reach it (SDK >= 0.2.111): they are pre-approved.
+            options.can_use_tool = self._can_use_tool
         if spec.resume:
             options.resume = spec.session_id
         else:
@@ -159,6 +191,58 @@ class AgentConnection:
         if spec.agents:
             options.agents = {name: AgentDefinition(**definition) for name, definition in spec.agents.items()}
         return options
+
+    async def _can_use_tool(
+        self, tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        assert self._ask_permission is not None
+        ask = ToolPermissionAsk(
+            tool_name=tool_name,
+            input=dict(tool_input),
+            tool_use_id=context.tool_use_id,
+            context={
+                key: value
+                for key, value in {
+                    "title": context.title,
+                    "display_name": context.display_name,
+                    "description": context.description,
+                    "blocked_path": context.blocked_path,
+                    "decision_reason": context.decision_reason,
+                    "agent_id": context.agent_id,
+                }.items()
+                if value is not None
+            },
+        )
+        try:
+            answer = await self._ask_permission(ask)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Fail closed: a request that cannot be recorded or awaited is a denial, never a pass.
+            log.exception("agent.permission_failed", tool_name=tool_name)
+            return PermissionResultDeny(message="the permission request could not be processed")
+        if not answer.allow:
+            return PermissionResultDeny(message=answer.message)
+        updates = None
+        if answer.allow_for_session:
+            # Only ever the session: other destinations write settings files on the server.
+            updates = [
+                PermissionUpdate(
+                    type="addRules",
+                    rules=[PermissionRuleValue(tool_name=tool_name)],
+                    behavior="allow",
+                    destination="session",
+                )
+            ]
+        # The original input when none was given: the SDK would send it anyway; this says so.
+        updated = answer.updated_input if answer.updated_input is not None else dict(tool_input)
+        return PermissionResultAllow(updated_input=updated, updated_permissions=updates)
+
+    async def set_model(self, model: str | None) -> None:
+        await asyncio.wait_for(self._client.set_model(model), timeout=30)
+
+    async def set_permission_mode(self, mode: str) -> None:
+        await asyncio.wait_for(self._client.set_permission_mode(mode), timeout=30)  # type: ignore[arg-type]
 
     @property
     def stderr_tail(self) -> str:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.control.commands import Command, DecidePermission, Interrupt, SetModel, SetPermissionMode
 from api.runtime import lifecycle, metrics
+from api.runtime.permissions import PermissionBroker
 from api.runtime.policy import RunOptions
 from api.runtime.pump import DATABASE_UNAVAILABLE, ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
 from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentSpec, transcript_exists
@@ -23,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 # After an interrupt the CLI answers with a result within milliseconds; past this it is presumed stuck.
 INTERRUPT_GRACE_SECONDS = 15.0
+# What a run reads when its CLI had to be stopped because it ignored the interrupt.
+FORCED_STOP_ERROR = (
+    f"the agent did not stop within {INTERRUPT_GRACE_SECONDS:g} s of the interrupt; its CLI was stopped"
+)
 # Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
 RECORD_ATTEMPTS = 9
 
@@ -55,6 +61,14 @@ class SessionActor:
         self._cost_so_far = 0.0
         self._abandon_reason: str | None = None
         self._give_up = False
+        self.permissions = PermissionBroker(
+            manager.event_log,
+            session_id,
+            timeout_seconds=manager.settings.permission_timeout_seconds,
+            poll_seconds=manager.settings.dispatch_poll_seconds,
+            current_run=self._run_and_tenant,
+            before_request=self._flush_log,
+        )
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -69,11 +83,39 @@ class SessionActor:
         self._abandon_reason = reason
         self.task.cancel()
 
+    async def handle(self, command: Command) -> bool:
+        """The one entry point for control commands; False when this actor cannot act on it."""
+        if isinstance(command, Interrupt):
+            return self.interrupt(command.run_id)
+        if isinstance(command, DecidePermission):
+            return self.permissions.poke(command.request_id)
+        pump = self._pump
+        if pump is None:
+            return False
+        try:
+            if isinstance(command, SetModel):
+                await pump.connection.set_model(command.model)
+            elif isinstance(command, SetPermissionMode):
+                await pump.connection.set_permission_mode(command.mode)
+        except Exception:
+            log.warning("control.command_failed", command=repr(command), exc_info=True)
+            return False
+        log.info("control.command_applied", command=repr(command))
+        return True
+
     def interrupt(self, run_id: str) -> bool:
         if self.current_run is not None and self.current_run.id == run_id:
             self._interrupt.set()
             return True
         return False
+
+    def _run_and_tenant(self) -> tuple[str | None, str | None]:
+        run = self.current_run
+        return (run.id, run.tenant_id) if run is not None else (None, None)
+
+    async def _flush_log(self) -> None:
+        if self._pump is not None:
+            await self._pump.flush()
 
     async def _main(self) -> None:
         settings = self.manager.settings
@@ -124,6 +166,10 @@ class SessionActor:
             if self._abandon_reason is not None:
                 # Stop the CLI before anyone can read the run as over: another replica holds the lease.
                 await asyncio.shield(self._disconnect())
+            # Nothing the run asked stays pending once it is over (its waiting calls deny).
+            await asyncio.shield(
+                self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")
+            )
             if self._pump is not None:
                 self._pump.current_run_id = None
             if not await asyncio.shield(self._record(run, outcome)):
@@ -185,7 +231,7 @@ class SessionActor:
         if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
             await self._disconnect()
         if self._pump is None:
-            connection = AgentConnection(spec)
+            connection = AgentConnection(spec, ask_permission=self.permissions.ask)
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
@@ -247,6 +293,8 @@ class SessionActor:
                     continue
                 # The CLI ignored the interrupt: drop the process; the session resumes on the next run.
                 await self._disconnect()
+                if not timed_out:
+                    return Outcome("INTERRUPTED", error=FORCED_STOP_ERROR)
                 return self._stopped_outcome(timed_out, None)
             if isinstance(signal, ConnectionLost):
                 await self._disconnect()
