@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,11 +36,14 @@ from claude_agent_sdk import (
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import PermissionRuleValue, RateLimitEvent
+from claude_agent_sdk.types import CanUseToolShadowedWarning, PermissionRuleValue, RateLimitEvent
 
 from api.events.records import EventKind
 
 log = structlog.get_logger(__name__)
+
+# allowedTools is this API's pre-approval (StartRunInput says so): that they skip can_use_tool is intended.
+warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 # Lines of CLI stderr kept per connection: the SDK's own errors only say "check stderr".
 STDERR_LINES = 200
