@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import pytest
 
 from api.scripted_model.server import ScriptedModelServer
+from persistence.database import Database
+from persistence.repositories.permissions import PermissionRepository
 from tests.conftest import Stack, start_stack
 from tests.documents import (
     INTERRUPT_RUN,
@@ -415,3 +419,73 @@ async def test_a_request_nobody_decides_expires_and_the_tool_never_runs(short_ti
     assert len(results) == 1
     assert results[0]["isError"] is True
     assert "nobody answered" in json.dumps(results[0]["content"])
+
+
+@pytest.fixture
+async def special_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
+) -> AsyncIterator[Stack]:
+    """An embedded stack with settings of the test's own (`@pytest.mark.parametrize('special_stack', …)`)."""
+    running = await start_stack("embedded", tmp_path, scripted_model, **request.param)
+    try:
+        yield running
+    finally:
+        await running.api.stop()
+
+
+async def _pending_write(
+    stack: Stack, ws: GraphQLWSClient, client: GraphQLHttpClient
+) -> tuple[str, str, Any]:
+    started = await start_ok(client, prompt="[scenario:write-file]")
+    sub = await watch(ws, started["session"]["id"])
+    _, request = await requested(sub)
+    return started["session"]["id"], started["run"]["id"], (sub, request)
+
+
+@pytest.mark.parametrize("special_stack", [{"run_timeout_seconds": 4.0}], indirect=True)
+async def test_a_run_past_its_time_limit_cancels_what_it_waits_for(special_stack: Stack) -> None:
+    stack = special_stack
+    async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+        session_id, run_id, (sub, _) = await _pending_write(stack, ws, client)
+        after = await collect_until_run_ends(sub, run_id)
+        run = await wait_for_run(client, run_id)
+    assert run["status"] == "FAILED"
+    assert run["error"] == "the run exceeded its time limit"
+    assert [d["status"] for d in decided(after)] == ["CANCELLED"]
+    assert not (workspace(stack, session_id) / "hello.txt").exists()
+
+
+async def test_a_dead_cli_cancels_what_its_run_waits_for(stack: Stack) -> None:
+    from tests.graphql.test_failures import cli_pids
+
+    async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+        session_id, run_id, (sub, _) = await _pending_write(stack, ws, client)
+        pids = cli_pids(session_id)
+        assert pids, "the agent CLI process was not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        after = await collect_until_run_ends(sub, run_id)
+        run = await wait_for_run(client, run_id)
+    assert run["status"] == "FAILED"
+    assert [d["status"] for d in decided(after)] == ["CANCELLED"]
+    assert not (workspace(stack, session_id) / "hello.txt").exists()
+
+
+async def test_a_server_shutdown_cancels_what_its_runs_wait_for(
+    tmp_path: Path, scripted_model: ScriptedModelServer
+) -> None:
+    stack = await start_stack("embedded", tmp_path, scripted_model)
+    try:
+        async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            session_id, _, (_, request) = await _pending_write(stack, ws, client)
+    finally:
+        await stack.api.stop()
+    db = Database(stack.settings.effective_database_url)
+    try:
+        async with db.session() as session:
+            row = await PermissionRepository(session).get(request["id"])
+    finally:
+        await db.dispose()
+    assert row is not None
+    assert row.status == "CANCELLED"
+    assert not (workspace(stack, session_id) / "hello.txt").exists()
