@@ -59,9 +59,11 @@ class Settings(BaseSettings):
         description="A permission request nobody decides within this is EXPIRED and the tool is denied.",
     )
     interrupt_wait_seconds: float = Field(
-        default=20.0,
+        default=30.0,
         gt=0,
-        description="How long interruptRun waits for the run to settle before answering.",
+        le=120,
+        description="How long interruptRun waits for the run to settle before answering: a CLI gets 15 s "
+        "to stop, then the SDK takes up to 10 s to end its process (stdin EOF, SIGTERM, SIGKILL).",
     )
 
     # Leases: a session runs on one replica at a time (DESIGN.md decision 4).

@@ -151,10 +151,10 @@ class ConnectionPump:
                 if item.is_result:
                     self._on_signal(ResultSeen(item, record))
 
-    async def close(self) -> None:
+    async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the
         ConnectionLost the reader always puts last)."""
-        await self.connection.close()
+        await self.connection.close(interrupt_first=interrupt_first)
         try:
             await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=20)
         except (TimeoutError, asyncio.CancelledError):

@@ -294,12 +294,14 @@ class AgentConnection:
             # Best effort: a dead or stuck CLI is dealt with by closing it.
             log.warning("agent.interrupt_failed", error=str(exc))
 
-    async def close(self) -> None:
+    async def close(self, *, interrupt_first: bool = True) -> None:
+        """Stop the CLI. `interrupt_first=False` for a CLI that already ignored an interrupt."""
         if not self._connected:
             return
         self._connected = False
-        # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (DESIGN.md).
-        await self.interrupt()
+        if interrupt_first:
+            # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (DESIGN.md).
+            await self.interrupt()
         try:
             await asyncio.wait_for(self._client.disconnect(), timeout=20)
         except Exception as exc:

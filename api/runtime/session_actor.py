@@ -251,11 +251,11 @@ class SessionActor:
         while not self._signals.empty():
             self._signals.get_nowait()
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, *, interrupt_first: bool = True) -> None:
         pump, self._pump = self._pump, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
-            await pump.close()
+            await pump.close(interrupt_first=interrupt_first)
 
     async def _execute(self, run: Run) -> Outcome:
         spec = await self._spec(run)
@@ -291,8 +291,9 @@ class SessionActor:
                     stopping_since = loop.time()
                     await self._pump_interrupt()
                     continue
-                # The CLI ignored the interrupt: drop the process; the session resumes on the next run.
-                await self._disconnect()
+                # The CLI ignored the interrupt: drop the process (asking it again would only cost
+                # another control timeout); the session resumes on the next run.
+                await self._disconnect(interrupt_first=False)
                 if not timed_out:
                     return Outcome("INTERRUPTED", error=FORCED_STOP_ERROR)
                 return self._stopped_outcome(timed_out, None)
