@@ -14,9 +14,11 @@ from api.control.commands import DecidePermission
 from api.control.router import CommandRouter
 from api.errors import NotFound, PermissionAlreadyDecided, ValidationFailed
 from api.events.log import EventLog
+from api.runtime.lifecycle import TERMINAL
 from api.runtime.permissions import settle, settle_in
 from persistence.models import PermissionRequest, utcnow
 from persistence.repositories.permissions import PENDING, Decision, PermissionRepository
+from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
 ASK_USER_QUESTION = "AskUserQuestion"
@@ -68,9 +70,14 @@ class PermissionControl:
                 raise NotFound("PermissionRequest", choice.request_id)
             if row.status != PENDING:
                 raise PermissionAlreadyDecided(row.id, row.status)
+            run = await RunRepository(session).get(row.run_id) if row.run_id else None
             expires_at = row.expires_at
+        # Its replica may be gone and unable to settle it: a request whose run is over, or whose
+        # deadline has passed, is never allowed.
+        if run is not None and run.status in TERMINAL:
+            await settle(self.event_log, [row.id], "CANCELLED", f"the run ended: {run.status}")
+            raise PermissionAlreadyDecided(row.id, "CANCELLED")
         if expires_at is not None and expires_at <= now:
-            # Its replica may be gone and unable to expire it: past the deadline it is never allowed.
             await settle(self.event_log, [row.id], "EXPIRED", "nobody answered in time")
             raise PermissionAlreadyDecided(row.id, "EXPIRED")
         decision = Decision(

@@ -90,7 +90,13 @@ class PermissionMutations:
         description="Allow or deny a pending permission request. Works on any replica; a decision is "
         "final (a second one gets PermissionAlreadyDecidedError)."
     )
-    async def decide_permission(self, info: Info, input: DecidePermissionInput) -> DecidePermissionResult:
+    async def decide_permission(
+        self,
+        info: Info,
+        input: Annotated[
+            DecidePermissionInput, strawberry.argument(description="The request and the answer.")
+        ],
+    ) -> DecidePermissionResult:
         principal = info.context.require_principal()
         choice = PermissionChoice(
             request_id=str(input.request_id),
@@ -112,7 +118,13 @@ class PermissionMutations:
     @strawberry.mutation(
         description="Answer an AskUserQuestion request: ALLOW with the answers added to its input."
     )
-    async def answer_question(self, info: Info, input: AnswerQuestionInput) -> AnswerQuestionResult:
+    async def answer_question(
+        self,
+        info: Info,
+        input: Annotated[
+            AnswerQuestionInput, strawberry.argument(description="The request and the answers.")
+        ],
+    ) -> AnswerQuestionResult:
         principal = info.context.require_principal()
         try:
             row = await info.context.services.permission_control.answer_question(
