@@ -20,6 +20,7 @@ from strawberry.tools import merge_types
 from api.errors import ServiceError
 from api.settings import Settings
 from graphql_schema.live.mutations import LiveMutations
+from graphql_schema.live.queries import LiveQueries
 from graphql_schema.mutations import Mutation as RunMutations
 from graphql_schema.permissions.mutations import PermissionMutations
 from graphql_schema.permissions.queries import PermissionQueries
@@ -27,7 +28,7 @@ from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.subscriptions import Subscription
 
 # Each domain owns its operations; the root types only assemble them.
-Query = merge_types("Query", (CoreQueries, PermissionQueries))
+Query = merge_types("Query", (CoreQueries, PermissionQueries, LiveQueries))
 Mutation = merge_types("Mutation", (RunMutations, PermissionMutations, LiveMutations))
 
 

@@ -45,13 +45,22 @@ class SetPermissionMode:
     mode: str
 
 
-Command = Interrupt | DecidePermission | SetModel | SetPermissionMode
+@dataclass(frozen=True)
+class GetContextUsage:
+    """Read the live CLI's context usage; the answer is published on `reply_to`."""
+
+    session_id: str
+    reply_to: str
+
+
+Command = Interrupt | DecidePermission | SetModel | SetPermissionMode | GetContextUsage
 
 _TYPES: dict[str, type[Command]] = {
     "interrupt": Interrupt,
     "decide_permission": DecidePermission,
     "set_model": SetModel,
     "set_permission_mode": SetPermissionMode,
+    "get_context_usage": GetContextUsage,
 }
 _NAMES = {kind: name for name, kind in _TYPES.items()}
 

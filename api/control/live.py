@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from api import audit
 from api.auth import Principal
-from api.control.commands import Command, SetModel, SetPermissionMode
+from api.control.commands import Command, GetContextUsage, SetModel, SetPermissionMode
 from api.control.router import CommandRouter
 from api.errors import NotFound, SessionNotLive
 from api.runtime.policy import check_model, check_permission_mode
@@ -12,6 +15,14 @@ from api.settings import Settings
 from persistence.database import Database
 from persistence.models import AgentSession, utcnow
 from persistence.repositories.sessions import SessionRepository
+
+# How long a read of the live agent waits for the replica running it.
+LIVE_READ_TIMEOUT_SECONDS = 10.0
+
+
+def _live(row: AgentSession) -> bool:
+    expires = row.lease_expires_at
+    return row.lease_owner is not None and expires is not None and expires > utcnow()
 
 
 class LiveControl:
@@ -48,8 +59,7 @@ class LiveControl:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
             if row is None:
                 raise NotFound("Session", session_id)
-            expires = row.lease_expires_at
-            if row.lease_owner is None or expires is None or expires <= utcnow():
+            if not _live(row):
                 raise SessionNotLive(session_id)
             await audit.record(
                 session,
@@ -62,3 +72,13 @@ class LiveControl:
             await session.commit()
         await self.router.send(command)
         return row
+
+    async def context_usage(self, principal: Principal, session_id: str) -> dict[str, Any] | None:
+        """The live agent's context window usage, from whichever replica runs it; None when the session
+        is not the caller's, has no live agent, or its replica did not answer in time."""
+        async with self.db.session() as session:
+            row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
+        if row is None or not _live(row):
+            return None
+        command = GetContextUsage(session_id, reply_to=f"reply:{uuid.uuid4()}")
+        return await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)

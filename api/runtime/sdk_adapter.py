@@ -245,6 +245,9 @@ class AgentConnection:
     async def set_model(self, model: str | None) -> None:
         await asyncio.wait_for(self._client.set_model(model), timeout=30)
 
+    async def context_usage(self) -> dict[str, Any]:
+        return dict(await asyncio.wait_for(self._client.get_context_usage(), timeout=30))
+
     async def set_permission_mode(self, mode: str) -> None:
         await asyncio.wait_for(self._client.set_permission_mode(mode), timeout=30)  # type: ignore[arg-type]
 

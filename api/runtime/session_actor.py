@@ -6,10 +6,18 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.control.commands import Command, DecidePermission, Interrupt, SetModel, SetPermissionMode
+from api.control.commands import (
+    Command,
+    DecidePermission,
+    GetContextUsage,
+    Interrupt,
+    SetModel,
+    SetPermissionMode,
+)
 from api.runtime import lifecycle, metrics
 from api.runtime.permissions import PermissionBroker
 from api.runtime.policy import RunOptions
@@ -97,6 +105,9 @@ class SessionActor:
                 await pump.connection.set_model(command.model)
             elif isinstance(command, SetPermissionMode):
                 await pump.connection.set_permission_mode(command.mode)
+            elif isinstance(command, GetContextUsage):
+                usage = await pump.connection.context_usage()
+                await self.manager.bus.publish(command.reply_to, orjson.dumps(usage).decode())
         except Exception:
             log.warning("control.command_failed", command=repr(command), exc_info=True)
             return False

@@ -514,3 +514,25 @@ async def test_a_lost_lease_cancels_what_the_run_waits_for(special_stack: Stack)
     assert [d["status"] for d in decided(after)] == ["CANCELLED"]
     assert late["__typename"] == "PermissionAlreadyDecidedError"
     assert not (workspace(stack, session_id) / "hello.txt").exists()
+
+
+CONTEXT_USAGE = """
+query Usage($sessionId: ID!) {
+  contextUsage(sessionId: $sessionId) { model totalTokens maxTokens percentage categories }
+}
+"""
+
+
+async def test_the_live_agents_context_usage_is_readable_by_its_tenant_only(stack: Stack) -> None:
+    async with stack.client() as client, stack.client(stack.other_key) as theirs:
+        started = await start_ok(client, prompt="how full is your context?")
+        await wait_for_run(client, started["run"]["id"])
+        session_id = started["session"]["id"]
+        usage = (await client.execute(CONTEXT_USAGE, {"sessionId": session_id}))["contextUsage"]
+        foreign = (await theirs.execute(CONTEXT_USAGE, {"sessionId": session_id}))["contextUsage"]
+    assert usage is not None
+    assert usage["model"]
+    assert usage["maxTokens"] > 0
+    assert usage["totalTokens"] >= 0
+    assert isinstance(usage["categories"], list)
+    assert foreign is None

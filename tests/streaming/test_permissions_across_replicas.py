@@ -14,7 +14,7 @@ from persistence.database import Database
 from persistence.models import utcnow
 from persistence.repositories.permissions import Decision
 from tests.documents import INTERRUPT_RUN, collect_until_run_ends, run_status, start_ok, watch
-from tests.graphql.test_permissions import decide, decided, requested, tool_results
+from tests.graphql.test_permissions import CONTEXT_USAGE, decide, decided, requested, tool_results
 from tests.support.cluster import cluster
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.graphql_ws import GraphQLWSClient
@@ -45,6 +45,10 @@ async def test_decisions_from_the_other_replica_reach_the_one_running_the_sessio
             _, request = await requested(sub)
             answer = await decide(client, request["id"], "ALLOW")
             allowed_events = await collect_until_run_ends(sub, allowed["run"]["id"])
+            # A read of the live agent is answered by the replica running it, through the bus.
+            usage = (await client.execute(CONTEXT_USAGE, {"sessionId": allowed["session"]["id"]}))[
+                "contextUsage"
+            ]
 
             # Decided in the database alone, as if the routing message were lost: the runner's poll finds it.
             polled = await start_ok(client, prompt="[scenario:write-file]")
@@ -78,6 +82,8 @@ async def test_decisions_from_the_other_replica_reach_the_one_running_the_sessio
         assert run_status(allowed_events, allowed["run"]["id"])[-1] == "COMPLETED"
         assert allowed["run"]["id"] in runner.log_text()
         assert allowed["run"]["id"] not in front.log_text()
+        assert usage is not None
+        assert usage["maxTokens"] > 0
 
         assert not (workspaces / polled["session"]["id"] / "hello.txt").exists()
         assert "by poll" in str(tool_results(polled_events)[0]["content"])
