@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.events.log import EventLog
@@ -148,6 +149,16 @@ class PermissionBroker:
         # The assistant message that asked for the tool goes in the log before the request does.
         await self._before_request()
         request_id = str(uuid.uuid4())
+        # Ready for a decision before anyone can see the request.
+        self._waiting[request_id] = asyncio.Event()
+        try:
+            return await self._ask(request_id, run_id, tenant_id, ask)
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _ask(
+        self, request_id: str, run_id: str | None, tenant_id: str | None, ask: ToolPermissionAsk
+    ) -> ToolPermissionAnswer:
         now = utcnow()
         async with self.db.session() as session:
             if tenant_id is None:
@@ -185,26 +196,27 @@ class PermissionBroker:
         return answer_for(decided)
 
     async def _await_decision(self, request_id: str, expires_at: datetime) -> PermissionRequest:
-        wake = asyncio.Event()
-        self._waiting[request_id] = wake
-        try:
-            while True:
-                remaining = (expires_at - utcnow()).total_seconds()
-                if remaining <= 0:
-                    seconds = f"{self.timeout.total_seconds():g}"
-                    reason = f"nobody answered within {seconds} s"
-                    await settle(self.event_log, [request_id], "EXPIRED", reason)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=min(self.poll_seconds, remaining))
-                wake.clear()
+        wake = self._waiting[request_id]
+        while True:
+            remaining = (expires_at - utcnow()).total_seconds()
+            if remaining <= 0:
+                # Raises if the database is unreachable: the adapter then denies (fail closed).
+                seconds = f"{self.timeout.total_seconds():g}"
+                await settle(self.event_log, [request_id], "EXPIRED", f"nobody answered within {seconds} s")
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=min(self.poll_seconds, remaining))
+            wake.clear()
+            try:
                 async with self.db.session() as session:
                     row = await PermissionRepository(session).get(request_id)
-                if row is not None and row.status != PENDING:
-                    return row
-                # Still pending: a lost bus message costs at most one poll interval.
-        finally:
-            self._waiting.pop(request_id, None)
+            except (SQLAlchemyError, OSError):
+                # A database hiccup: keep waiting; the deadline still holds.
+                log.warning("permission.read_failed", request_id=request_id, exc_info=True)
+                continue
+            if row is not None and row.status != PENDING:
+                return row
+            # Still pending: a lost bus message costs at most one poll interval.
 
     async def cancel_run(self, run_id: str, reason: str) -> None:
         """The run is over: what it left pending is CANCELLED, and its waiting calls deny."""
