@@ -536,3 +536,47 @@ async def test_the_live_agents_context_usage_is_readable_by_its_tenant_only(stac
     assert usage["totalTokens"] >= 0
     assert isinstance(usage["categories"], list)
     assert foreign is None
+
+
+async def test_a_permission_mode_switched_on_the_live_agent_applies_to_its_next_run(stack: Stack) -> None:
+    async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+        first = await start_ok(client, prompt="hello")
+        session_id = first["session"]["id"]
+        await wait_for_run(client, first["run"]["id"])
+        switched = (await client.execute(SET_MODE, {"sessionId": session_id, "mode": "ACCEPT_EDITS"}))[
+            "setPermissionMode"
+        ]
+        sub = await watch(ws, session_id)
+        second = await start_ok(client, prompt="[scenario:write-file]", sessionId=session_id)
+        events = await collect_until_run_ends(sub, second["run"]["id"])
+        audit = (await client.execute(AUDIT, {"action": "session.set_permission_mode"}))["auditLog"]["edges"]
+    assert switched["__typename"] == "LiveControlSuccess", switched
+    assert not any(e["payload"]["__typename"] == "PermissionRequested" for e in events)
+    assert (workspace(stack, session_id) / "hello.txt").read_text() == "hello\n"
+    assert any(edge["node"]["targetId"] == session_id for edge in audit)
+
+
+async def test_live_controls_need_a_live_agent(tmp_path: Path, scripted_model: ScriptedModelServer) -> None:
+    stack = await start_stack("embedded", tmp_path, scripted_model, idle_client_seconds=1.0)
+    try:
+        async with stack.client() as client:
+            started = await start_ok(client, prompt="hello")
+            session_id = started["session"]["id"]
+            await wait_for_run(client, started["run"]["id"])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:  # the idle agent is stopped and its lease released
+                answer = (await client.execute(SET_MODEL, {"sessionId": session_id, "model": "m"}))[
+                    "setModel"
+                ]
+                if answer["__typename"] != "LiveControlSuccess" or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            usage = (await client.execute(CONTEXT_USAGE, {"sessionId": session_id}))["contextUsage"]
+            unknown = (await client.execute(SET_MODEL, {"sessionId": "nope", "model": "m"}))["setModel"]
+    finally:
+        await stack.api.stop()
+    assert answer["__typename"] == "SessionNotLiveError"
+    assert answer["code"] == "SESSION_NOT_LIVE"
+    assert usage is None
+    assert unknown["__typename"] == "NotFoundError"
