@@ -42,5 +42,11 @@ def test_every_type_and_field_of_the_contract_core_is_there() -> None:
         "events(sessionId: ID!, afterSeq: Int = 0, first: Int = 100): [SessionEvent!]!",
         "startRun(input: StartRunInput!): StartRunResult!",
         "interruptRun(runId: ID!): InterruptRunResult!",
+        "enum PermissionDecision",
+        "enum PermissionRequestStatus",
+        "union DecidePermissionResult = DecidePermissionSuccess |",
+        "| PermissionRequested | PermissionDecided |",
+        "input DecidePermissionInput",
+        "permissionRequests(",
     ):
         assert fragment in sdl, fragment
