@@ -28,11 +28,12 @@ SETTLE_POLL_SECONDS = 0.1
 
 
 class InterruptOutcome(StrEnum):
-    INTERRUPTED = "INTERRUPTED"  # it was running; the agent stopped when told to
-    ABORTED = (
-        "ABORTED"  # it was still queued and will never run, or its CLI ignored the interrupt and was stopped
-    )
-    ALREADY_FINISHED = "ALREADY_FINISHED"  # it had ended (or ended on its own before the interrupt took)
+    # It was running, and the agent stopped when told to.
+    INTERRUPTED = "INTERRUPTED"
+    # It was still queued and will never run, or its CLI ignored the interrupt and was stopped.
+    ABORTED = "ABORTED"
+    # It had ended, or ended on its own before the interrupt took.
+    ALREADY_FINISHED = "ALREADY_FINISHED"
 
 
 @dataclass(frozen=True)
