@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     permission_timeout_seconds: float = Field(
         default=300.0,
         gt=0,
-        le=3600,
+        # The longest wait measured to be honoured by the CLI (900 s, SDK 0.2.188): no longer is allowed.
+        le=900,
         description="A permission request nobody decides within this is EXPIRED and the tool is denied.",
     )
     interrupt_wait_seconds: float = Field(
