@@ -19,6 +19,9 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import authenticate, bearer_token
 from api.body_limit import BodyLimitMiddleware
+from api.control.live import LiveControl
+from api.control.permissions import PermissionControl
+from api.control.router import CommandRouter
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             manager = RunManager(settings, db, event_log, bus, launcher)
             await manager.start()
             stack.push_async_callback(manager.stop)
+            router = CommandRouter(manager)
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -112,6 +116,8 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 run_manager=manager,
                 run_control=RunControl(settings, event_log, manager),
                 webhooks=WebhookRegistry(settings, db),
+                permission_control=PermissionControl(event_log, router),
+                live_control=LiveControl(settings, db, router),
             )
             log.info(
                 "server.started",

@@ -59,3 +59,24 @@ class RateLimited(ServiceError):
 
 class Unauthenticated(ServiceError):
     code = "UNAUTHENTICATED"
+
+
+class PermissionAlreadyDecided(ServiceError):
+    """The request was decided already (by someone, by its deadline, or by its run ending)."""
+
+    code = "PERMISSION_ALREADY_DECIDED"
+
+    def __init__(self, request_id: str, status: str) -> None:
+        super().__init__(f"permission request {request_id!r} is already {status}")
+        self.request_id = request_id
+        self.status = status
+
+
+class SessionNotLive(ServiceError):
+    """A live control (model, permission mode) needs the session's agent to be running somewhere."""
+
+    code = "SESSION_NOT_LIVE"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} has no live agent; start a run first")
+        self.session_id = session_id

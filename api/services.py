@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from api.control.live import LiveControl
+from api.control.permissions import PermissionControl
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -22,3 +24,5 @@ class Services:
     run_manager: RunManager
     run_control: RunControl
     webhooks: WebhookRegistry
+    permission_control: PermissionControl
+    live_control: LiveControl

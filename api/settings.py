@@ -84,6 +84,22 @@ class Settings(BaseSettings):
         description="False: serve the API but leave runs to other replicas (draining, API-only).",
     )
 
+    # Human in the loop.
+    permission_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        # The longest wait measured to be honoured by the CLI (900 s, SDK 0.2.188): no longer is allowed.
+        le=900,
+        description="A permission request nobody decides within this is EXPIRED and the tool is denied.",
+    )
+    interrupt_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=120,
+        description="How long interruptRun waits for the run to settle before answering: a CLI gets 15 s "
+        "to stop, then the SDK takes up to 10 s to end its process (stdin EOF, SIGTERM, SIGKILL).",
+    )
+
     # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

@@ -11,6 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.events.records import EventKind, EventRecord
+from graphql_schema.permissions.types import PermissionRequest
 
 
 @strawberry.enum(description="Where a run is in its life.")
@@ -181,6 +182,16 @@ class HookFired:
     )
 
 
+@strawberry.type(description="The agent asked permission to use a tool (or asked the user a question).")
+class PermissionRequested:
+    request: PermissionRequest = strawberry.field(description="The request as it was asked: PENDING.")
+
+
+@strawberry.type(description="A permission request was decided, expired or cancelled.")
+class PermissionDecided:
+    request: PermissionRequest = strawberry.field(description="The request as it was decided.")
+
+
 @strawberry.type(description="A payload kind this server version recorded but cannot type; kept verbatim.")
 class UnknownEvent:
     kind: str = strawberry.field(description="The event's kind in the log.")
@@ -195,6 +206,8 @@ SessionEventPayload = Annotated[
     | PartialMessage
     | RunStatusChanged
     | HookFired
+    | PermissionRequested
+    | PermissionDecided
     | UnknownEvent,
     strawberry.union(
         "SessionEventPayload", description="What happened: an agent message or a lifecycle event."
@@ -239,6 +252,10 @@ def payload_of(kind: str, payload: dict[str, Any]) -> SessionEventPayload:
             tool_name=payload.get("tool_name"),
             data=cast(JSON, payload.get("data")),
         )
+    if kind == EventKind.PERMISSION_REQUESTED:
+        return PermissionRequested(request=PermissionRequest.from_snapshot(payload["request"]))
+    if kind == EventKind.PERMISSION_DECIDED:
+        return PermissionDecided(request=PermissionRequest.from_snapshot(payload["request"]))
     return UnknownEvent(kind=kind, data=cast(JSON, payload))
 
 

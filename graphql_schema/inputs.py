@@ -34,15 +34,21 @@ class BusyPolicy(Enum):
     )
 
 
-@strawberry.enum(description="What interruptRun did.")
+@strawberry.enum(description="What interruptRun did; the run in the payload shows the state after it.")
 class InterruptOutcome(Enum):
     INTERRUPTED = strawberry.enum_value(
-        "INTERRUPTED", description="The run was running; the agent was told to stop."
+        "INTERRUPTED",
+        description="The agent stopped when told to (the run reads INTERRUPTED; RUNNING only if its "
+        "replica did not answer within the wait, the interrupt then stays recorded).",
     )
     ALREADY_FINISHED = strawberry.enum_value(
-        "ALREADY_FINISHED", description="The run had already ended; nothing was done."
+        "ALREADY_FINISHED", description="The run had ended, or ended on its own before the interrupt took."
     )
-    ABORTED = strawberry.enum_value("ABORTED", description="The run was still queued; it will never start.")
+    ABORTED = strawberry.enum_value(
+        "ABORTED",
+        description="The run was still queued and will never run, or its agent ignored the interrupt "
+        "and was stopped.",
+    )
 
 
 @strawberry.input(description="A subagent the main agent may delegate to.")
@@ -75,7 +81,10 @@ class StartRunInput:
         default=None, description="How the agent asks before using tools; absent: DEFAULT."
     )
     allowed_tools: list[str] | None = strawberry.field(
-        default=None, description='Tools or rules (e.g. "Bash(git status)") pre-approved for this run.'
+        default=None,
+        description="Pre-approved tools or rules (e.g. Bash(npm test:*)): they run without asking. Every "
+        "other tool call the permission mode does not allow asks first: a PermissionRequested event, "
+        "answered with decidePermission.",
     )
     disallowed_tools: list[str] | None = strawberry.field(
         default=None, description="Tools or rules the agent may not use in this run."

@@ -22,22 +22,33 @@ from strawberry.types.graphql import OperationType
 
 from api.errors import ServiceError
 from api.settings import Settings
-from graphql_schema.mutations import Mutation as CoreMutation
+from graphql_schema.live.mutations import LiveMutations
+from graphql_schema.live.queries import LiveQueries
+from graphql_schema.mutations import Mutation as RunMutations
+from graphql_schema.permissions.mutations import PermissionMutations
+from graphql_schema.permissions.queries import PermissionQueries
 from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
-from graphql_schema.queries import Query as CoreQuery
+from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.subscriptions import Subscription
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
 
 
 # Each domain module owns its operations; the root types only assemble them.
-@strawberry.type(description="Everything a caller can read: sessions, runs, events, audit, webhooks.")
-class Query(CoreQuery, WebhookQuery):
+@strawberry.type(
+    description="Everything a caller can read: sessions, runs, events, audit, permission requests, the live "
+    "agent's context, webhooks."
+)
+class Query(CoreQueries, PermissionQueries, LiveQueries, WebhookQuery):
     pass
 
 
-@strawberry.type(description="Everything a caller can do: runs, interrupts, webhooks.")
-class Mutation(CoreMutation, WebhookMutation):
+@strawberry.type(
+    description="Everything a caller can do: start, continue and interrupt runs; decide permission "
+    "requests and answer questions; change a live agent's model and mode; register webhooks. Every "
+    "action is audited."
+)
+class Mutation(RunMutations, PermissionMutations, LiveMutations, WebhookMutation):
     pass
 
 

@@ -177,3 +177,35 @@ class Webhook(Base):
     failure_mode: Mapped[str | None] = mapped_column(sa.String(10))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
+
+
+class PermissionRequest(Base):
+    """A tool call the agent asked permission for, from PENDING to ALLOWED, DENIED, EXPIRED or CANCELLED.
+
+    The row is the truth for every replica: a decision is a compare-and-set on `status` (only a PENDING
+    request can be decided), and the replica running the session reads it back before answering the CLI.
+    """
+
+    __tablename__ = "permission_requests"
+    __table_args__ = (
+        sa.Index("ix_permission_requests_tenant_id_status", "tenant_id", "status"),
+        sa.Index("ix_permission_requests_session_id_created_at", "session_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    tool_name: Mapped[str] = mapped_column(sa.String(200))
+    tool_use_id: Mapped[str | None] = mapped_column(sa.String(200))
+    input: Mapped[dict[str, Any]]
+    # What the CLI says about the request: title, display name, description, blocked path, agent id.
+    context: Mapped[dict[str, Any] | None]
+    status: Mapped[str] = mapped_column(sa.String(20), default="PENDING")
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    updated_input: Mapped[dict[str, Any] | None]
+    allow_for_session: Mapped[bool] = mapped_column(default=False)
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]

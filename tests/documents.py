@@ -68,7 +68,16 @@ EVENT_FIELDS = """
     ... on ResultMessage { subtype isError numTurns totalCostUsd result structuredOutput terminalReason }
     ... on PartialMessage { event }
     ... on RunStatusChanged { runId status error }
+    ... on PermissionRequested { request { ...PermissionRequestFields } }
+    ... on PermissionDecided { request { ...PermissionRequestFields } }
   }
+"""
+
+PERMISSION_REQUEST_FIELDS = """
+fragment PermissionRequestFields on PermissionRequest {
+  id sessionId runId toolName toolUseId input status message updatedInput allowForSession decidedBy
+  title displayName description createdAt decidedAt expiresAt
+}
 """
 
 SESSION_EVENTS = (
@@ -81,6 +90,7 @@ subscription Watch($sessionId: ID!, $afterSeq: Int, $partial: Boolean) {
   }
 }
 """
+    + PERMISSION_REQUEST_FIELDS
 )
 
 EVENTS = (
@@ -93,6 +103,7 @@ query Events($sessionId: ID!, $afterSeq: Int, $first: Int) {
   }
 }
 """
+    + PERMISSION_REQUEST_FIELDS
 )
 
 SESSION = """

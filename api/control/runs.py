@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
 from api import audit
 from api.auth import Principal
+from api.control.commands import Interrupt
+from api.control.router import CommandRouter
 from api.errors import NotFound, PolicyViolation, SessionBusy
 from api.events.log import EventLog
 from api.runtime import lifecycle
 from api.runtime.policy import RunRequest, apply_policy
 from api.runtime.run_manager import RunManager
+from api.runtime.session_actor import FORCED_STOP_ERROR
 from api.runtime.tool_policy import PolicyBook
 from api.settings import Settings
 from persistence.models import AgentSession, Run, utcnow
@@ -20,11 +24,16 @@ from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
 TITLE_CHARS = 80
+# How often interruptRun looks at the run while it waits for it to settle.
+SETTLE_POLL_SECONDS = 0.1
 
 
 class InterruptOutcome(StrEnum):
-    INTERRUPTED = "INTERRUPTED"  # it was running; the agent was told to stop
-    ABORTED = "ABORTED"  # it was still queued and will never run
+    # It was running, and the agent stopped when told to.
+    INTERRUPTED = "INTERRUPTED"
+    # It was still queued and will never run, or its CLI ignored the interrupt and was stopped.
+    ABORTED = "ABORTED"
+    # It had ended, or ended on its own before the interrupt took.
     ALREADY_FINISHED = "ALREADY_FINISHED"
 
 
@@ -47,6 +56,7 @@ class RunControl:
         self.db = event_log.db
         self.manager = manager
         self.policy = PolicyBook.from_settings(settings)
+        self.router = CommandRouter(manager)
 
     async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
         options = apply_policy(request, self.settings, self.policy.for_tenant(principal.tenant_name))
@@ -112,13 +122,16 @@ class RunControl:
             principal.tenant_id, fresh.id, "CREATED" if created else "STATUS_CHANGED"
         )
         for run_id in to_interrupt:
-            await self.interrupt_run(principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)")
+            await self.interrupt_run(
+                principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)", wait=False
+            )
         await self.manager.announce_work()
         return StartedRun(run=run, session=fresh, created_session=created)
 
     async def interrupt_run(
-        self, principal: Principal, run_id: str, *, reason: str | None = None
+        self, principal: Principal, run_id: str, *, reason: str | None = None, wait: bool = True
     ) -> tuple[Run, InterruptOutcome]:
+        """Interrupt a run; with `wait`, answer with the run as it is once the interrupt took effect."""
         async with self.db.session() as session:
             runs = RunRepository(session)
             run = await runs.get(run_id, tenant_id=principal.tenant_id)
@@ -148,7 +161,32 @@ class RunControl:
         async with self.db.session() as session:
             await RunRepository(session).request_interrupt(run_id)
             await session.commit()
+        await self.router.send(Interrupt(session_id=run.session_id, run_id=run_id))
+        if wait:
+            return await self._settled(run_id)
+        async with self.db.session() as session:
             current = await RunRepository(session).get(run_id)
-        await self.manager.request_interrupt(run_id)
         assert current is not None
         return current, InterruptOutcome.INTERRUPTED
+
+    async def _settled(self, run_id: str) -> tuple[Run, InterruptOutcome]:
+        """The run as it stands once it has settled (or the wait is over), and what the interrupt did.
+
+        The owner gives a CLI INTERRUPT_GRACE_SECONDS to stop and then stops its process, so within
+        interrupt_wait_seconds the run is terminal unless its replica is unreachable: then it still
+        reads RUNNING, with the interrupt recorded for whichever replica settles it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.interrupt_wait_seconds
+        while True:
+            async with self.db.session() as session:
+                current = await RunRepository(session).get(run_id)
+            assert current is not None
+            if current.status in lifecycle.TERMINAL:
+                if current.status == "COMPLETED":
+                    return current, InterruptOutcome.ALREADY_FINISHED
+                if current.error == FORCED_STOP_ERROR:
+                    return current, InterruptOutcome.ABORTED
+                return current, InterruptOutcome.INTERRUPTED
+            if loop.time() >= deadline:
+                return current, InterruptOutcome.INTERRUPTED
+            await asyncio.sleep(SETTLE_POLL_SECONDS)

@@ -19,6 +19,7 @@ PERMISSION_MODES = {
     "BYPASS_PERMISSIONS": "bypassPermissions",
 }
 _TOOL_RULE = re.compile(r"^[A-Za-z0-9_\-:.*]+(\([^()\n]{0,500}\))?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:\-\[\]]{1,100}$")
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SYSTEM_PROMPT_CHARS = 100_000
@@ -125,6 +126,17 @@ def _agents(values: list[dict[str, Any]] | None, settings: Settings) -> dict[str
     return agents
 
 
+def check_model(model: str) -> None:
+    if not _MODEL_NAME.match(model):
+        raise ValidationFailed("model is not a model name", field="model")
+
+
+def check_permission_mode(mode: str, rules: ToolPolicy) -> str:
+    """The SDK's name for a PermissionMode value the operator's rules allow, or a PolicyViolation."""
+    rules.check_mode(mode)
+    return PERMISSION_MODES[mode]
+
+
 def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | None = None) -> RunOptions:
     """Validate a run request and turn it into the options the agent gets, or raise a typed error.
 
@@ -134,8 +146,7 @@ def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | No
     check_prompt(request.prompt, settings)
     permission_mode = None
     if request.permission_mode is not None:
-        rules.check_mode(request.permission_mode)
-        permission_mode = PERMISSION_MODES[request.permission_mode]
+        permission_mode = check_permission_mode(request.permission_mode, rules)
     if request.max_turns is not None and not 1 <= request.max_turns <= settings.max_turns_cap:
         raise ValidationFailed(f"maxTurns must be between 1 and {settings.max_turns_cap}", field="maxTurns")
     if request.max_budget_usd is not None and request.max_budget_usd <= 0:
@@ -154,8 +165,8 @@ def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | No
             raise ValidationFailed("outputSchema must be a JSON Schema object", field="outputSchema")
         if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
             raise ValidationFailed("outputSchema is too large", field="outputSchema")
-    if request.model is not None and not re.match(r"^[A-Za-z0-9._:\-\[\]]{1,100}$", request.model):
-        raise ValidationFailed("model is not a model name", field="model")
+    if request.model is not None:
+        check_model(request.model)
     allowed_tools = _tools(request.allowed_tools, "allowedTools")
     rules.check_pre_approved(allowed_tools, "allowedTools")
     disallowed_tools = _tools(request.disallowed_tools, "disallowedTools")

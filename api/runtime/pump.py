@@ -37,6 +37,17 @@ class ConnectionLost:
 
 PumpSignal = ResultSeen | ConnectionLost
 
+# How long a flush waits for the writer before going on without it (a stalled database is reported
+# through ConnectionLost anyway).
+FLUSH_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class _Flush:
+    """A marker in the inbox: resolved once everything read before it is committed and published."""
+
+    done: asyncio.Future[None]
+
 
 class ConnectionPump:
     """Reader + writer for one connection. `current_run_id` tags what the writer commits."""
@@ -57,7 +68,7 @@ class ConnectionPump:
         self.last_seq = last_seq
         self._on_signal = on_signal
         self._ended = False
-        self._inbox: asyncio.Queue[AgentOutput | ConnectionLost] = asyncio.Queue()
+        self._inbox: asyncio.Queue[AgentOutput | ConnectionLost | _Flush] = asyncio.Queue()
         self._tasks = [
             asyncio.create_task(self._read(), name=f"pump-read-{session_id}"),
             asyncio.create_task(self._write(), name=f"pump-write-{session_id}"),
@@ -92,7 +103,19 @@ class ConnectionPump:
                 self._on_signal(ConnectionLost(DATABASE_UNAVAILABLE))
                 return
 
-    async def _commit_batch(self, batch: list[AgentOutput | ConnectionLost]) -> None:
+    async def flush(self) -> None:
+        """Wait until every message read so far is in the log, so what is appended next follows it
+        (a permission request after the assistant message that asked for the tool)."""
+        if self._ended:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Flush(done))
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout=FLUSH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("pump.flush_timeout", session_id=self.session_id)
+
+    async def _commit_batch(self, batch: list[AgentOutput | ConnectionLost | _Flush]) -> None:
         """Commit the batch's durable events in one transaction, then publish everything in order.
 
         A token delta is published with the seq of the durable event before it, after that event's
@@ -108,7 +131,10 @@ class ConnectionPump:
             )
         )
         for item in batch:
-            if isinstance(item, ConnectionLost):
+            if isinstance(item, _Flush):
+                if not item.done.done():
+                    item.done.set_result(None)
+            elif isinstance(item, ConnectionLost):
                 self._ended = True
                 self._on_signal(item)
             elif item.ephemeral:
@@ -130,10 +156,10 @@ class ConnectionPump:
                 if item.is_result:
                     self._on_signal(ResultSeen(item, record))
 
-    async def close(self) -> None:
+    async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the
         ConnectionLost the reader always puts last)."""
-        await self.connection.close()
+        await self.connection.close(interrupt_first=interrupt_first)
         try:
             await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=20)
         except (TimeoutError, asyncio.CancelledError):

@@ -15,9 +15,11 @@ from datetime import timedelta
 import orjson
 import structlog
 
+from api.control import commands
+from api.control.commands import Command
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
-from api.runtime import lifecycle
+from api.runtime import lifecycle, permissions
 from api.runtime.session_actor import SessionActor
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
@@ -52,6 +54,7 @@ class RunManager:
         self._running = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[bool]] = set()
         self._lease = timedelta(seconds=settings.lease_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -88,13 +91,12 @@ class RunManager:
         self.nudge()
         await self.bus.publish(CONTROL_CHANNEL, orjson.dumps({"type": "dispatch"}).decode())
 
-    async def request_interrupt(self, run_id: str) -> None:
-        """Interrupt a running run wherever it runs: here directly, elsewhere through the bus.
-        The flag in the database (set by the caller) is the fallback the owner polls."""
-        if not self._interrupt_local(run_id):
-            await self.bus.publish(
-                CONTROL_CHANNEL, orjson.dumps({"type": "interrupt", "runId": run_id}).decode()
-            )
+    async def deliver_local(self, command: Command) -> bool:
+        """Hand a command to this replica's actor for its session; False when there is none here."""
+        actor = self._actors.get(command.session_id)
+        if actor is None or actor.closing:
+            return False
+        return await actor.handle(command)
 
     # -- what actors call ----------------------------------------------------------------------------
 
@@ -177,6 +179,9 @@ class RunManager:
             )
             if transition is not None:
                 log.warning("run.orphan_failed", run_id=run.id, replica=run.replica)
+                await permissions.cancel_pending(
+                    self.event_log, run.id, "the replica running the session stopped responding"
+                )
             await lifecycle.announce(self.event_log, transition)
 
     async def _poll_interrupts(self) -> None:
@@ -226,8 +231,13 @@ class RunManager:
                             self.nudge()
                             continue
                         message = orjson.loads(item)
-                        if message.get("type") == "interrupt":
-                            self._interrupt_local(str(message.get("runId")))
+                        if message.get("type") == commands.MESSAGE_TYPE:
+                            command = commands.decode(message)
+                            if command is not None and command.session_id in self._actors:
+                                # Its own task: a model switch must not hold up the next interrupt.
+                                task = asyncio.create_task(self.deliver_local(command))
+                                self._deliveries.add(task)
+                                task.add_done_callback(self._deliveries.discard)
                         else:
                             self.nudge()
             except asyncio.CancelledError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,22 +23,29 @@ from claude_agent_sdk import (
     ClaudeSDKClient,
     ClaudeSDKError,
     HookMatcher,
+    PermissionResultAllow,
+    PermissionResultDeny,
+    PermissionUpdate,
     ProcessError,
     ResultMessage,
     StreamEvent,
     SystemMessage,
     TextBlock,
     ThinkingBlock,
+    ToolPermissionContext,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import RateLimitEvent
+from claude_agent_sdk.types import CanUseToolShadowedWarning, PermissionRuleValue, RateLimitEvent
 
 from api.events.records import EventKind
 
 log = structlog.get_logger(__name__)
+
+# allowedTools is this API's pre-approval (StartRunInput says so): that they skip can_use_tool is intended.
+warnings.filterwarnings("ignore", category=CanUseToolShadowedWarning)
 
 # Lines of CLI stderr kept per connection: the SDK's own errors only say "check stderr".
 STDERR_LINES = 200
@@ -115,6 +123,30 @@ def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ToolPermissionAsk:
+    """The CLI asks whether a tool call may run (the SDK's can_use_tool), in the service's terms."""
+
+    tool_name: str
+    input: dict[str, Any]
+    tool_use_id: str | None
+    # title, display_name, description, blocked_path, decision_reason, agent_id: whatever the CLI sent.
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolPermissionAnswer:
+    """Allow (with the input to run, None = the original) or deny (the message reaches the model)."""
+
+    allow: bool
+    updated_input: dict[str, Any] | None = None
+    message: str = ""
+    allow_for_session: bool = False
+
+
+PermissionAsker = Callable[[ToolPermissionAsk], Awaitable[ToolPermissionAnswer]]
+
+
 class AgentFailure(Exception):
     """The CLI could not start or died; `reason` carries what its stderr said."""
 
@@ -143,10 +175,17 @@ class _Stderr:
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
-    def __init__(self, spec: AgentSpec, hooks: HookProvider | None = None) -> None:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        hooks: HookProvider | None = None,
+        *,
+        ask_permission: PermissionAsker | None = None,
+    ) -> None:
         self.spec = spec
         self._hooks = hooks
         self._stderr = _Stderr(spec.session_id)
+        self._ask_permission = ask_permission
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -173,6 +212,9 @@ class AgentConnection:
             max_buffer_size=MAX_BUFFER_BYTES,
             client_app="claude-agent-graphql-api",
         )
+        if self._ask_permission is not None:
+            # Tools in allowed_tools never reach it (SDK >= 0.2.111): they are pre-approved.
+            options.can_use_tool = self._can_use_tool
         if spec.resume:
             options.resume = spec.session_id
         else:
@@ -184,6 +226,61 @@ class AgentConnection:
         if self._hooks is not None and self._hooks.events:
             options.hooks = _hook_matchers(self._hooks)  # type: ignore[assignment]
         return options
+
+    async def _can_use_tool(
+        self, tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        assert self._ask_permission is not None
+        ask = ToolPermissionAsk(
+            tool_name=tool_name,
+            input=dict(tool_input),
+            tool_use_id=context.tool_use_id,
+            context={
+                key: value
+                for key, value in {
+                    "title": context.title,
+                    "display_name": context.display_name,
+                    "description": context.description,
+                    "blocked_path": context.blocked_path,
+                    "decision_reason": context.decision_reason,
+                    "agent_id": context.agent_id,
+                }.items()
+                if value is not None
+            },
+        )
+        try:
+            answer = await self._ask_permission(ask)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Fail closed: a request that cannot be recorded or awaited is a denial, never a pass.
+            log.exception("agent.permission_failed", tool_name=tool_name)
+            return PermissionResultDeny(message="the permission request could not be processed")
+        if not answer.allow:
+            return PermissionResultDeny(message=answer.message)
+        updates = None
+        if answer.allow_for_session:
+            # Only ever the session: other destinations write settings files on the server.
+            updates = [
+                PermissionUpdate(
+                    type="addRules",
+                    rules=[PermissionRuleValue(tool_name=tool_name)],
+                    behavior="allow",
+                    destination="session",
+                )
+            ]
+        # The original input when none was given: the SDK would send it anyway; this says so.
+        updated = answer.updated_input if answer.updated_input is not None else dict(tool_input)
+        return PermissionResultAllow(updated_input=updated, updated_permissions=updates)
+
+    async def set_model(self, model: str | None) -> None:
+        await asyncio.wait_for(self._client.set_model(model), timeout=30)
+
+    async def context_usage(self) -> dict[str, Any]:
+        return dict(await asyncio.wait_for(self._client.get_context_usage(), timeout=30))
+
+    async def set_permission_mode(self, mode: str) -> None:
+        await asyncio.wait_for(self._client.set_permission_mode(mode), timeout=30)  # type: ignore[arg-type]
 
     @property
     def stderr_tail(self) -> str:
@@ -231,12 +328,14 @@ class AgentConnection:
             # Best effort: a dead or stuck CLI is dealt with by closing it.
             log.warning("agent.interrupt_failed", error=str(exc))
 
-    async def close(self) -> None:
+    async def close(self, *, interrupt_first: bool = True) -> None:
+        """Stop the CLI. `interrupt_first=False` for a CLI that already ignored an interrupt."""
         if not self._connected:
             return
         self._connected = False
-        # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (docs/architecture.md, facts).
-        await self.interrupt()
+        if interrupt_first:
+            # Interrupt first: disconnect mid-turn otherwise waits 5 s for the CLI (docs/architecture.md).
+            await self.interrupt()
         try:
             await asyncio.wait_for(self._client.disconnect(), timeout=20)
         except Exception as exc:

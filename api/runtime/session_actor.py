@@ -8,11 +8,21 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.control.commands import (
+    Command,
+    DecidePermission,
+    GetContextUsage,
+    Interrupt,
+    SetModel,
+    SetPermissionMode,
+)
 from api.events.records import EventKind
 from api.runtime import lifecycle, metrics
+from api.runtime.permissions import PermissionBroker
 from api.runtime.policy import RunOptions
 from api.runtime.pump import DATABASE_UNAVAILABLE, ConnectionLost, ConnectionPump, PumpSignal, ResultSeen
 from api.runtime.sdk_adapter import (
@@ -39,6 +49,11 @@ INTERRUPT_GRACE_SECONDS = 15.0
 # The SDK's own hook timeout, beyond the webhook call's: our deadline answers first, so a timeout is ours
 # to decide (fail closed or open), never the CLI's.
 HOOK_TIMEOUT_MARGIN_SECONDS = 10.0
+
+# What a run reads when its CLI had to be stopped because it ignored the interrupt.
+FORCED_STOP_ERROR = (
+    f"the agent did not stop within {INTERRUPT_GRACE_SECONDS:g} s of the interrupt; its CLI was stopped"
+)
 # Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
 RECORD_ATTEMPTS = 9
 
@@ -74,6 +89,14 @@ class SessionActor:
         self._launch: Launch | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
+        self.permissions = PermissionBroker(
+            manager.event_log,
+            session_id,
+            timeout_seconds=manager.settings.permission_timeout_seconds,
+            poll_seconds=manager.settings.dispatch_poll_seconds,
+            current_run=self._run_and_tenant,
+            before_request=self._flush_log,
+        )
         self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
 
     @property
@@ -88,11 +111,42 @@ class SessionActor:
         self._abandon_reason = reason
         self.task.cancel()
 
+    async def handle(self, command: Command) -> bool:
+        """The one entry point for control commands; False when this actor cannot act on it."""
+        if isinstance(command, Interrupt):
+            return self.interrupt(command.run_id)
+        if isinstance(command, DecidePermission):
+            return self.permissions.poke(command.request_id)
+        pump = self._pump
+        if pump is None:
+            return False
+        try:
+            if isinstance(command, SetModel):
+                await pump.connection.set_model(command.model)
+            elif isinstance(command, SetPermissionMode):
+                await pump.connection.set_permission_mode(command.mode)
+            elif isinstance(command, GetContextUsage):
+                usage = await pump.connection.context_usage()
+                await self.manager.bus.publish(command.reply_to, orjson.dumps(usage).decode())
+        except Exception:
+            log.warning("control.command_failed", command=repr(command), exc_info=True)
+            return False
+        log.info("control.command_applied", command=repr(command))
+        return True
+
     def interrupt(self, run_id: str) -> bool:
         if self.current_run is not None and self.current_run.id == run_id:
             self._interrupt.set()
             return True
         return False
+
+    def _run_and_tenant(self) -> tuple[str | None, str | None]:
+        run = self.current_run
+        return (run.id, run.tenant_id) if run is not None else (None, None)
+
+    async def _flush_log(self) -> None:
+        if self._pump is not None:
+            await self._pump.flush()
 
     async def _main(self) -> None:
         settings = self.manager.settings
@@ -143,6 +197,10 @@ class SessionActor:
             if self._abandon_reason is not None:
                 # Stop the CLI before anyone can read the run as over: another replica holds the lease.
                 await asyncio.shield(self._disconnect())
+            # Nothing the run asked stays pending once it is over (its waiting calls deny).
+            await asyncio.shield(
+                self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")
+            )
             if self._pump is not None:
                 self._pump.current_run_id = None
             self._hold_model_pass(False)
@@ -219,7 +277,9 @@ class SessionActor:
                 timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
                 hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
             connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path), hooks
+                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
+                hooks,
+                ask_permission=self.permissions.ask,
             )
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
@@ -264,11 +324,11 @@ class SessionActor:
         while not self._signals.empty():
             self._signals.get_nowait()
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, *, interrupt_first: bool = True) -> None:
         pump, self._pump = self._pump, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
-            await pump.close()
+            await pump.close(interrupt_first=interrupt_first)
         launch, self._launch = self._launch, None
         if launch is not None:
             self.manager.launcher.release(launch)
@@ -313,8 +373,11 @@ class SessionActor:
                     stopping_since = loop.time()
                     await self._pump_interrupt()
                     continue
-                # The CLI ignored the interrupt: drop the process; the session resumes on the next run.
-                await self._disconnect()
+                # The CLI ignored the interrupt: drop the process (asking it again would only cost
+                # another control timeout); the session resumes on the next run.
+                await self._disconnect(interrupt_first=False)
+                if not timed_out:
+                    return Outcome("INTERRUPTED", error=FORCED_STOP_ERROR)
                 return self._stopped_outcome(timed_out, None)
             if isinstance(signal, ConnectionLost):
                 await self._disconnect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -254,3 +255,30 @@ async def test_an_idle_sessions_cli_is_stopped_and_the_next_turn_resumes(special
         done = await wait_for_run(client, second["run"]["id"])
     assert done["status"] == "COMPLETED"
     await until_no_runs_executing(special_stack.api.services.run_manager)
+
+
+@pytest.mark.parametrize("special_stack", [{"interrupt_wait_seconds": 90.0}], indirect=True)
+async def test_a_cli_that_ignores_the_interrupt_is_stopped_and_reads_aborted(special_stack: Stack) -> None:
+    stack = special_stack
+    async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+        started = await start_ok(client, prompt="[scenario:slow]")
+        session_id, run_id = started["session"]["id"], started["run"]["id"]
+        sub = await watch(ws, session_id, partial=True)
+        while not (await sub.next(timeout=30))["data"]["sessionEvents"]["ephemeral"]:
+            pass
+        pids = cli_pids(session_id)
+        assert pids, "the agent CLI process was not found"
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)  # alive, and deaf to the interrupt
+            answer = (await client.execute(INTERRUPT_RUN, {"runId": run_id}))["interruptRun"]
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        follow = await start_ok(client, prompt="back again", sessionId=session_id)
+        done = await wait_for_run(client, follow["run"]["id"])
+    assert answer["outcome"] == "ABORTED"
+    assert answer["run"]["status"] == "INTERRUPTED"
+    assert "its CLI was stopped" in answer["run"]["error"]
+    assert done["status"] == "COMPLETED"

@@ -56,6 +56,13 @@ def test_every_type_and_field_of_the_contract_core_is_there() -> None:
         "union SessionEventPayload = AssistantMessage | UserMessage | SystemMessage | ResultMessage",
         "union ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock",
         "interface Error",
+        "enum PermissionDecision",
+        "enum PermissionRequestStatus",
+        "union DecidePermissionResult = DecidePermissionSuccess |",
+        "| PermissionRequested | PermissionDecided |",
+        "input DecidePermissionInput",
+        "permissionRequests(",
+        "| HookFired",
     ):
         assert fragment in sdl, fragment
     assert signature("Subscription", "sessionEvents") == (

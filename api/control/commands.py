@@ -1,0 +1,85 @@
+"""Control actions as data: what crosses replicas to the one running a session (docs/architecture.md, 8).
+
+Each command is written to the database first where it has state of its own (a permission decision, an
+interrupt flag), then published on the control channel; the session actor that owns the session takes
+it through one entry point (`SessionActor.handle`). A lost message only delays: the owner polls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Stop the run now (its row carries interrupt_requested)."""
+
+    session_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class DecidePermission:
+    """A permission request was decided (its row says how): answer the waiting tool call."""
+
+    session_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class SetModel:
+    """Switch the live CLI's model; None means the default."""
+
+    session_id: str
+    model: str | None
+
+
+@dataclass(frozen=True)
+class SetPermissionMode:
+    """Switch the live CLI's permission mode (the SDK's name: default, acceptEdits, plan…)."""
+
+    session_id: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class GetContextUsage:
+    """Read the live CLI's context usage; the answer is published on `reply_to`."""
+
+    session_id: str
+    reply_to: str
+
+
+Command = Interrupt | DecidePermission | SetModel | SetPermissionMode | GetContextUsage
+
+_TYPES: dict[str, type[Command]] = {
+    "interrupt": Interrupt,
+    "decide_permission": DecidePermission,
+    "set_model": SetModel,
+    "set_permission_mode": SetPermissionMode,
+    "get_context_usage": GetContextUsage,
+}
+_NAMES = {kind: name for name, kind in _TYPES.items()}
+
+MESSAGE_TYPE = "command"
+
+
+def encode(command: Command) -> str:
+    return orjson.dumps(
+        {"type": MESSAGE_TYPE, "command": _NAMES[type(command)], "args": asdict(command)}
+    ).decode()
+
+
+def decode(message: dict[str, Any]) -> Command | None:
+    """The command of a control-channel message, or None if it is not one this version knows."""
+    kind = _TYPES.get(str(message.get("command")))
+    args = message.get("args")
+    if kind is None or not isinstance(args, dict):
+        return None
+    try:
+        return kind(**args)
+    except TypeError:
+        return None

@@ -1,0 +1,87 @@
+"""Live controls of a session's running agent: model and permission mode, within the server's policy."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from api import audit
+from api.auth import Principal
+from api.control.commands import Command, GetContextUsage, SetModel, SetPermissionMode
+from api.control.router import CommandRouter
+from api.errors import NotFound, SessionNotLive
+from api.runtime.policy import check_model, check_permission_mode
+from api.runtime.tool_policy import PolicyBook
+from api.settings import Settings
+from persistence.database import Database
+from persistence.models import AgentSession, utcnow
+from persistence.repositories.sessions import SessionRepository
+
+# How long a read of the live agent waits for the replica running it.
+LIVE_READ_TIMEOUT_SECONDS = 10.0
+
+
+def _live(row: AgentSession) -> bool:
+    expires = row.lease_expires_at
+    return row.lease_owner is not None and expires is not None and expires > utcnow()
+
+
+class LiveControl:
+    def __init__(self, settings: Settings, db: Database, router: CommandRouter) -> None:
+        self.settings = settings
+        self.db = db
+        self.router = router
+        self.policy = PolicyBook.from_settings(settings)
+
+    async def set_model(self, principal: Principal, session_id: str, model: str | None) -> AgentSession:
+        if model is not None:
+            check_model(model)
+        return await self._send(
+            principal, session_id, SetModel(session_id, model), "session.set_model", {"model": model}
+        )
+
+    async def set_permission_mode(self, principal: Principal, session_id: str, mode: str) -> AgentSession:
+        # The same rules as startRun's: a live change cannot reach a mode the tenant could not start with.
+        sdk_mode = check_permission_mode(mode, self.policy.for_tenant(principal.tenant_name))
+        return await self._send(
+            principal,
+            session_id,
+            SetPermissionMode(session_id, sdk_mode),
+            "session.set_permission_mode",
+            {"mode": mode},
+        )
+
+    async def _send(
+        self, principal: Principal, session_id: str, command: Command, action: str, details: dict[str, object]
+    ) -> AgentSession:
+        """Audit, then hand the command to the replica whose agent runs the session.
+
+        These changes live in the agent process only (the next run's own options start a new one when
+        they differ), so there is no row to poll: a session without a live agent is refused."""
+        async with self.db.session() as session:
+            row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
+            if row is None:
+                raise NotFound("Session", session_id)
+            if not _live(row):
+                raise SessionNotLive(session_id)
+            await audit.record(
+                session,
+                actor=principal,
+                action=action,
+                target_type="Session",
+                target_id=session_id,
+                details=dict(details),
+            )
+            await session.commit()
+        await self.router.send(command)
+        return row
+
+    async def context_usage(self, principal: Principal, session_id: str) -> dict[str, Any] | None:
+        """The live agent's context window usage, from whichever replica runs it; None when the session
+        is not the caller's, has no live agent, or its replica did not answer in time."""
+        async with self.db.session() as session:
+            row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
+        if row is None or not _live(row):
+            return None
+        command = GetContextUsage(session_id, reply_to=f"reply:{uuid.uuid4()}")
+        return await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)

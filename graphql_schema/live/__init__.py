@@ -1,0 +1,1 @@
+"""Live controls of a running agent: its model and its permission mode."""
