@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
@@ -15,12 +16,17 @@ from strawberry.extensions import (
 )
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.extensions import ErrorCodes, InputChecks
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.subscriptions import Subscription
+
+log = structlog.get_logger(__name__)
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -31,6 +37,19 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, ServiceError)
 
 
+class AgentSchema(Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Unexpected errors are logged with their traceback; what the client caused (syntax, validation,
+        limits, service errors) is logged at info, one line each, without one."""
+        for error in errors:
+            if _should_mask(error):
+                StrawberryLogger.error(error, execution_context)
+            else:
+                log.info("graphql.client_error", message=error.message[:500], path=error.path)
+
+
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     # Factories, so each operation gets fresh extension state.
@@ -39,8 +58,10 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+        ErrorCodes,
+        InputChecks,
     ]
-    return Schema(
+    return AgentSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
