@@ -9,6 +9,7 @@ import strawberry
 
 from api.errors import NotFound
 from api.events.bus import Resync
+from api.events.db_retry import until_database_answers
 from api.events.records import tenant_channel
 from api.events.stream import session_events
 from graphql_schema.context import Info
@@ -34,9 +35,16 @@ class Subscription:
     ) -> AsyncGenerator[SessionEvent, None]:
         principal = info.context.require_principal()
         services = info.context.services
-        async with services.db.session() as db:
-            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
-                raise NotFound("Session", str(session_id))
+
+        async def visible() -> bool:
+            async with services.db.session() as db:
+                return (
+                    await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id)
+                    is not None
+                )
+
+        if not await until_database_answers(visible, what="session_events", session_id=str(session_id)):
+            raise NotFound("Session", str(session_id))
         settings = services.settings
         async for record in session_events(
             services.event_log,
