@@ -18,12 +18,14 @@ from starlette.requests import HTTPConnection
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 
 from api.auth import authenticate, bearer_token
 from api.body_limit import BodyLimitMiddleware
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.key_watch import REVOKED_CLOSE_CODE, KeyWatch
 from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
@@ -66,7 +68,32 @@ async def get_context(connection: HTTPConnection) -> Context:
     return Context(services, principal)
 
 
+class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with the socket registered for the key re-check (api/key_watch.py)."""
+
+    @property
+    def api_key_id(self) -> str | None:
+        principal = self.context.principal
+        return principal.api_key_id if principal is not None else None
+
+    async def close_revoked(self) -> None:
+        # Operations first, so none of them writes to a socket that is closing.
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(code=REVOKED_CLOSE_CODE, reason="API key revoked")
+
+    async def handle(self) -> None:
+        watch = self.context.services.key_watch
+        watch.add(self)
+        try:
+            await super().handle()
+        finally:
+            watch.discard(self)
+
+
 class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
+    graphql_transport_ws_handler_class = KeyCheckedSocketHandler
+
     def decode_json(self, data: str | bytes) -> object:
         """orjson, for HTTP bodies and WebSocket frames alike: it refuses invalid UTF-8, lone surrogates
         and nesting past 1024 levels with a JSONDecodeError, which Strawberry answers with HTTP 400 (or
@@ -117,6 +144,9 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             manager = RunManager(settings, db, event_log, bus, launcher)
             await manager.start()
             stack.push_async_callback(manager.stop)
+            key_watch = KeyWatch(db, interval=settings.ws_auth_recheck_seconds)
+            await key_watch.start()
+            stack.push_async_callback(key_watch.stop)
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -124,6 +154,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 event_log=event_log,
                 run_manager=manager,
                 run_control=RunControl(settings, event_log, manager),
+                key_watch=key_watch,
             )
             log.info(
                 "server.started",

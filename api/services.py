@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.key_watch import KeyWatch
 from api.runtime.run_manager import RunManager
 from api.settings import Settings
 from persistence.database import Database
@@ -20,3 +21,4 @@ class Services:
     event_log: EventLog
     run_manager: RunManager
     run_control: RunControl
+    key_watch: KeyWatch
