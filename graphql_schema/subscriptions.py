@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-import orjson
 import strawberry
 
 from api.errors import NotFound
-from api.events.bus import Resync
 from api.events.db_retry import until_database_answers
-from api.events.records import tenant_channel
+from api.events.session_feed import session_changes
 from api.events.stream import session_events
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent, shared_event
@@ -57,17 +55,14 @@ class Subscription:
         ):
             yield shared_event(record)
 
-    @strawberry.subscription(description="Every session of the caller's tenant: created, status, cost.")
+    @strawberry.subscription(
+        description=(
+            "Every session of the caller's tenant: created, status, cost. After the server may have "
+            "missed changes (a fan-out reconnect), the sessions changed meanwhile come again as UPDATED."
+        )
+    )
     async def session_changes(self, info: Info) -> AsyncGenerator[SessionChange, None]:
         principal = info.context.require_principal()
         services = info.context.services
-        async with services.bus.watch(tenant_channel(principal.tenant_id)) as watcher:
-            while True:
-                item = await watcher.next(timeout=None)
-                if item is None or isinstance(item, Resync):
-                    continue
-                message = orjson.loads(item)
-                async with services.db.session() as db:
-                    row = await SessionRepository(db).get(message["sessionId"], tenant_id=principal.tenant_id)
-                if row is not None:
-                    yield SessionChange(kind=message["kind"], session=Session.from_model(row))
+        async for kind, row in session_changes(services.db, services.bus, principal.tenant_id):
+            yield SessionChange(kind=kind, session=Session.from_model(row))
