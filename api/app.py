@@ -19,6 +19,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
 from api.auth import authenticate, bearer_token
 from api.body_limit import BodyLimitMiddleware
@@ -32,7 +33,7 @@ from api.services import Services
 from api.settings import Settings
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
-from persistence.database import Database
+from persistence.database import Database, is_unavailable
 from persistence.migrations import upgrade_head
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,10 @@ async def get_context(connection: HTTPConnection) -> Context:
     return Context(services, principal)
 
 
+class DatabaseUnavailableError(Exception):
+    """The key could not be checked because the database is unreachable (not the caller's fault)."""
+
+
 class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with the socket registered for the key re-check (api/key_watch.py)."""
 
@@ -81,6 +86,13 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
         await self.websocket.close(code=REVOKED_CLOSE_CODE, reason="API key revoked")
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except DatabaseUnavailableError:
+            # 1013 (try again later): graphql-ws clients retry it; 1011 they would treat as fatal.
+            await self.websocket.close(code=1013, reason="the database is unavailable; try again shortly")
 
     async def handle(self) -> None:
         watch = self.context.services.key_watch
@@ -109,9 +121,15 @@ class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
-        principal = await authenticate(
-            context.services.db, bearer_token(header if isinstance(header, str) else None)
-        )
+        try:
+            principal = await authenticate(
+                context.services.db, bearer_token(header if isinstance(header, str) else None)
+            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("auth.database_unavailable", error=repr(exc)[:300], transport="websocket")
+            raise DatabaseUnavailableError from exc
         if principal is None:
             # graphql-ws clients retry 4403 after re-evaluating connectionParams, so a fresh key can get in.
             raise ConnectionRejectionError({"message": "missing or invalid API key"})

@@ -24,7 +24,7 @@ from tests.documents import (
 )
 from tests.support.cluster import paced_scenario
 from tests.support.graphql_http import GraphQLHttpClient
-from tests.support.graphql_ws import GraphQLWSClient
+from tests.support.graphql_ws import ConnectionClosedWithCode, GraphQLWSClient
 from tests.support.servers import (
     PostgresServer,
     create_postgres_database,
@@ -142,6 +142,10 @@ async def test_live_subscriptions_ride_out_a_database_restart(
         await asyncio.to_thread(server.stop)
         # A watcher that subscribes during the outage waits for the database too.
         late = await watch(late_ws, session_id)
+        # A socket that cannot be authenticated now is told to come back: 1013, which clients retry.
+        with pytest.raises(ConnectionClosedWithCode) as refused:
+            await GraphQLWSClient.open(stack.api.ws_url, token=stack.key)
+        assert refused.value.code == 1013
         # The outage itself lasts a few seconds; the run goes on producing messages meanwhile.
         await asyncio.sleep(3.0)
         await asyncio.to_thread(server.start)
