@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, StringValueNode, Visitor, visit
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from api.errors import ServiceError, ValidationFailed
 from graphql_schema.input_checks import json_problem, text_problem
@@ -52,6 +54,18 @@ def _refuse(message: str) -> None:
     # Coded here: an error raised before execution reaches the client without passing ErrorCodes.
     failure = ValidationFailed(message)
     raise GraphQLError(message, original_error=failure, extensions={"code": failure.code})
+
+
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """Over plain HTTP, Strawberry ran a subscription as if it were a query, which failed on its async
+    generator with a masked "Unexpected error." and a traceback; it is a client mistake, so say so."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        request = getattr(context.context, "request", None)
+        if context.operation_type is OperationType.SUBSCRIPTION and not isinstance(request, WebSocket):
+            _refuse("subscriptions are served over a WebSocket (graphql-transport-ws) only")
+        yield
 
 
 class ErrorCodes(SchemaExtension):

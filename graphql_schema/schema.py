@@ -21,7 +21,7 @@ from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
 from api.settings import Settings
-from graphql_schema.extensions import ErrorCodes, InputChecks
+from graphql_schema.extensions import ErrorCodes, InputChecks, SubscriptionsOverWebSocket
 from graphql_schema.mutations import Mutation
 from graphql_schema.queries import Query
 from graphql_schema.subscriptions import Subscription
@@ -60,6 +60,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
         ErrorCodes,
         InputChecks,
+        SubscriptionsOverWebSocket,
     ]
     return AgentSchema(
         query=Query,

@@ -305,6 +305,15 @@ class TestBadBytes:
             assert (await ws.execute(SESSION, {"id": "fine"}))["data"] == {"session": None}
         _no_tracebacks(caplog)
 
+    async def test_a_subscription_over_plain_http_is_refused_clearly(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with stack.client() as client:
+            response = await client.execute_raw("subscription { sessionChanges { kind } }")
+        assert_validation_error(response.json())
+        assert "WebSocket" in response.text
+        _no_tracebacks(caplog)
+
 
 SESSION_EVENTS_SEQ = "subscription($id: ID!) { sessionEvents(sessionId: $id) { seq } }"
 TITLE_FILTER = "query($t: String!) { sessions(filter: {titleContains: $t}) { edges { cursor } } }"
