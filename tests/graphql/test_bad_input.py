@@ -177,8 +177,13 @@ def _nested(depth: int) -> object:
 
 
 def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
-    """Expected client errors are logged at info at most, never as an ERROR with a traceback."""
-    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    """Expected client errors are logged at info at most, never as an ERROR with a traceback (by Strawberry
+    for a masked error, by uvicorn for a 500). Other loggers belong to background work of the shared stack."""
+    loud = [
+        r
+        for r in caplog.records
+        if r.name.startswith(("strawberry", "uvicorn")) and (r.levelno >= logging.ERROR or r.exc_info)
+    ]
     assert not loud, [r.getMessage()[:300] for r in loud]
 
 
