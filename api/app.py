@@ -69,12 +69,19 @@ async def get_context(connection: HTTPConnection) -> Context:
     return Context(services, principal)
 
 
+# 1013 (try again later): graphql-ws clients retry it; 1011 (internal error) they treat as fatal.
+TRY_AGAIN_LATER = 1013
+
+
 class DatabaseUnavailableError(Exception):
     """The key could not be checked because the database is unreachable (not the caller's fault)."""
 
 
 class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, with the socket registered for the key re-check (api/key_watch.py)."""
+    """graphql-transport-ws, plus what a socket that lives for hours needs: its key re-checked
+    (api/key_watch.py), and a retryable close when the database cannot check it at all.
+
+    It lives here because only the app factory may import graphql_schema (its Context)."""
 
     @property
     def api_key_id(self) -> str | None:
@@ -91,8 +98,9 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         try:
             await super().handle_connection_init(message)
         except DatabaseUnavailableError:
-            # 1013 (try again later): graphql-ws clients retry it; 1011 they would treat as fatal.
-            await self.websocket.close(code=1013, reason="the database is unavailable; try again shortly")
+            await self.websocket.close(
+                code=TRY_AGAIN_LATER, reason="the database is unavailable; try again shortly"
+            )
 
     async def handle(self) -> None:
         watch = self.context.services.key_watch
