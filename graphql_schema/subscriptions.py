@@ -36,10 +36,8 @@ class Subscription:
 
         async def visible() -> bool:
             async with services.db.session() as db:
-                return (
-                    await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id)
-                    is not None
-                )
+                found = await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id)
+            return found is not None
 
         if not await until_database_answers(visible, what="session_events", session_id=str(session_id)):
             raise NotFound("Session", str(session_id))
