@@ -55,12 +55,15 @@ class Subscription:
 
     @strawberry.subscription(
         description=(
-            "Every session of the caller's tenant: created, status, cost. After the server may have "
-            "missed changes (a fan-out reconnect), the sessions changed meanwhile come again as UPDATED."
+            "Every session of the caller's tenant: created, status, cost. Where the server may have missed "
+            "changes (a fan-out reconnect, a lost message), the sessions changed meanwhile come as UPDATED."
         )
     )
     async def session_changes(self, info: Info) -> AsyncGenerator[SessionChange, None]:
         principal = info.context.require_principal()
         services = info.context.services
-        async for kind, row in session_changes(services.db, services.bus, principal.tenant_id):
+        catchup = services.settings.catchup_poll_seconds
+        async for kind, row in session_changes(
+            services.db, services.bus, principal.tenant_id, catchup_seconds=catchup
+        ):
             yield SessionChange(kind=kind, session=Session.from_model(row))

@@ -4,9 +4,11 @@ A change message names a session; the feed reads the session itself from the dat
 log, there is no per-tenant sequence to resume from, so after a RESYNC (the watcher's queue overflowed,
 or Redis reconnected: messages may be lost) the feed re-reads the tenant's sessions whose updated_at
 is at or after the last sync and sends each one's current state as an UPDATED change, skipping those it
-already sent in that state. The window starts MARGIN before the last sync: updated_at is set before its
-transaction commits, and replicas' clocks differ a little. So a watcher never misses a status change; it
-may see a state twice, never an older one after a newer one from the same sync.
+already sent in that state. It does the same after `catchup_seconds` of quiet, as sessionEvents does,
+because a publish can also fail on the writer's side alone, and then no RESYNC comes.
+
+The window starts MARGIN before the last sync: updated_at is set before its transaction commits, and
+replicas' clocks differ a little. So a watcher never misses a status change; it may see a state twice.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from persistence.models import AgentSession, utcnow
 from persistence.repositories.sessions import SessionRepository
 
 MARGIN = timedelta(seconds=5)
+GRACE = timedelta(seconds=1)  # less than MARGIN, so what a quiet sync leaves, the next one reads
 PAGE = 500
 _Version = tuple[datetime, str, float, str | None]
 
@@ -34,7 +37,7 @@ def _version(row: AgentSession) -> _Version:
 
 
 async def session_changes(
-    db: Database, bus: EventBus, tenant_id: str
+    db: Database, bus: EventBus, tenant_id: str, *, catchup_seconds: float
 ) -> AsyncIterator[tuple[str, AgentSession]]:
     """(kind, session) for every change of the tenant's sessions, forever."""
     async with bus.watch(tenant_channel(tenant_id)) as watcher:
@@ -42,15 +45,16 @@ async def session_changes(
         synced_at = utcnow()
         sent: dict[str, _Version] = {}
         while True:
-            item = await watcher.next(timeout=None)
-            if item is None:
-                continue
-            if isinstance(item, Resync):
+            item = await watcher.next(timeout=catchup_seconds)
+            if item is None or isinstance(item, Resync):
                 since, synced_at = synced_at - MARGIN, utcnow()
+                # After quiet, leave the last moments to their messages, probably still in flight (the
+                # next sync's window covers them); after a RESYNC they are known lost: take everything.
+                until = synced_at - GRACE if item is None else None
                 # What was sent before the window can't be returned unchanged again: forget it.
                 sent = {key: version for key, version in sent.items() if version[0] >= since}
                 async for row in _changed_since(db, tenant_id, since):
-                    if sent.get(row.id) != _version(row):
+                    if (until is None or row.updated_at <= until) and sent.get(row.id) != _version(row):
                         sent[row.id] = _version(row)
                         yield "UPDATED", row
                 continue

@@ -55,7 +55,7 @@ async def test_after_an_overflow_the_feed_sends_each_changed_session_once_in_its
         await session.commit()
     bus = EventBus(None, watcher_queue_size=2)
     await bus.start()
-    feed = session_changes(db, bus, tenant_id)
+    feed = session_changes(db, bus, tenant_id, catchup_seconds=3600)
     try:
         first = asyncio.ensure_future(anext(feed))
 
@@ -96,3 +96,30 @@ async def test_after_an_overflow_the_feed_sends_each_changed_session_once_in_its
     assert sorted((kind, row.id, row.status) for kind, row in resent) == sorted(
         [("UPDATED", b, "IDLE"), ("UPDATED", c, "QUEUED")]
     )
+
+
+async def test_a_change_whose_message_was_lost_comes_after_a_quiet_while(db: Database) -> None:
+    """A publish can fail on the writer's side alone: no RESYNC comes, and the quiet catch-up finds it."""
+    async with db.session() as session:
+        tenant_id = (await TenantRepository(session).get_or_create("quiet-tenant")).id
+        await session.commit()
+    bus = EventBus(None)
+    await bus.start()
+    feed = session_changes(db, bus, tenant_id, catchup_seconds=0.2)
+    try:
+        pending = asyncio.ensure_future(anext(feed))
+        # Committed, never announced.
+        lost = await _new_session(db, tenant_id)
+        await _set_status(db, lost, "RUNNING")
+        kind, row = await asyncio.wait_for(pending, 10)
+        # Quiet rounds after it send nothing more: it was sent in its current state already.
+        again = asyncio.ensure_future(anext(feed))
+        done, _ = await asyncio.wait([again], timeout=1.0)
+        assert not done
+        await _set_status(db, lost, "IDLE")
+        later_kind, later = await asyncio.wait_for(again, 10)
+    finally:
+        await feed.aclose()
+        await bus.stop()
+    assert (kind, row.id, row.status) == ("UPDATED", lost, "RUNNING")
+    assert (later_kind, later.id, later.status) == ("UPDATED", lost, "IDLE")
