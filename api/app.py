@@ -7,7 +7,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any, cast
 
+import orjson
 import structlog
+from cross_web import HTTPException as StrawberryHTTPException
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,6 +18,8 @@ from starlette.requests import HTTPConnection
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
 from api.auth import authenticate, bearer_token
 from api.body_limit import BodyLimitMiddleware
@@ -25,6 +29,7 @@ from api.control.router import CommandRouter
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.key_watch import REVOKED_CLOSE_CODE, KeyWatch
 from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
@@ -32,7 +37,7 @@ from api.settings import Settings
 from api.webhooks.registry import WebhookRegistry
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
-from persistence.database import Database
+from persistence.database import Database, is_unavailable
 from persistence.migrations import upgrade_head
 
 log = structlog.get_logger(__name__)
@@ -68,13 +73,75 @@ async def get_context(connection: HTTPConnection) -> Context:
     return Context(services, principal)
 
 
+# 1013 (try again later): graphql-ws clients retry it; 1011 (internal error) they treat as fatal.
+TRY_AGAIN_LATER = 1013
+
+
+class DatabaseUnavailableError(Exception):
+    """The key could not be checked because the database is unreachable (not the caller's fault)."""
+
+
+class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, plus what a socket that lives for hours needs: its key re-checked
+    (api/key_watch.py), and a retryable close when the database cannot check it at all.
+
+    It lives here because only the app factory may import graphql_schema (its Context)."""
+
+    @property
+    def api_key_id(self) -> str | None:
+        principal = self.context.principal
+        return principal.api_key_id if principal is not None else None
+
+    async def close_revoked(self) -> None:
+        # Operations first, so none of them writes to a socket that is closing.
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(code=REVOKED_CLOSE_CODE, reason="API key revoked")
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except DatabaseUnavailableError:
+            await self.websocket.close(
+                code=TRY_AGAIN_LATER, reason="the database is unavailable; try again shortly"
+            )
+
+    async def handle(self) -> None:
+        watch = self.context.services.key_watch
+        watch.add(self)
+        try:
+            await super().handle()
+        finally:
+            watch.discard(self)
+
+
 class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
+    graphql_transport_ws_handler_class = KeyCheckedSocketHandler
+
+    def decode_json(self, data: str | bytes) -> object:
+        """orjson, for HTTP bodies and WebSocket frames alike: it refuses invalid UTF-8, lone surrogates
+        and nesting past 1024 levels with a JSONDecodeError, which Strawberry answers with HTTP 400 (or
+        closes the socket 4400), where the standard library raised errors that became HTTP 500s."""
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict):
+            raise StrawberryHTTPException(400, "the request body must be a JSON object")
+        return parsed
+
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
-        principal = await authenticate(
-            context.services.db, bearer_token(header if isinstance(header, str) else None)
-        )
+        try:
+            principal = await authenticate(
+                context.services.db, bearer_token(header if isinstance(header, str) else None)
+            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("auth.database_unavailable", error=repr(exc)[:300], transport="websocket")
+            raise DatabaseUnavailableError from exc
         if principal is None:
             # graphql-ws clients retry 4403 after re-evaluating connectionParams, so a fresh key can get in.
             raise ConnectionRejectionError({"message": "missing or invalid API key"})
@@ -108,6 +175,9 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             await manager.start()
             stack.push_async_callback(manager.stop)
             router = CommandRouter(manager)
+            key_watch = KeyWatch(db, interval=settings.ws_auth_recheck_seconds)
+            await key_watch.start()
+            stack.push_async_callback(key_watch.stop)
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -118,6 +188,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 webhooks=WebhookRegistry(settings, db),
                 permission_control=PermissionControl(event_log, router),
                 live_control=LiveControl(settings, db, router),
+                key_watch=key_watch,
             )
             log.info(
                 "server.started",

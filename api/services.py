@@ -9,6 +9,7 @@ from api.control.permissions import PermissionControl
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.key_watch import KeyWatch
 from api.runtime.run_manager import RunManager
 from api.settings import Settings
 from api.webhooks.registry import WebhookRegistry
@@ -26,3 +27,4 @@ class Services:
     webhooks: WebhookRegistry
     permission_control: PermissionControl
     live_control: LiveControl
+    key_watch: KeyWatch

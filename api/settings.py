@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
     ws_ping_timeout_seconds: float = Field(default=20.0, gt=0)
     ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ws_auth_recheck_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often open WebSockets' keys are re-checked; revoked ones close 4403.",
+    )
     max_query_depth: int = 12
     max_aliases: int = 20
     max_tokens: int = 5000

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import strawberry
+import structlog
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
@@ -17,11 +18,13 @@ from strawberry.extensions import (
 )
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.extensions import ErrorCodes, InputChecks
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.mutations import Mutation as RunMutations
@@ -50,6 +53,8 @@ class Query(CoreQueries, PermissionQueries, LiveQueries, WebhookQuery):
 )
 class Mutation(RunMutations, PermissionMutations, LiveMutations, WebhookMutation):
     pass
+
+log = structlog.get_logger(__name__)
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -89,6 +94,17 @@ class ApiSchema(Schema):
             operation_extensions=operation_extensions,
         )
 
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Unexpected errors are logged with their traceback; what the client caused (syntax, validation,
+        limits, service errors) is logged at info, one line each, without one."""
+        for error in errors:
+            if _should_mask(error):
+                StrawberryLogger.error(error, execution_context)
+            else:
+                log.info("graphql.client_error", message=error.message[:500], path=error.path)
+
 
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
@@ -100,6 +116,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+        ErrorCodes,
+        InputChecks,
     ]
     return ApiSchema(
         query=Query,

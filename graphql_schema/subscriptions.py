@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
-import orjson
 import strawberry
 
 from api.errors import NotFound
-from api.events.bus import Resync
-from api.events.records import tenant_channel
+from api.events.db_retry import until_database_answers
+from api.events.session_feed import session_changes
 from api.events.stream import session_events
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent, shared_event
@@ -41,9 +40,14 @@ class Subscription:
     ) -> AsyncGenerator[SessionEvent, None]:
         principal = info.context.require_principal()
         services = info.context.services
-        async with services.db.session() as db:
-            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
-                raise NotFound("Session", str(session_id))
+
+        async def visible() -> bool:
+            async with services.db.session() as db:
+                found = await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id)
+            return found is not None
+
+        if not await until_database_answers(visible, what="session_events", session_id=str(session_id)):
+            raise NotFound("Session", str(session_id))
         settings = services.settings
         async for record in session_events(
             services.event_log,
@@ -56,17 +60,17 @@ class Subscription:
         ):
             yield shared_event(record)
 
-    @strawberry.subscription(description="Every session of the caller's tenant: created, status, cost.")
+    @strawberry.subscription(
+        description=(
+            "Every session of the caller's tenant: created, status, cost. Where the server may have missed "
+            "changes (a fan-out reconnect, a lost message), the sessions changed meanwhile come as UPDATED."
+        )
+    )
     async def session_changes(self, info: Info) -> AsyncGenerator[SessionChange, None]:
         principal = info.context.require_principal()
         services = info.context.services
-        async with services.bus.watch(tenant_channel(principal.tenant_id)) as watcher:
-            while True:
-                item = await watcher.next(timeout=None)
-                if item is None or isinstance(item, Resync):
-                    continue
-                message = orjson.loads(item)
-                async with services.db.session() as db:
-                    row = await SessionRepository(db).get(message["sessionId"], tenant_id=principal.tenant_id)
-                if row is not None:
-                    yield SessionChange(kind=message["kind"], session=Session.from_model(row))
+        catchup = services.settings.catchup_poll_seconds
+        async for kind, row in session_changes(
+            services.db, services.bus, principal.tenant_id, catchup_seconds=catchup
+        ):
+            yield SessionChange(kind=kind, session=Session.from_model(row))

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception classes are used
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -42,6 +44,32 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+# What "the database cannot be reached right now" looks like, measured against a PostgreSQL that was
+# stopped and restarted: a refused connect is a bare ConnectionRefusedError, a connection closed under a
+# statement is an InterfaceError with connection_invalidated, a server still starting is
+# CannotConnectNowError; SQLite's lock timeout is an OperationalError. Anything else is a bug or bad data.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.TimeoutError,  # the pool's
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when ``error`` means the database is unreachable for now: worth retrying, not worth a trace."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)
 
 
 class Database:

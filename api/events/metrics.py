@@ -41,3 +41,7 @@ REDIS_LISTENER_UP: Final = Gauge(
 )
 
 EVENTS_APPENDED: Final = Counter("agent_events_appended", "Durable events this replica wrote to the log.")
+SUBSCRIPTION_DATABASE_RETRIES: Final = Counter(
+    "agent_subscription_database_retries",
+    "Database reads of live subscriptions retried because the database was unreachable.",
+)

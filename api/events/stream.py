@@ -4,15 +4,20 @@ Subscribe to the live channel first, replay `seq > afterSeq` from the log, then 
 drop what was already delivered, and whenever the live feed shows a hole, reports RESYNC (overflow or a
 Redis reconnect) or stays quiet for a while, read the log again from the last delivered seq. The log is
 the truth; the bus only makes delivery prompt.
+
+A database outage does not end the stream: each log read waits for the database (api/events/db_retry.py)
+and resumes from the cursor, while the watcher's bounded queue overflows into a RESYNC if it must.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import structlog
 
 from api.events.bus import EventBus, Resync
+from api.events.db_retry import until_database_answers
 from api.events.log import EventLog
 from api.events.records import EventRecord, session_channel
 
@@ -67,7 +72,11 @@ async def _read_log(
 ) -> AsyncIterator[EventRecord]:
     cursor = after_seq
     while True:
-        page = await event_log.read(session_id, cursor, page_size)
+        page = await until_database_answers(
+            partial(event_log.read, session_id, cursor, page_size),
+            what="session_events",
+            session_id=session_id,
+        )
         for record in page:
             cursor = record.seq
             yield record

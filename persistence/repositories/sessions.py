@@ -80,6 +80,25 @@ class SessionRepository:
         stmt = stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def changed_since(
+        self, tenant_id: str, since: datetime, *, after: tuple[datetime, str] | None = None, limit: int
+    ) -> Sequence[AgentSession]:
+        """The tenant's sessions with updated_at >= since, oldest change first; `after` is the
+        (updated_at, id) of the last row of the previous page."""
+        stmt = sa.select(AgentSession).where(
+            AgentSession.tenant_id == tenant_id, AgentSession.updated_at >= since
+        )
+        if after is not None:
+            updated_at, session_id = after
+            stmt = stmt.where(
+                sa.or_(
+                    AgentSession.updated_at > updated_at,
+                    sa.and_(AgentSession.updated_at == updated_at, AgentSession.id > session_id),
+                )
+            )
+        stmt = stmt.order_by(AgentSession.updated_at, AgentSession.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
     async def last_seq(self, session_id: str) -> int:
         result = await self.session.execute(
             sa.select(AgentSession.last_seq).where(AgentSession.id == session_id)

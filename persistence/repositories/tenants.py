@@ -61,6 +61,13 @@ class ApiKeyRepository:
     async def get(self, key_id: str) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id)
 
+    async def valid_ids(self, key_ids: Sequence[str]) -> set[str]:
+        """Those of ``key_ids`` that exist and are not revoked."""
+        result = await self.session.execute(
+            sa.select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None))
+        )
+        return set(result.scalars().all())
+
     async def list(self) -> Sequence[tuple[ApiKey, Tenant]]:
         result = await self.session.execute(
             sa.select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.created_at)

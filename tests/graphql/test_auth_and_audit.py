@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+
 import httpx
 import pytest
 
+from api import keys
+from api.auth import create_key
 from tests.conftest import Stack
 from tests.documents import INTERRUPT_RUN, start_ok, wait_for_run
 from tests.support.graphql_ws import ConnectionClosedWithCode, GraphQLWSClient
@@ -49,7 +54,11 @@ class TestHttpAuth:
             metrics = await http.get("/metrics")
         assert ready.status_code == 200
         assert ready.json() == {
-            "ready": True, "database": True, "fanout": True, "sandbox": True, "sandboxMode": "bubblewrap"
+            "ready": True,
+            "database": True,
+            "fanout": True,
+            "sandbox": True,
+            "sandboxMode": "bubblewrap",
         }
         assert "agent_bus_messages_published" in metrics.text
 
@@ -74,6 +83,35 @@ class TestWebSocketAuth:
         async with raw_ws(stack.api.ws_url) as ws:
             code, _ = await wait_close(ws, timeout=stack.settings.connection_init_timeout_seconds + 5)
         assert code == 4408
+
+
+class TestRevocation:
+    async def test_revoking_a_key_closes_its_open_sockets_4403_within_seconds(self, stack: Stack) -> None:
+        key = await create_key(stack.api.services.db, tenant_name="tenant-a", name="to be revoked")
+        async with (
+            GraphQLWSClient.connect(stack.api.ws_url, token=key.secret) as doomed,
+            GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as other,
+        ):
+            feed = await doomed.subscribe("subscription { sessionChanges { kind } }")
+            assert "errors" not in await doomed.execute(SESSIONS)
+            # The operator's command, as `claude-agent-api keys revoke ID` runs it.
+            assert (
+                await keys.main(argparse.Namespace(keys_command="revoke", id=key.key_id), stack.settings) == 0
+            )
+            loop = asyncio.get_running_loop()
+            revoked_at = loop.time()
+            code = await doomed.wait_closed(timeout=4 * stack.settings.ws_auth_recheck_seconds + 10)
+            took = loop.time() - revoked_at
+            with pytest.raises(ConnectionClosedWithCode):
+                await feed.next(timeout=5)
+            # Another key's socket on the same replica is untouched.
+            assert "errors" not in await other.execute(SESSIONS)
+        async with stack.client(key.secret) as client:
+            refused = await client.execute_raw(SESSIONS)
+        assert code == 4403
+        assert doomed.close_reason == "API key revoked"
+        assert refused.status_code == 401
+        print(f"revoked key's socket closed {took:.2f} s after the revocation committed")
 
 
 class TestAuditTrail:

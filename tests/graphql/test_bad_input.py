@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+from typing import Any
 
 import pytest
 
 from tests.conftest import Stack
-from tests.documents import EVENTS, INTERRUPT_RUN, RUN, SESSION, start_ok, start_run, wait_for_run
+from tests.documents import (
+    EVENTS,
+    INTERRUPT_RUN,
+    RUN,
+    SESSION,
+    START_RUN,
+    start_ok,
+    start_run,
+    wait_for_run,
+)
 from tests.support.graphql_ws import GraphQLWSClient, GraphQLWSError
 
 
@@ -155,3 +167,184 @@ class TestTenantIsolation:
             except GraphQLWSError as failure:
                 answer = failure.payload
         assert "not found" in str(answer)
+
+
+def _nested(depth: int) -> object:
+    value: object = {"type": "string"}
+    for _ in range(depth):
+        value = {"type": "object", "properties": {"x": value}}
+    return value
+
+
+def _no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """Expected client errors are logged at info at most, never as an ERROR with a traceback (by Strawberry
+    for a masked error, by uvicorn for a 500). Other loggers belong to background work of the shared stack."""
+    loud = [
+        r
+        for r in caplog.records
+        if r.name.startswith(("strawberry", "uvicorn")) and (r.levelno >= logging.ERROR or r.exc_info)
+    ]
+    assert not loud, [r.getMessage()[:300] for r in loud]
+
+
+class TestBadBytes:
+    """Bytes a client should never send get a 400 or a validation error, never a 500 or a masked error."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b"null", id="null"),
+            pytest.param(b"[]", id="empty-batch"),
+            pytest.param(b'"a string"', id="string"),
+            pytest.param(b'{"query": "{ sessions { edges { cursor } } }\xff"}', id="invalid-utf8-query"),
+            pytest.param(
+                b'{"query": "' + START_RUN.replace("\n", " ").encode() + b'", '
+                b'"variables": {"input": {"prompt": "caf\xe9 \xc3"}}}',
+                id="invalid-utf8-prompt",
+            ),
+            pytest.param(
+                b'{"query": "{ sessions { edges { cursor } } }", "variables": {"x": '
+                + b"[" * 100_000
+                + b"]" * 100_000
+                + b"}}",
+                id="100000-deep-variables",
+            ),
+            pytest.param(b'{"query": "\\ud800"}', id="lone-surrogate-escape"),
+        ],
+    )
+    async def test_an_unparseable_body_is_a_400(
+        self, stack: Stack, body: bytes, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with stack.client() as client:
+            response = await client.http.post(
+                "/graphql", content=body, headers={"Content-Type": "application/json"}
+            )
+            still = await client.execute("{ sessions(first: 1) { edges { cursor } } }")
+        assert response.status_code == 400, response.text[:500]
+        assert "sessions" in still
+        _no_tracebacks(caplog)
+
+    async def test_a_50000_deep_output_schema_in_variables_is_refused(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        body = {"query": START_RUN, "variables": {"input": {"prompt": "hi", "outputSchema": "PLACEHOLDER"}}}
+        # json.dumps itself cannot go 50,000 deep: build the nesting as text.
+        deep = '{"type":"object","properties":{"x":' * 50_000 + '{"type":"string"}' + "}}" * 50_000
+        text = json.dumps(body).replace('"PLACEHOLDER"', deep)
+        async with stack.client() as client:
+            response = await client.http.post(
+                "/graphql", content=text.encode(), headers={"Content-Type": "application/json"}
+            )
+        assert response.status_code == 400, response.text[:500]
+        _no_tracebacks(caplog)
+
+    async def test_a_50000_deep_literal_in_the_query_is_refused(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        deep = "{x: " * 50_000 + "1" + "}" * 50_000
+        query = f'mutation {{ startRun(input: {{prompt: "hi", outputSchema: {deep}}}) {{ __typename }} }}'
+        async with stack.client() as client:
+            response = await client.execute_raw(query)
+        assert response.status_code in (200, 400), response.text[:500]
+        assert "Unexpected error." not in response.text
+        assert response.json()["errors"]
+        _no_tracebacks(caplog)
+
+    async def test_an_output_schema_past_the_depth_limit_is_a_validation_error(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with stack.client() as client:
+            response = await client.execute_raw(
+                START_RUN, {"input": {"prompt": "hi", "outputSchema": _nested(200)}}
+            )
+        assert_validation_error(response.json())
+        assert "deeper than" in response.text
+        _no_tracebacks(caplog)
+
+    async def test_nul_in_ids_is_a_validation_error(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        bad = "a\x00b"
+        async with GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            for document in (SESSION, RUN, EVENTS):
+                name = "sessionId" if document is EVENTS else "id"
+                assert_validation_error(await _over_ws(ws, document, {name: bad}))
+            assert_validation_error(await _over_ws(ws, INTERRUPT_RUN, {"runId": bad}))
+            # A literal in the document, escaped the GraphQL way.
+            assert_validation_error(await _over_ws(ws, '{ session(id: "a\\u0000b") { id } }'))
+            assert_validation_error(await _over_ws(ws, SESSION_EVENTS_SEQ, {"id": bad}))
+        async with stack.client() as client:
+            assert_validation_error((await client.execute_raw(SESSION, {"id": bad})).json())
+        _no_tracebacks(caplog)
+
+    async def test_nul_in_prompts_titles_filters_and_json_is_a_validation_error(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        bad = "a\x00b"
+        inputs = [{"prompt": bad}, {"prompt": "hi", "title": bad}, {"prompt": "hi", "outputSchema": {bad: 1}}]
+        async with stack.client() as client:
+            for fields in inputs:
+                assert_validation_error((await client.execute_raw(START_RUN, {"input": fields})).json())
+            listed = await client.execute_raw(TITLE_FILTER, {"t": bad})
+            created = await client.execute("{ sessions(first: 100) { edges { node { title } } } }")
+        assert_validation_error(listed.json())
+        assert all("\x00" not in (edge["node"]["title"] or "") for edge in created["sessions"]["edges"])
+        _no_tracebacks(caplog)
+
+    async def test_lone_surrogates_are_refused_as_invalid_json(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Python's own JSON reads "\ud800" as a lone surrogate, which no database can store; orjson refuses
+        # it, like invalid UTF-8: HTTP 400, and on a WebSocket the protocol's close for a bad message.
+        body = b'{"query": "query($id: ID!) { session(id: $id) { id } }", "variables": {"id": "x\\udfffy"}}'
+        async with stack.client() as client:
+            response = await client.http.post(
+                "/graphql", content=body, headers={"Content-Type": "application/json"}
+            )
+        assert response.status_code == 400, response.text[:500]
+        async with GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            query = '{ session(id: \\"\\ud800\\") { id } }'
+            await ws.ws.send('{"id": "1", "type": "subscribe", "payload": {"query": "' + query + '"}}')
+            assert await ws.wait_closed(timeout=10) == 4400
+        async with GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            assert (await ws.execute(SESSION, {"id": "fine"}))["data"] == {"session": None}
+        _no_tracebacks(caplog)
+
+    async def test_a_subscription_over_plain_http_is_refused_clearly(
+        self, stack: Stack, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with stack.client() as client:
+            response = await client.execute_raw("subscription { sessionChanges { kind } }")
+        assert_validation_error(response.json())
+        assert "WebSocket" in response.text
+        _no_tracebacks(caplog)
+
+
+SESSION_EVENTS_SEQ = "subscription($id: ID!) { sessionEvents(sessionId: $id) { seq } }"
+TITLE_FILTER = "query($t: String!) { sessions(filter: {titleContains: $t}) { edges { cursor } } }"
+
+
+async def _over_ws(
+    ws: GraphQLWSClient, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The first result of an operation over the socket; an ``error`` message reads as ``{"errors": …}``."""
+    sub = await ws.subscribe(query, variables)
+    try:
+        return await sub.next(timeout=10)
+    except GraphQLWSError as failure:
+        return {"errors": failure.payload}
+    finally:
+        await sub.complete()
+
+
+def assert_validation_error(result: dict[str, Any]) -> None:
+    """A top-level error coded VALIDATION_ERROR, or a ValidationError member of a mutation's union."""
+    text = json.dumps(result)
+    assert "Unexpected error." not in text, text
+    errors = result.get("errors") or []
+    if errors:
+        assert any(e.get("extensions", {}).get("code") == "VALIDATION_ERROR" for e in errors), errors
+        return
+    data = result["data"]
+    (value,) = data.values()
+    assert value["__typename"] == "ValidationError", value

@@ -12,10 +12,25 @@ import pytest
 
 from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import Stack, start_stack
-from tests.documents import EVENTS, start_ok, until_no_runs_executing, wait_for_run
+from tests.documents import (
+    EVENTS,
+    RUN,
+    SESSION,
+    collect_until_run_ends,
+    start_ok,
+    until_no_runs_executing,
+    wait_for_run,
+    watch,
+)
 from tests.support.cluster import paced_scenario
 from tests.support.graphql_http import GraphQLHttpClient
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
+from tests.support.graphql_ws import ConnectionClosedWithCode, GraphQLWSClient
+from tests.support.servers import (
+    PostgresServer,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+)
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not reachable on loopback")
 
@@ -90,3 +105,62 @@ async def test_a_database_outage_mid_run_fails_the_run_clearly_and_the_next_turn
     assert ended["error"] == "the database was unavailable, so the run could not be recorded"
     assert done["status"] == "COMPLETED"
     await until_no_runs_executing(stack.api.services.run_manager)
+
+
+@pytest.fixture
+async def private_postgres_stack(
+    tmp_path: Path, scripted_model: ScriptedModelServer
+) -> AsyncIterator[tuple[Stack, PostgresServer]]:
+    """A stack on a PostgreSQL server of its own, which the test may stop and start."""
+    server = PostgresServer()
+    await asyncio.to_thread(server.start)
+    try:
+        url = await server.create_database("caga_restart")
+        running = await start_stack("postgres", tmp_path, scripted_model, url)
+        try:
+            yield running, server
+        finally:
+            await running.api.stop()
+    finally:
+        await asyncio.to_thread(server.close)
+
+
+async def test_live_subscriptions_ride_out_a_database_restart(
+    private_postgres_stack: tuple[Stack, PostgresServer],
+) -> None:
+    stack, server = private_postgres_stack
+    async with (
+        stack.client() as client,
+        GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws,
+        GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as late_ws,
+    ):
+        started = await start_ok(client, prompt=paced_scenario(steps=40, delay_ms=100))
+        session_id, run_id = started["session"]["id"], started["run"]["id"]
+        sub = await watch(ws, session_id)
+        head = [(await sub.next(timeout=30))["data"]["sessionEvents"] for _ in range(6)]
+
+        await asyncio.to_thread(server.stop)
+        # A watcher that subscribes during the outage waits for the database too.
+        late = await watch(late_ws, session_id)
+        # A socket that cannot be authenticated now is told to come back: 1013, which clients retry.
+        with pytest.raises(ConnectionClosedWithCode) as refused:
+            await GraphQLWSClient.open(stack.api.ws_url, token=stack.key)
+        assert refused.value.code == 1013
+        # The outage itself lasts a few seconds; the run goes on producing messages meanwhile.
+        await asyncio.sleep(3.0)
+        await asyncio.to_thread(server.start)
+        loop = asyncio.get_running_loop()
+        back = loop.time()
+
+        tail = await collect_until_run_ends(sub, run_id, timeout=90)
+        recovered_after = loop.time() - back
+        late_events = await collect_until_run_ends(late, run_id, timeout=90)
+        last_seq = int((await client.execute(SESSION, {"id": session_id}))["session"]["lastSeq"])
+        run = (await client.execute(RUN, {"id": run_id}))["run"]
+    seqs = [event["seq"] for event in head + tail]
+    assert seqs == list(range(1, last_seq + 1)), seqs
+    assert [event["seq"] for event in late_events] == list(range(1, last_seq + 1))
+    # The watchers saw how the run ended, whatever the outage made of it.
+    assert tail[-1]["payload"]["status"] == run["status"]
+    assert run["status"] in {"FAILED", "COMPLETED"}
+    print(f"run ended {run['status']}; the watcher saw it {recovered_after:.2f} s after PostgreSQL was back")

@@ -207,6 +207,10 @@ async def test_a_watcher_that_pauses_while_5000_events_pass_gets_them_all(
                 max_queue=4,
                 max_size=None,
                 proxy=None,
+                # No keepalive of our own: while paused we read nothing, so a pong would sit unread behind
+                # the queued frames and the client would close its own socket with 1011 (keepalive ping
+                # timeout) under load. The server's own ping frames still check that we are alive.
+                ping_interval=None,
             ) as raw:
                 init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {c.key}"}}
                 await raw.send(json.dumps(init))

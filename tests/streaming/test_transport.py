@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
+from api.scripted_model.server import ScriptedModelServer
+from tests.conftest import Stack, start_stack
 from tests.documents import start_ok, wait_for_run
 from tests.support.cluster import cluster
-from tests.support.graphql_ws import GraphQLWSClient, raw_ws, recv_json, send_json, wait_close
+from tests.support.graphql_ws import GraphQLWSClient, Subscription, raw_ws, recv_json, send_json, wait_close
+from tests.support.servers import (
+    RedisServer,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_available,
+    redis_available,
+)
 
 SESSION_CHANGES = "subscription { sessionChanges { kind session { id status title totalCostUsd } } }"
 
@@ -112,3 +120,53 @@ async def test_a_malformed_connection_init_is_refused_and_the_server_goes_on(
     assert code in (4400, 4403)
     async with GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws_ok:
         assert "errors" not in await ws_ok.execute("{ sessions { edges { cursor } } }")
+
+
+async def test_session_changes_dropped_by_a_redis_outage_come_again_after_the_resync(
+    tmp_path: Path, scripted_model: ScriptedModelServer
+) -> None:
+    if not (postgres_available() and redis_available()):
+        pytest.skip("PostgreSQL or Redis is not reachable on loopback")
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    url = await create_postgres_database("caga_feed")
+    stack = await start_stack("postgres", tmp_path / "data", scripted_model, url, redis_url=redis.url)
+    try:
+        async with (
+            stack.client() as client,
+            GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws,
+        ):
+            feed = await ws.subscribe(SESSION_CHANGES)
+            before = await start_ok(client, prompt="before the outage")
+            await _until_change(feed, before["session"]["id"], status="IDLE")
+
+            redis.stop()
+            # While Redis is down a whole run happens: every change message of it is lost.
+            during = await start_ok(client, prompt="during the outage")
+            session_id = during["session"]["id"]
+            run = await wait_for_run(client, during["run"]["id"])
+            assert run["status"] == "COMPLETED"
+            redis.start()
+
+            # The bus reconnects, RESYNC reaches the feed, and it sends the session's current state.
+            change = await _until_change(feed, session_id, status="IDLE", timeout=60)
+    finally:
+        await stack.api.stop()
+        redis.stop()
+        await drop_postgres_database(url)
+    assert change["kind"] == "UPDATED"
+    assert change["session"]["totalCostUsd"] > 0
+
+
+async def _until_change(
+    feed: Subscription, session_id: str, *, status: str, timeout: float = 30
+) -> dict[str, Any]:
+    """The first change of `session_id` in `status` on the feed (others are skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        change: dict[str, Any] = (await feed.next(timeout=max(0.1, deadline - loop.time())))["data"][
+            "sessionChanges"
+        ]
+        if change["session"]["id"] == session_id and change["session"]["status"] == status:
+            return change

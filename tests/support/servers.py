@@ -1,4 +1,4 @@
-"""Real processes for tests: the API server, a private Redis, throwaway PostgreSQL databases.
+"""Real processes for tests: the API server, a private Redis, a private PostgreSQL, throwaway databases.
 
 Every process started here runs in its own process group and is registered in a module-level set, so an
 atexit hook can kill whatever a crashed or interrupted test left behind (the agent CLI children included).
@@ -14,10 +14,12 @@ import atexit
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -451,3 +453,110 @@ async def drop_postgres_database(name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+class PostgresServer:
+    """A private PostgreSQL server (its own initdb, its own loopback port) for tests that stop or restart
+    the database; the shared one on 5432 is never touched.
+
+    As root it runs as the ``postgres`` user (PostgreSQL refuses root). ``stop()`` is a fast shutdown (open
+    connections are dropped, as in a restart); ``start()`` brings the same data back on the same port.
+    ``close()`` stops it and deletes its folder.
+    """
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        if self.port == POSTGRES_PORT:
+            raise ValueError("port 5432 is the shared PostgreSQL; tests must not own it")
+        # Not under pytest's tmp_path: the postgres user cannot enter root's 0700 folders.
+        self.work_dir = Path(tempfile.mkdtemp(prefix="caga-pg-"))
+        self.data_dir = self.work_dir / "data"
+        self.log_path = self.work_dir / "postgres.log"
+        self._user_args: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.work_dir, user="postgres", group="postgres")
+            self._user_args = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._initialised = False
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://{POSTGRES_USER}@{POSTGRES_HOST}:{self.port}/{database}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """initdb on first start, then start and wait until it accepts connections (blocking)."""
+        if self.running:
+            raise RuntimeError(f"postgres on port {self.port} is already running")
+        if not self._initialised:
+            subprocess.run(
+                [*self._user_args, "initdb", "-D", str(self.data_dir), "-A", "trust", "-U", POSTGRES_USER,
+                 "-E", "UTF8", "--no-sync"],
+                env=minimal_env(), cwd=self.work_dir, check=True, capture_output=True,
+            )  # fmt: skip
+            self._initialised = True
+        args = [
+            *self._user_args, "postgres", "-D", str(self.data_dir), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.work_dir}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
+        self._log = self.log_path.open("ab")
+        self._proc = proc = _spawn(args, env=minimal_env(), cwd=self.work_dir, log=self._log)
+        deadline = time.monotonic() + timeout
+        while not self._accepts():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError(f"postgres on {self.port} did not start:\n{_tail(self.log_path)}")
+            time.sleep(0.05)
+
+    def _accepts(self) -> bool:
+        ready = subprocess.run(
+            ["pg_isready", "-q", "-h", POSTGRES_HOST, "-p", str(self.port), "-U", POSTGRES_USER, "-t", "1"],
+            env=minimal_env(),
+            check=False,
+        )
+        return ready.returncode == 0
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT): every client connection is closed, as when the database restarts."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    proc.wait()
+            _forget(proc)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            _kill_group(self._proc)
+            self._proc.wait()
+            _forget(self._proc)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def create_database(self, name: str) -> str:
+        conn = await asyncpg.connect(
+            host=POSTGRES_HOST, port=self.port, user=POSTGRES_USER, database="postgres", timeout=10
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{_database_name(name)}"')
+        finally:
+            await conn.close()
+        return self.url(name)

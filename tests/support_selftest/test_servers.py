@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.servers import (
     ApiServer,
+    PostgresServer,
     RedisServer,
     ServerStartError,
     create_postgres_database,
@@ -95,3 +96,34 @@ async def test_postgres_database_lifecycle() -> None:
         assert await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name) == 0
     finally:
         await admin.close()
+
+
+@pytest.mark.skipif(shutil.which("initdb") is None, reason="PostgreSQL server binaries not installed")
+async def test_private_postgres_restarts_on_the_same_port_with_its_data() -> None:
+    server = PostgresServer()
+    try:
+        server.start()
+        url = await server.create_database("selftest")
+        conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="postgres", database="selftest")
+        await conn.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)")
+        server.stop()
+        # A fast shutdown drops open connections, as a restart does.
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await conn.fetchval("SELECT x FROM kept")
+        conn.terminate()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncpg.connect(host="127.0.0.1", port=server.port, user="postgres", timeout=2)
+        server.start()
+        again = await asyncpg.connect(
+            host="127.0.0.1", port=server.port, user="postgres", database="selftest"
+        )
+        try:
+            assert await again.fetchval("SELECT x FROM kept") == 1
+        finally:
+            await again.close()
+        assert url.endswith(f":{server.port}/selftest")
+    finally:
+        server.close()
+    assert not server.work_dir.exists()
+    with pytest.raises(ValueError, match="5432"):
+        PostgresServer(port=5432)
