@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -20,8 +21,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from api.auth import authenticate, bearer_token
 from api.body_limit import BodyLimitMiddleware
 from api.control.runs import RunControl
+from api.errors import RateLimited
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.limits import Limits
 from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
@@ -62,7 +65,22 @@ async def get_context(connection: HTTPConnection) -> Context:
         raise HTTPException(503, "the database is unavailable; try again shortly") from exc
     if principal is None:
         raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    await services.limits.check_request(principal)  # RateLimited: 429, see _too_many_requests
     return Context(services, principal)
+
+
+async def _too_many_requests(request: Request, exc: Exception) -> JSONResponse:
+    """429 with Retry-After, and a body a GraphQL client can read like any other error."""
+    assert isinstance(exc, RateLimited)
+    error = {
+        "message": exc.message,
+        "extensions": {"code": exc.code, "retryAfterSeconds": exc.retry_after_seconds},
+    }
+    return JSONResponse(
+        {"data": None, "errors": [error]},
+        status_code=429,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_seconds)))},
+    )
 
 
 class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
@@ -104,13 +122,16 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             manager = RunManager(settings, db, event_log, bus, launcher)
             await manager.start()
             stack.push_async_callback(manager.stop)
+            limits = Limits.from_settings(settings)
+            stack.push_async_callback(limits.close)
             app.state.services = Services(
                 settings=settings,
                 db=db,
                 bus=bus,
                 event_log=event_log,
                 run_manager=manager,
-                run_control=RunControl(settings, event_log, manager),
+                run_control=RunControl(settings, event_log, manager, limits),
+                limits=limits,
                 webhooks=WebhookRegistry(settings, db),
             )
             log.info(
@@ -136,6 +157,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
     )
     app.include_router(router, prefix="/graphql")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_exception_handler(RateLimited, _too_many_requests)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
+from api.limits import Limits
 from api.runtime.run_manager import RunManager
 from api.settings import Settings
 from api.webhooks.registry import WebhookRegistry
@@ -22,3 +23,4 @@ class Services:
     run_manager: RunManager
     run_control: RunControl
     webhooks: WebhookRegistry
+    limits: Limits

@@ -84,6 +84,20 @@ class Settings(BaseSettings):
         description="False: serve the API but leave runs to other replicas (draining, API-only).",
     )
 
+    # Rate limits and quotas (api/limits/); 0 turns one off. Shared through Redis when REDIS_URL is set.
+    rate_limit_requests_per_second: int = Field(
+        default=50, ge=0, description="HTTP requests per second per API key (bursts of as many); then 429."
+    )
+    rate_limit_runs_per_minute_per_key: int = Field(
+        default=60, ge=0, description="startRun calls per minute per API key; then RateLimitedError."
+    )
+    rate_limit_runs_per_minute_per_tenant: int = Field(
+        default=300, ge=0, description="startRun calls per minute per tenant, all its keys together."
+    )
+    max_active_runs_per_tenant: int = Field(
+        default=100, ge=0, description="A tenant's runs QUEUED or RUNNING at once; more is RateLimitedError."
+    )
+
     # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

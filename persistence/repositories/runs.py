@@ -76,6 +76,15 @@ class RunRepository:
         )
         return result.scalars().all()
 
+    async def count_active_for_tenant(self, tenant_id: str) -> int:
+        """The tenant's QUEUED and RUNNING runs (ix_runs_tenant_id_status)."""
+        result = await self.session.execute(
+            sa.select(sa.func.count())
+            .select_from(Run)
+            .where(Run.tenant_id == tenant_id, Run.status.in_(ACTIVE_STATUSES))
+        )
+        return int(result.scalar_one())
+
     async def claimable(self, owner: str, *, now: datetime, limit: int) -> Sequence[Run]:
         """The oldest QUEUED run of each session nobody else is running, oldest sessions first."""
         running = sa.select(Run.session_id).where(Run.status == "RUNNING")
