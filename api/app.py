@@ -18,7 +18,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api.auth import authenticate, bearer_token
+from api.auth import Authenticator, bearer_token
 from api.body_limit import BodyLimitMiddleware
 from api.control.runs import RunControl
 from api.errors import RateLimited
@@ -59,7 +59,7 @@ async def get_context(connection: HTTPConnection) -> Context:
     if _is_ide_page(request) and services.settings.graphiql:
         return Context(services, None)
     try:
-        principal = await authenticate(services.db, bearer_token(request.headers.get("authorization")))
+        principal = await services.authenticator(bearer_token(request.headers.get("authorization")))
     except (SQLAlchemyError, OSError) as exc:
         log.warning("auth.database_unavailable", error=str(exc))
         raise HTTPException(503, "the database is unavailable; try again shortly") from exc
@@ -87,8 +87,8 @@ class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
-        principal = await authenticate(
-            context.services.db, bearer_token(header if isinstance(header, str) else None)
+        principal = await context.services.authenticator(
+            bearer_token(header if isinstance(header, str) else None)
         )
         if principal is None:
             # graphql-ws clients retry 4403 after re-evaluating connectionParams, so a fresh key can get in.
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 run_manager=manager,
                 run_control=RunControl(settings, event_log, manager, limits),
                 limits=limits,
+                authenticator=Authenticator(db, ttl=settings.auth_cache_seconds),
                 webhooks=WebhookRegistry(settings, db),
             )
             log.info(

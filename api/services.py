@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from api.auth import Authenticator
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -24,3 +25,4 @@ class Services:
     run_control: RunControl
     webhooks: WebhookRegistry
     limits: Limits
+    authenticator: Authenticator

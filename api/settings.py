@@ -98,6 +98,17 @@ class Settings(BaseSettings):
         default=100, ge=0, description="A tenant's runs QUEUED or RUNNING at once; more is RateLimitedError."
     )
 
+    # Read path caches; 0 turns one off (the benchmark compares both).
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified API key is trusted without asking the database; a revoked key "
+        "is refused within this.",
+    )
+    graphql_document_cache_size: int = Field(
+        default=1000, ge=0, description="Parsed and validated GraphQL documents kept, by their text."
+    )
+
     # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

@@ -22,6 +22,7 @@ from strawberry.types.graphql import OperationType
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.mutations import Mutation as CoreMutation
 from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
 from graphql_schema.queries import Query as CoreQuery
@@ -83,8 +84,11 @@ def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     persisted = PersistedQueryStore()
     # Factories, so each operation gets fresh extension state. PersistedQueries first: it supplies the query.
-    extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: PersistedQueries(store=persisted),
+    extensions: list[Callable[[], SchemaExtension]] = [lambda: PersistedQueries(store=persisted)]
+    if settings.graphql_document_cache_size:
+        documents = DocumentStore(settings.graphql_document_cache_size)
+        extensions.append(lambda: DocumentCache(store=documents))
+    extensions += [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
