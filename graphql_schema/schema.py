@@ -22,6 +22,7 @@ from strawberry.types.graphql import OperationType
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.mutations import Mutation as CoreMutation
 from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
@@ -92,6 +93,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        LoadersExtension,
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
     ]
     return ApiSchema(
