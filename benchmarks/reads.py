@@ -13,6 +13,8 @@ Per configuration, in the same invocation (this machine is shared and noisy: com
 
 - at `--rate` requests/s for `--seconds`, p50/p95/p99 of each query: `session` (with its runs and
   checkpoints), `sessions(first: 20)` (with each one's first runs) and `events(first: 100)`, in turn;
+- the server's CPU time per request at that rate (from /proc: what bounds the rate on a machine of the
+  server's own, and far steadier than latency on a shared one);
 - the ladder: rising rates of the same mix, each for `--seconds`; the highest rate the server sustains
   is the last one at which every request succeeded and the p95 of all of them stayed under 20 ms.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import tempfile
 import time
@@ -55,7 +58,7 @@ from tests.support.servers import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_P95_MS = 20.0
-DEFAULT_LADDER = "10,20,40,60,80,100,130,160,200,250,300"
+DEFAULT_LADDER = "5,10,15,20,30,40,60,80,100,130,160,200"
 
 SESSION = """
 query Session($id: ID!) {
@@ -124,6 +127,9 @@ class Row:
     p95_ms: dict[str, float]
     p99_ms: dict[str, float]
     overall_p95_ms: float
+    # The server process's CPU time (user + system) over the step, per request answered: what bounds
+    # the rate on a machine of its own, and far less noisy than latency on a shared one.
+    server_cpu_ms_per_request: float
 
 
 @dataclass
@@ -297,7 +303,14 @@ async def load(
     return latencies
 
 
-def row(configuration: str, rate: float, seconds: float, latencies: Latencies) -> Row:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    assert pid is not None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def row(configuration: str, rate: float, seconds: float, latencies: Latencies, cpu: float) -> Row:
     def figures(q: float) -> dict[str, float]:
         return {kind: round(percentile(values, q), 1) for kind, values in latencies.by_query.items()}
 
@@ -311,6 +324,7 @@ def row(configuration: str, rate: float, seconds: float, latencies: Latencies) -
         p95_ms=figures(0.95),
         p99_ms=figures(0.99),
         overall_p95_ms=round(percentile(latencies.all(), 0.95), 1),
+        server_cpu_ms_per_request=round(cpu * 1000 / max(1, len(latencies.all())), 2),
     )
 
 
@@ -330,6 +344,20 @@ async def server(work: Path, env: dict[str, str]) -> AsyncIterator[ApiServer]:
         await api.stop()
 
 
+async def step(
+    configuration: str,
+    api: ApiServer,
+    http: httpx.AsyncClient,
+    seeded: Seeded,
+    rate: float,
+    seconds: float,
+    rng: random.Random,
+) -> Row:
+    before = cpu_seconds(api.pid)
+    latencies = await load(http, seeded, rate, seconds, rng)
+    return row(configuration, rate, seconds, latencies, cpu_seconds(api.pid) - before)
+
+
 async def measure(
     configuration: str, api: ApiServer, seeded: Seeded, rate: float, seconds: float, ladder: list[float]
 ) -> Outcome:
@@ -340,21 +368,25 @@ async def measure(
         base_url=api.base_url, headers=headers, limits=limits, timeout=30, trust_env=False
     ) as http:
         await load(http, seeded, rate=20, seconds=2, rng=rng)  # warm: connections, pools, caches
-        fixed = row(configuration, rate, seconds, await load(http, seeded, rate, seconds, rng))
-        print(f"  {configuration}: {rate:g}/s p95 {fixed.overall_p95_ms} ms", flush=True)
+        fixed = await step(configuration, api, http, seeded, rate, seconds, rng)
+        print(
+            f"  {configuration}: {rate:g}/s p95 {fixed.overall_p95_ms} ms, "
+            f"server CPU {fixed.server_cpu_ms_per_request} ms/request",
+            flush=True,
+        )
         climbed: list[Row] = []
         sustained = 0.0
-        for step in ladder:
-            result = row(configuration, step, seconds, await load(http, seeded, step, seconds, rng))
+        for rate_step in ladder:
+            result = await step(configuration, api, http, seeded, rate_step, seconds, rng)
             climbed.append(result)
             ok = result.errors == 0 and result.overall_p95_ms < TARGET_P95_MS
             print(
-                f"  {configuration}: {step:g}/s p95 {result.overall_p95_ms} ms errors {result.errors}",
+                f"  {configuration}: {rate_step:g}/s p95 {result.overall_p95_ms} ms errors {result.errors}",
                 flush=True,
             )
             if not ok:
                 break
-            sustained = step
+            sustained = rate_step
             await asyncio.sleep(1)  # let the previous step's stragglers drain
     return Outcome(configuration=configuration, fixed=fixed, ladder=climbed, sustained_rate=sustained)
 
@@ -395,6 +427,7 @@ async def main(args: argparse.Namespace) -> list[Outcome]:
 def report(outcomes: list[Outcome]) -> str:
     lines = []
     header = f"{'configuration':24} {'query':9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+    cpu_header = f"{'configuration':24} {'server CPU ms per request (mix)':>32}"
     rate = outcomes[0].fixed.rate if outcomes else 0
     lines += [f"At {rate:g} requests/s (the three queries in turn):", header, "-" * len(header)]
     for outcome in outcomes:
@@ -404,6 +437,9 @@ def report(outcomes: list[Outcome]) -> str:
                 f"{outcome.configuration:24} {query:9} {fixed.p50_ms[query]:>7.1f} "
                 f"{fixed.p95_ms[query]:>7.1f} {fixed.p99_ms[query]:>7.1f}"
             )
+    lines += ["", f"At {rate:g} requests/s:", cpu_header, "-" * len(cpu_header)]
+    for outcome in outcomes:
+        lines.append(f"{outcome.configuration:24} {outcome.fixed.server_cpu_ms_per_request:>32.2f}")
     lines += ["", f"Highest rate with every request answered and p95 < {TARGET_P95_MS:g} ms:"]
     for outcome in outcomes:
         steps = ", ".join(f"{r.rate:g}/s:{r.overall_p95_ms}ms" for r in outcome.ladder)
