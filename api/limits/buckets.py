@@ -52,6 +52,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
+        self._prune_at = self.PRUNE_AT
 
     async def take(self, quotas: Sequence[Quota]) -> float:
         now = time.monotonic()
@@ -63,8 +64,10 @@ class MemoryStore:
             return wait
         for quota in quotas:
             self._tat[quota.key] = max(self._tat.get(quota.key, now), now) + quota.interval
-        if len(self._tat) > self.PRUNE_AT:
+        if len(self._tat) > self._prune_at:
             self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
+            # Many live keys: prune again only when they have doubled, not at every take.
+            self._prune_at = max(self.PRUNE_AT, 2 * len(self._tat))
         return 0.0
 
     async def close(self) -> None:

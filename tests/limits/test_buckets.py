@@ -77,3 +77,11 @@ async def test_an_unreachable_redis_fails_open_and_is_not_asked_again_at_once() 
     assert answers == [0.0] * 20
     # Only the first take tried to connect; the others did not wait for Redis at all.
     assert elapsed < 5
+
+
+async def test_pruning_the_memory_store_keeps_every_live_count() -> None:
+    store = MemoryStore()
+    store.PRUNE_AT = 3
+    quotas = [Quota(fresh(f"k{n}"), limit=1, window=60.0) for n in range(10)]
+    assert [await store.take([quota]) for quota in quotas] == [0.0] * 10
+    assert all([await store.take([quota]) > 0 for quota in quotas])
