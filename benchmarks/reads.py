@@ -13,8 +13,8 @@ Per configuration, in the same invocation (this machine is shared and noisy: com
 
 - at `--rate` requests/s for `--seconds`, p50/p95/p99 of each query: `session` (with its runs and
   checkpoints), `sessions(first: 20)` (with each one's first runs) and `events(first: 100)`, in turn;
-- the server's CPU time per request at that rate (from /proc: what bounds the rate on a machine of the
-  server's own, and far steadier than latency on a shared one);
+- the server's CPU time per request at that rate, for the mix and for each query alone (from /proc:
+  what bounds the rate on a machine of the server's own, and far steadier than latency on a shared one);
 - the ladder: rising rates of the same mix, each for `--seconds`; the highest rate the server sustains
   is the last one at which every request succeeded and the p95 of all of them stayed under 20 ms.
 
@@ -138,6 +138,7 @@ class Outcome:
     fixed: Row
     ladder: list[Row]
     sustained_rate: float
+    cpu_ms_per_query: dict[str, float]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -268,7 +269,12 @@ def _request(kind: str, seeded: Seeded, rng: random.Random) -> dict[str, Any]:
 
 
 async def load(
-    http: httpx.AsyncClient, seeded: Seeded, rate: float, seconds: float, rng: random.Random
+    http: httpx.AsyncClient,
+    seeded: Seeded,
+    rate: float,
+    seconds: float,
+    rng: random.Random,
+    kinds: tuple[str, ...] = QUERIES,
 ) -> Latencies:
     """Open loop: request i is due at start + i/rate, whatever happened to the ones before."""
     latencies = Latencies()
@@ -277,7 +283,7 @@ async def load(
     start = loop.time() + 0.05
 
     async def one(i: int, due: float) -> None:
-        kind = QUERIES[i % len(QUERIES)]
+        kind = kinds[i % len(kinds)]
         try:
             response = await http.post("/graphql", json=_request(kind, seeded, rng))
             ok = response.status_code == 200 and not response.json().get("errors")
@@ -352,9 +358,10 @@ async def step(
     rate: float,
     seconds: float,
     rng: random.Random,
+    kinds: tuple[str, ...] = QUERIES,
 ) -> Row:
     before = cpu_seconds(api.pid)
-    latencies = await load(http, seeded, rate, seconds, rng)
+    latencies = await load(http, seeded, rate, seconds, rng, kinds)
     return row(configuration, rate, seconds, latencies, cpu_seconds(api.pid) - before)
 
 
@@ -374,6 +381,10 @@ async def measure(
             f"server CPU {fixed.server_cpu_ms_per_request} ms/request",
             flush=True,
         )
+        alone = {}
+        for kind in QUERIES:
+            only = await step(configuration, api, http, seeded, rate, seconds / 2, rng, (kind,))
+            alone[kind] = only.server_cpu_ms_per_request
         climbed: list[Row] = []
         sustained = 0.0
         for rate_step in ladder:
@@ -388,7 +399,13 @@ async def measure(
                 break
             sustained = rate_step
             await asyncio.sleep(1)  # let the previous step's stragglers drain
-    return Outcome(configuration=configuration, fixed=fixed, ladder=climbed, sustained_rate=sustained)
+    return Outcome(
+        configuration=configuration,
+        fixed=fixed,
+        ladder=climbed,
+        sustained_rate=sustained,
+        cpu_ms_per_query=alone,
+    )
 
 
 async def main(args: argparse.Namespace) -> list[Outcome]:
@@ -427,7 +444,7 @@ async def main(args: argparse.Namespace) -> list[Outcome]:
 def report(outcomes: list[Outcome]) -> str:
     lines = []
     header = f"{'configuration':24} {'query':9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
-    cpu_header = f"{'configuration':24} {'server CPU ms per request (mix)':>32}"
+    cpu_header = f"{'configuration':24} {'mix':>6} " + " ".join(f"{q:>9}" for q in QUERIES) + "  req/s/core"
     rate = outcomes[0].fixed.rate if outcomes else 0
     lines += [f"At {rate:g} requests/s (the three queries in turn):", header, "-" * len(header)]
     for outcome in outcomes:
@@ -437,9 +454,17 @@ def report(outcomes: list[Outcome]) -> str:
                 f"{outcome.configuration:24} {query:9} {fixed.p50_ms[query]:>7.1f} "
                 f"{fixed.p95_ms[query]:>7.1f} {fixed.p99_ms[query]:>7.1f}"
             )
-    lines += ["", f"At {rate:g} requests/s:", cpu_header, "-" * len(cpu_header)]
+    lines += [
+        "",
+        f"Server CPU ms per request at {rate:g} requests/s (each query alone too), and the rate one core",
+        "would sustain at the mix's cost:",
+        cpu_header,
+        "-" * len(cpu_header),
+    ]
     for outcome in outcomes:
-        lines.append(f"{outcome.configuration:24} {outcome.fixed.server_cpu_ms_per_request:>32.2f}")
+        mix = outcome.fixed.server_cpu_ms_per_request
+        alone = " ".join(f"{outcome.cpu_ms_per_query[q]:>9.2f}" for q in QUERIES)
+        lines.append(f"{outcome.configuration:24} {mix:>6.2f} {alone}  {1000 / mix if mix else 0:>10.0f}")
     lines += ["", f"Highest rate with every request answered and p95 < {TARGET_P95_MS:g} ms:"]
     for outcome in outcomes:
         steps = ", ".join(f"{r.rate:g}/s:{r.overall_p95_ms}ms" for r in outcome.ladder)
