@@ -20,6 +20,8 @@ import structlog
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from api.limits.metrics import FAILED_OPEN
+
 log = structlog.get_logger(__name__)
 
 
@@ -117,7 +119,10 @@ class RedisStore:
         self._warned_at = 0.0
 
     async def take(self, quotas: Sequence[Quota]) -> float:
-        if not quotas or time.monotonic() < self._skip_until:
+        if not quotas:
+            return 0.0
+        if time.monotonic() < self._skip_until:
+            FAILED_OPEN.inc()
             return 0.0
         args: list[float] = []
         for quota in quotas:
@@ -125,6 +130,7 @@ class RedisStore:
         try:
             answer = await self._script(keys=[self.PREFIX + q.key for q in quotas], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
+            FAILED_OPEN.inc()
             now = time.monotonic()
             self._skip_until = now + self._retry_after
             if now - self._warned_at > 30:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import Principal
 from api.errors import RateLimited
 from api.limits.buckets import LimitStore, MemoryStore, Quota, RedisStore
+from api.limits.metrics import REFUSED
 from api.settings import Settings
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.tenants import TenantRepository
@@ -50,6 +51,7 @@ class Limits:
             await TenantRepository(session).lock(principal.tenant_id)
             active = await RunRepository(session).count_active_for_tenant(principal.tenant_id)
             if active > bound:
+                REFUSED.labels(limit="active_runs_per_tenant").inc()
                 raise RateLimited(
                     f"the tenant has {bound} runs queued or running, its limit; "
                     "start more when some have finished",
@@ -77,6 +79,7 @@ class Limits:
             return
         wait = await self.store.take(quotas)
         if wait > 0:
+            REFUSED.labels(limit=what.replace(" ", "_")).inc()
             raise RateLimited(
                 f"too many {what}; try again in {wait:.1f} s", retry_after_seconds=round(wait, 3)
             )

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from api.limits import LimitStore, MemoryStore, Quota, RedisStore
 from tests.conftest import SHARED_REDIS
@@ -68,6 +69,7 @@ async def test_two_clients_of_one_redis_share_a_limit() -> None:
 async def test_an_unreachable_redis_fails_open_and_is_not_asked_again_at_once() -> None:
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", retry_after=30.0)
     quota = Quota(fresh("down"), limit=1, window=60.0)
+    failed_open = REGISTRY.get_sample_value("agent_rate_limit_failed_open_total") or 0.0
     try:
         started = time.monotonic()
         answers = [await store.take([quota]) for _ in range(20)]
@@ -75,6 +77,7 @@ async def test_an_unreachable_redis_fails_open_and_is_not_asked_again_at_once() 
     finally:
         await store.close()
     assert answers == [0.0] * 20
+    assert REGISTRY.get_sample_value("agent_rate_limit_failed_open_total") == failed_open + 20
     # Only the first take tried to connect; the others did not wait for Redis at all.
     assert elapsed < 5
 

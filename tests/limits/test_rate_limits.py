@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from api.auth import create_key
 from tests.conftest import Stack
@@ -76,6 +77,7 @@ async def test_concurrent_starts_never_exceed_the_bound(limited_stack: Stack) ->
 @pytest.mark.parametrize("limits", [{"rate_limit_requests_per_second": 1}])
 async def test_too_many_requests_get_429_with_retry_after(limited_stack: Stack) -> None:
     query = "{ sessions(first: 1) { edges { cursor } } }"
+    refused = REGISTRY.get_sample_value("agent_rate_limited_total", {"limit": "requests"}) or 0.0
     async with limited_stack.client() as client, limited_stack.client(limited_stack.other_key) as other:
         # One request per second (a burst of one) is allowed: a handful in a row meets the limit unless
         # each took a second, and 30 of them would take half a minute.
@@ -92,3 +94,5 @@ async def test_too_many_requests_get_429_with_retry_after(limited_stack: Stack) 
     assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert 0 < body["errors"][0]["extensions"]["retryAfterSeconds"] <= 1
     assert other_response.status_code == 200
+    # The server runs in this process: its metrics are this registry's.
+    assert REGISTRY.get_sample_value("agent_rate_limited_total", {"limit": "requests"}) == refused + 1
