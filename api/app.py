@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -21,15 +22,17 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
-from api.auth import authenticate, bearer_token
+from api.auth import Authenticator, bearer_token
 from api.body_limit import BodyLimitMiddleware
 from api.control.live import LiveControl
 from api.control.permissions import PermissionControl
 from api.control.router import CommandRouter
 from api.control.runs import RunControl
+from api.errors import RateLimited
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.key_watch import REVOKED_CLOSE_CODE, KeyWatch
+from api.limits import Limits
 from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
@@ -64,12 +67,13 @@ async def get_context(connection: HTTPConnection) -> Context:
     if _is_ide_page(request) and services.settings.graphiql:
         return Context(services, None)
     try:
-        principal = await authenticate(services.db, bearer_token(request.headers.get("authorization")))
+        principal = await services.authenticator(bearer_token(request.headers.get("authorization")))
     except (SQLAlchemyError, OSError) as exc:
         log.warning("auth.database_unavailable", error=str(exc))
         raise HTTPException(503, "the database is unavailable; try again shortly") from exc
     if principal is None:
         raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    await services.limits.check_request(principal)  # RateLimited: 429, see _too_many_requests
     return Context(services, principal)
 
 
@@ -115,6 +119,20 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
             watch.discard(self)
 
 
+async def _too_many_requests(request: Request, exc: Exception) -> JSONResponse:
+    """429 with Retry-After, and a body a GraphQL client can read like any other error."""
+    assert isinstance(exc, RateLimited)
+    error = {
+        "message": exc.message,
+        "extensions": {"code": exc.code, "retryAfterSeconds": exc.retry_after_seconds},
+    }
+    return JSONResponse(
+        {"data": None, "errors": [error]},
+        status_code=429,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_seconds)))},
+    )
+
+
 class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
     graphql_transport_ws_handler_class = KeyCheckedSocketHandler
 
@@ -134,8 +152,8 @@ class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
         try:
-            principal = await authenticate(
-                context.services.db, bearer_token(header if isinstance(header, str) else None)
+            principal = await context.services.authenticator(
+                bearer_token(header if isinstance(header, str) else None)
             )
         except Exception as exc:
             if not is_unavailable(exc):
@@ -178,13 +196,17 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             key_watch = KeyWatch(db, interval=settings.ws_auth_recheck_seconds)
             await key_watch.start()
             stack.push_async_callback(key_watch.stop)
+            limits = Limits.from_settings(settings)
+            stack.push_async_callback(limits.close)
             app.state.services = Services(
                 settings=settings,
                 db=db,
                 bus=bus,
                 event_log=event_log,
                 run_manager=manager,
-                run_control=RunControl(settings, event_log, manager),
+                run_control=RunControl(settings, event_log, manager, limits),
+                limits=limits,
+                authenticator=Authenticator(db, ttl=settings.auth_cache_seconds),
                 webhooks=WebhookRegistry(settings, db),
                 permission_control=PermissionControl(event_log, router),
                 live_control=LiveControl(settings, db, router),
@@ -213,6 +235,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
     )
     app.include_router(router, prefix="/graphql")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_exception_handler(RateLimited, _too_many_requests)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

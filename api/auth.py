@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from persistence.database import Database
@@ -73,6 +75,43 @@ async def authenticate(db: Database, key: str | None) -> Principal | None:
         return Principal(tenant_id=tenant.id, tenant_name=tenant.name, api_key_id=api_key.id)
 
 
+class Authenticator:
+    """`authenticate` with a short memory: a verified key is trusted for `ttl` seconds without asking the
+    database (the lookup was 9 % of a request's CPU). So a revoked key is refused within `ttl`, not at once.
+
+    Entries are keyed by the key's SHA-256, never the key itself; unknown and revoked keys are never
+    remembered, so a new key works at once and guessing costs a lookup each time. `ttl` 0: no memory.
+    """
+
+    def __init__(
+        self, db: Database, *, ttl: float, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._verified: dict[str, tuple[float, Principal]] = {}
+
+    async def __call__(self, key: str | None) -> Principal | None:
+        if not key or self.ttl <= 0:
+            return await authenticate(self.db, key)
+        digest = _hash(key)
+        now = self.clock()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await authenticate(self.db, key)
+        if principal is None:
+            self._verified.pop(digest, None)
+            return None
+        if len(self._verified) >= self.size:
+            self._verified = {k: v for k, v in self._verified.items() if v[0] > now}
+            while len(self._verified) >= self.size:
+                del self._verified[next(iter(self._verified))]
+        self._verified[digest] = (now + self.ttl, principal)
+        return principal
+
+
 def bearer_token(header: str | None) -> str | None:
     if not header:
         return None
@@ -80,4 +119,4 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-__all__ = ["NewKey", "Principal", "authenticate", "bearer_token", "create_key"]
+__all__ = ["Authenticator", "NewKey", "Principal", "authenticate", "bearer_token", "create_key"]

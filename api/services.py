@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from api.auth import Authenticator
 from api.control.live import LiveControl
 from api.control.permissions import PermissionControl
 from api.control.runs import RunControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.key_watch import KeyWatch
+from api.limits import Limits
 from api.runtime.run_manager import RunManager
 from api.settings import Settings
 from api.webhooks.registry import WebhookRegistry
@@ -28,3 +30,5 @@ class Services:
     permission_control: PermissionControl
     live_control: LiveControl
     key_watch: KeyWatch
+    limits: Limits
+    authenticator: Authenticator

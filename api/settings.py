@@ -100,6 +100,31 @@ class Settings(BaseSettings):
         "to stop, then the SDK takes up to 10 s to end its process (stdin EOF, SIGTERM, SIGKILL).",
     )
 
+    # Rate limits and quotas (api/limits/); 0 turns one off. Shared through Redis when REDIS_URL is set.
+    rate_limit_requests_per_second: int = Field(
+        default=50, ge=0, description="HTTP requests per second per API key (bursts of as many); then 429."
+    )
+    rate_limit_runs_per_minute_per_key: int = Field(
+        default=60, ge=0, description="startRun calls per minute per API key; then RateLimitedError."
+    )
+    rate_limit_runs_per_minute_per_tenant: int = Field(
+        default=300, ge=0, description="startRun calls per minute per tenant, all its keys together."
+    )
+    max_active_runs_per_tenant: int = Field(
+        default=100, ge=0, description="A tenant's runs QUEUED or RUNNING at once; more is RateLimitedError."
+    )
+
+    # Read path caches; 0 turns one off (the benchmark compares both).
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified API key is trusted without asking the database; a revoked key "
+        "is refused within this.",
+    )
+    graphql_document_cache_size: int = Field(
+        default=1000, ge=0, description="Parsed and validated GraphQL documents kept, by their text."
+    )
+
     # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
     lease_seconds: float = Field(default=30.0, gt=1)
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TypeAlias
 
 from strawberry.fastapi import BaseContext
@@ -10,15 +11,31 @@ from strawberry.types import Info as StrawberryInfo
 from api.auth import Principal
 from api.errors import Unauthenticated
 from api.services import Services
+from graphql_schema.dataloaders import Loaders
 
 
 class Context(BaseContext):
-    """Created per HTTP request, or once per WebSocket (so it holds no database session or loaders)."""
+    """Created per HTTP request, or once per WebSocket; each operation runs with a copy of it that has
+    loaders of its own (`for_operation`, called by LoadersExtension)."""
 
     def __init__(self, services: Services, principal: Principal | None) -> None:
         super().__init__()
         self.services = services
         self.principal = principal
+        self._loaders: Loaders | None = None
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.services.db, lambda: self.require_principal().tenant_id)
+        return self._loaders
+
+    def for_operation(self, *, cache: bool) -> Context:
+        operation = copy.copy(self)
+        operation._loaders = Loaders(
+            self.services.db, lambda: operation.require_principal().tenant_id, cache=cache
+        )
+        return operation
 
     def require_principal(self) -> Principal:
         if self.principal is None:

@@ -24,6 +24,8 @@ from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.dataloaders import LoadersExtension
+from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
@@ -110,11 +112,15 @@ def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     persisted = PersistedQueryStore()
     # Factories, so each operation gets fresh extension state. PersistedQueries first: it supplies the query.
-    extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: PersistedQueries(store=persisted),
+    extensions: list[Callable[[], SchemaExtension]] = [lambda: PersistedQueries(store=persisted)]
+    if settings.graphql_document_cache_size:
+        documents = DocumentStore(settings.graphql_document_cache_size)
+        extensions.append(lambda: DocumentCache(store=documents))
+    extensions += [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        LoadersExtension,
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
         ErrorCodes,
         InputChecks,

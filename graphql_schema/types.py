@@ -11,12 +11,11 @@ from strawberry.scalars import JSON
 
 from graphql_schema import cursors
 from graphql_schema.context import Info
+from graphql_schema.dataloaders import RunsPage
 from graphql_schema.event_types import ResultMessage, RunStatus
 from persistence.models import AgentSession
 from persistence.models import AuditEntry as AuditEntryModel
 from persistence.models import Run as RunModel
-from persistence.repositories.runs import RunRepository
-from persistence.repositories.sessions import SessionRepository
 
 NodeT = TypeVar("NodeT")
 
@@ -96,8 +95,7 @@ class Run:
 
     @strawberry.field(description="The session this run belongs to.")
     async def session(self, info: Info) -> Session:
-        async with info.context.services.db.session() as db:
-            row = await SessionRepository(db).get(str(self.session_id))
+        row = await info.context.loaders.session.load(str(self.session_id))
         assert row is not None
         return Session.from_model(row)
 
@@ -145,15 +143,13 @@ class Session:
     ) -> RunConnection:
         limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
         position = cursors.decode_time_id(after) if after else None
-        async with info.context.services.db.session() as db:
-            rows = await RunRepository(db).list_for_session(str(self.id), after=position, limit=limit + 1)
+        rows = await info.context.loaders.runs_page.load(RunsPage(str(self.id), position, limit + 1))
         edges, page_info = page_of(rows, limit, time_id_cursor, Run.from_model)
         return RunConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="Every point the session's files can be rewound to, oldest first.")
     async def checkpoints(self, info: Info) -> list[Checkpoint]:
-        async with info.context.services.db.session() as db:
-            rows = await RunRepository(db).list_for_session(str(self.id), after=None, limit=10_000)
+        rows = await info.context.loaders.started_runs.load(str(self.id))
         return [
             Checkpoint(
                 id=strawberry.ID(r.prompt_uuid),
@@ -162,17 +158,13 @@ class Session:
                 created_at=r.created_at,
             )
             for r in rows
-            if r.started_at is not None
         ]
 
     @strawberry.field(description="The session this one was forked from, if it was.")
     async def forked_from(self, info: Info) -> Session | None:
         if self.forked_from_id is None:
             return None
-        async with info.context.services.db.session() as db:
-            row = await SessionRepository(db).get(
-                self.forked_from_id, tenant_id=info.context.require_principal().tenant_id
-            )
+        row = await info.context.loaders.session.load(self.forked_from_id)
         return Session.from_model(row) if row else None
 
 

@@ -87,9 +87,11 @@ class AgentSession(Base):
     """
 
     __tablename__ = "sessions"
+    # A tenant's sessions newest first, read from the index rather than sorted (migration 0004).
+    __table_args__ = (sa.Index("ix_sessions_tenant_id_created_at_id", "tenant_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     title: Mapped[str | None] = mapped_column(sa.String(500))
     status: Mapped[str] = mapped_column(sa.String(20), default="IDLE")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -105,11 +107,15 @@ class Run(Base):
     """One prompt sent to a session, from QUEUED to a terminal status."""
 
     __tablename__ = "runs"
-    __table_args__ = (sa.Index("ix_runs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_runs_status_created_at", "status", "created_at"),
+        sa.Index("ix_runs_session_id_created_at_id", "session_id", "created_at", "id"),
+        sa.Index("ix_runs_tenant_id_status", "tenant_id", "status"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    session_id: Mapped[str] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
-    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(sa.String(20), default="QUEUED")
     prompt: Mapped[str] = mapped_column(sa.Text)
     # The validated run options (model, tools, limits…) as the policy accepted them.

@@ -16,6 +16,7 @@ ERROR_FIELDS = """
   ... on NotFoundError { resource resourceId }
   ... on SessionBusyError { sessionId activeRunId }
   ... on PolicyViolationError { rule }
+  ... on RateLimitedError { retryAfterSeconds }
 """
 
 START_RUN = (

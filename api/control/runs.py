@@ -13,6 +13,7 @@ from api.control.commands import Interrupt
 from api.control.router import CommandRouter
 from api.errors import NotFound, PolicyViolation, SessionBusy
 from api.events.log import EventLog
+from api.limits import Limits
 from api.runtime import lifecycle
 from api.runtime.policy import RunRequest, apply_policy
 from api.runtime.run_manager import RunManager
@@ -50,8 +51,11 @@ def _title(prompt: str) -> str:
 
 
 class RunControl:
-    def __init__(self, settings: Settings, event_log: EventLog, manager: RunManager) -> None:
+    def __init__(
+        self, settings: Settings, event_log: EventLog, manager: RunManager, limits: Limits
+    ) -> None:
         self.settings = settings
+        self.limits = limits
         self.event_log = event_log
         self.db = event_log.db
         self.manager = manager
@@ -101,6 +105,8 @@ class RunControl:
                 api_key_id=principal.api_key_id,
                 at=now,
             )
+            # Rates and the tenant's bound on active runs; RateLimited rolls back all of the above.
+            await self.limits.admit_run(principal, session)
             if row.status == "IDLE":
                 await sessions.set_status(row.id, "QUEUED", now)
             records = await self.event_log.append_in(

@@ -68,6 +68,39 @@ class RunRepository:
         stmt = stmt.order_by(Run.created_at, Run.id).limit(limit)
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def first_pages(self, session_ids: Sequence[str], *, limit: int) -> dict[str, list[Run]]:
+        """The first `limit` runs of each session, oldest first, in one statement (a window per session)."""
+        if not session_ids:
+            return {}
+        position = (
+            sa.func.row_number()
+            .over(partition_by=Run.session_id, order_by=(Run.created_at, Run.id))
+            .label("position")
+        )
+        numbered = sa.select(Run.id, position).where(Run.session_id.in_(session_ids)).subquery()
+        stmt = (
+            sa.select(Run)
+            .join(numbered, numbered.c.id == Run.id)
+            .where(numbered.c.position <= limit)
+            .order_by(Run.session_id, Run.created_at, Run.id)
+        )
+        pages: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
+        for run in (await self.session.execute(stmt)).scalars():
+            pages[run.session_id].append(run)
+        return pages
+
+    async def started_for_sessions(self, session_ids: Sequence[str]) -> dict[str, list[Run]]:
+        """Every run of each session that has started (its checkpoints), oldest first."""
+        stmt = (
+            sa.select(Run)
+            .where(Run.session_id.in_(session_ids), Run.started_at.is_not(None))
+            .order_by(Run.session_id, Run.created_at, Run.id)
+        )
+        found: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
+        for run in (await self.session.execute(stmt)).scalars():
+            found[run.session_id].append(run)
+        return found
+
     async def active_for_session(self, session_id: str) -> Sequence[Run]:
         result = await self.session.execute(
             sa.select(Run)
@@ -75,6 +108,15 @@ class RunRepository:
             .order_by(Run.created_at, Run.id)
         )
         return result.scalars().all()
+
+    async def count_active_for_tenant(self, tenant_id: str) -> int:
+        """The tenant's QUEUED and RUNNING runs (ix_runs_tenant_id_status)."""
+        result = await self.session.execute(
+            sa.select(sa.func.count())
+            .select_from(Run)
+            .where(Run.tenant_id == tenant_id, Run.status.in_(ACTIVE_STATUSES))
+        )
+        return int(result.scalar_one())
 
     async def claimable(self, owner: str, *, now: datetime, limit: int) -> Sequence[Run]:
         """The oldest QUEUED run of each session nobody else is running, oldest sessions first."""

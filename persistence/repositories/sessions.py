@@ -64,6 +64,13 @@ class SessionRepository:
         self, query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
     ) -> Sequence[AgentSession]:
         """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        return (await self.session.execute(self.listing(query, after=after, limit=limit))).scalars().all()
+
+    @staticmethod
+    def listing(
+        query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
+    ) -> sa.Select[AgentSession]:
+        """The statement of `list`, ordered as ix_sessions_tenant_id_created_at_id is, so no sort."""
         stmt = sa.select(AgentSession).where(AgentSession.tenant_id == query.tenant_id)
         if query.status:
             stmt = stmt.where(AgentSession.status == query.status)
@@ -77,8 +84,7 @@ class SessionRepository:
                     sa.and_(AgentSession.created_at == created_at, AgentSession.id < session_id),
                 )
             )
-        stmt = stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
-        return (await self.session.execute(stmt)).scalars().all()
+        return stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
 
     async def changed_since(
         self, tenant_id: str, since: datetime, *, after: tuple[datetime, str] | None = None, limit: int

@@ -31,6 +31,13 @@ class TenantRepository:
     async def get(self, tenant_id: str) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
+    async def lock(self, tenant_id: str) -> None:
+        """Hold the tenant's row until the transaction ends (PostgreSQL; SQLite ignores it). FOR NO KEY
+        UPDATE: it does not conflict with the key-share locks that inserting a tenant's rows takes."""
+        await self.session.execute(
+            sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+        )
+
 
 class ApiKeyRepository:
     def __init__(self, session: AsyncSession) -> None:

@@ -85,10 +85,12 @@ async def test_a_database_outage_mid_run_fails_the_run_clearly_and_the_next_turn
         await _database_reachable(name, False)
         try:
             async with httpx.AsyncClient(base_url=stack.api.base_url, trust_env=False) as http:
+                # A key this replica has not verified yet: one it has is trusted for AUTH_CACHE_SECONDS
+                # without the database.
                 during = await http.post(
                     "/graphql",
                     json={"query": "{ sessions { edges { cursor } } }"},
-                    headers={"Authorization": f"Bearer {stack.key}"},
+                    headers={"Authorization": f"Bearer {stack.other_key}"},
                 )
                 ready = await http.get("/readyz")
             # The outage itself lasts a moment; the run goes on producing messages meanwhile.

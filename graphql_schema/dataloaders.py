@@ -1,0 +1,90 @@
+"""Loaders: what nested fields read, batched per operation so a list costs a constant number of queries.
+
+One `Loaders` per operation (`LoadersExtension` gives each operation a context of its own), never per
+WebSocket: a socket lives for hours and its loaders would serve stale rows. Subscriptions get loaders
+that batch but do not cache, since each event is resolved again long after the last.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from strawberry.dataloader import DataLoader
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from persistence.database import Database
+from persistence.models import AgentSession
+from persistence.models import Run as RunModel
+from persistence.repositories.runs import RunRepository
+from persistence.repositories.sessions import SessionRepository
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """A page of a session's runs: `limit` rows after `after` (None: from the first)."""
+
+    session_id: str
+    after: tuple[datetime, str] | None
+    limit: int
+
+
+class Loaders:
+    def __init__(self, db: Database, tenant_id: Callable[[], str], *, cache: bool = True) -> None:
+        self.db = db
+        self._tenant_id = tenant_id
+        self.session: DataLoader[str, AgentSession | None] = DataLoader(self._sessions, cache=cache)
+        self.runs_page: DataLoader[RunsPage, list[RunModel]] = DataLoader(self._runs_pages, cache=cache)
+        self.started_runs: DataLoader[str, list[RunModel]] = DataLoader(self._started_runs, cache=cache)
+
+    async def _sessions(self, ids: list[str]) -> Sequence[AgentSession | None]:
+        async with self.db.session() as db:
+            rows = await SessionRepository(db).get_many(ids, tenant_id=self._tenant_id())
+        by_id = {row.id: row for row in rows}
+        return [by_id.get(session_id) for session_id in ids]
+
+    async def _runs_pages(self, keys: list[RunsPage]) -> Sequence[list[RunModel]]:
+        # First pages (the usual case) share one statement per page size; a page after a cursor is its
+        # own query, since each session's cursor differs.
+        found: dict[RunsPage, list[RunModel]] = {}
+        firsts: defaultdict[int, list[str]] = defaultdict(list)
+        async with self.db.session() as db:
+            runs = RunRepository(db)
+            for key in keys:
+                if key.after is None:
+                    firsts[key.limit].append(key.session_id)
+                else:
+                    found[key] = list(
+                        await runs.list_for_session(key.session_id, after=key.after, limit=key.limit)
+                    )
+            for limit, session_ids in firsts.items():
+                pages = await runs.first_pages(session_ids, limit=limit)
+                for session_id, page in pages.items():
+                    found[RunsPage(session_id, None, limit)] = page
+        return [found[key] for key in keys]
+
+    async def _started_runs(self, session_ids: list[str]) -> Sequence[list[RunModel]]:
+        async with self.db.session() as db:
+            found = await RunRepository(db).started_for_sessions(session_ids)
+        return [found[session_id] for session_id in session_ids]
+
+
+class LoadersExtension(SchemaExtension):
+    """Gives each operation a context of its own with fresh loaders (the HTTP request's or the socket's
+    context is shared by every operation on it)."""
+
+    def on_execute(self) -> Iterator[None]:
+        from graphql_schema.context import Context
+
+        execution = self.execution_context
+        if isinstance(execution.context, Context):
+            cache = execution.operation_type is not OperationType.SUBSCRIPTION
+            execution.context = execution.context.for_operation(cache=cache)
+        yield
