@@ -13,6 +13,16 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+# One agent CLI while it streams (measured: about 190 MB RSS idle, up to 280 MB; its sandbox adds ~10 MB).
+AGENT_CLI_MB = 300
+
+
+def _memory_mb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        return 4096
+
 
 class Settings(BaseSettings):
     """Every knob of the service (all listed in docs/operations.md); names follow docs/api.md."""
@@ -39,6 +49,13 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=100_000, ge=1)
     max_request_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Larger HTTP bodies get 413."
+    )
+    max_live_agents: int | None = Field(
+        default=None,
+        ge=1,
+        description="Agent CLIs (running or idle) this replica keeps at once; beyond it the least recently "
+        "used idle one is stopped, and runs wait QUEUED when none is idle. Default: half the machine's "
+        f"memory at {AGENT_CLI_MB} MB each.",
     )
     idle_client_seconds: float = Field(
         default=300.0, gt=0, description="A live CLI client idle this long is disconnected; resume is by id."
@@ -201,6 +218,12 @@ class Settings(BaseSettings):
         if self.auto_migrate is not None:
             return self.auto_migrate
         return self.effective_database_url.startswith("sqlite")
+
+    @cached_property
+    def effective_max_live_agents(self) -> int:
+        if self.max_live_agents is not None:
+            return self.max_live_agents
+        return max(self.max_concurrent_runs, _memory_mb() // 2 // AGENT_CLI_MB)
 
     @property
     def is_embedded(self) -> bool:

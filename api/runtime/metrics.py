@@ -15,3 +15,7 @@ RUN_SECONDS: Final = Histogram(
 )
 RUNS_RUNNING: Final = Gauge("agent_runs_running", "Runs executing on this replica now.")
 LIVE_SESSIONS: Final = Gauge("agent_live_sessions", "Sessions with a live agent CLI on this replica.")
+AGENTS_EVICTED: Final = Counter(
+    "agent_clis_evicted", "Idle agent CLIs stopped to make room for another session's (MAX_LIVE_AGENTS)."
+)
+LIVE_AGENTS_LIMIT: Final = Gauge("agent_live_clis_limit", "MAX_LIVE_AGENTS in force on this replica.")

@@ -19,7 +19,7 @@ from api.control import commands
 from api.control.commands import Command
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
-from api.runtime import lifecycle, permissions
+from api.runtime import lifecycle, metrics, permissions
 from api.runtime.session_actor import SessionActor
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
@@ -61,6 +61,7 @@ class RunManager:
 
     async def start(self) -> None:
         self.settings.tenants_dir.mkdir(parents=True, exist_ok=True)
+        metrics.LIVE_AGENTS_LIMIT.set(self.settings.effective_max_live_agents)
         control_ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
@@ -154,6 +155,9 @@ class RunManager:
             actor = self._actors.get(run.session_id)
             if actor is not None and (actor.busy or actor.closing):
                 continue
+            if (actor is None or not actor.has_agent) and not self._room_for_an_agent():
+                # Every CLI the budget allows is in use: the run waits QUEUED (here or elsewhere).
+                return
             transition = await lifecycle.begin(self.event_log, run, replica=self.replica, lease=self._lease)
             if transition is None:
                 continue
@@ -164,6 +168,22 @@ class RunManager:
                 actor = SessionActor(self, run.session_id)
                 self._actors[run.session_id] = actor
             actor.submit(transition.run)
+
+    def live_agents(self) -> int:
+        return sum(1 for actor in self._actors.values() if actor.has_agent)
+
+    def _room_for_an_agent(self) -> bool:
+        """Whether one more CLI fits in MAX_LIVE_AGENTS, evicting the least recently used idle one if
+        that is what it takes. Idle CLIs are a cache: memory, not state (the transcript is on disk)."""
+        if self.live_agents() < self.settings.effective_max_live_agents:
+            return True
+        idle = [actor for actor in self._actors.values() if actor.has_agent and not actor.busy]
+        for actor in sorted(idle, key=lambda actor: actor.last_active):
+            if actor.evict():
+                metrics.AGENTS_EVICTED.inc()
+                log.info("agent.evicted", session_id=actor.session_id, live=self.live_agents())
+                return True
+        return False
 
     async def _reap_orphans(self) -> None:
         async with self.db.session() as session:

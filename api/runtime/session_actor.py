@@ -79,7 +79,9 @@ class SessionActor:
         self.session_id = session_id
         self.current_run: Run | None = None
         self.closing = False
-        self._queue: asyncio.Queue[Run] = asyncio.Queue()
+        # None asks _main to leave (evict()).
+        self._queue: asyncio.Queue[Run | None] = asyncio.Queue()
+        self.last_active = asyncio.get_running_loop().time()
         self._pump: ConnectionPump | None = None
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
         self._interrupt = asyncio.Event()
@@ -102,6 +104,23 @@ class SessionActor:
     @property
     def busy(self) -> bool:
         return self.current_run is not None or not self._queue.empty()
+
+    @property
+    def has_agent(self) -> bool:
+        """A CLI process is alive, or about to be, for this session (it counts against the budget)."""
+        return not self.closing and (self._pump is not None or self.busy)
+
+    def evict(self) -> bool:
+        """Stop this session's idle CLI to make room for another's; False when it is in use.
+
+        Nothing is lost: the transcript is on disk and the session's next run resumes it."""
+        if self.closing or self.busy or self._pump is None:
+            return False
+        # No await before leaving the registry: the dispatcher, on the same loop, sees it gone.
+        self.closing = True
+        self.manager.forget_actor(self)
+        self._queue.put_nowait(None)
+        return True
 
     def submit(self, run: Run) -> None:
         self._queue.put_nowait(run)
@@ -154,6 +173,9 @@ class SessionActor:
             while True:
                 try:
                     run = await asyncio.wait_for(self._queue.get(), timeout=settings.idle_client_seconds)
+                    if run is None:
+                        # evict(): the replica needs this idle CLI's memory for another session.
+                        return
                 except TimeoutError:
                     if self._queue.empty():
                         # No await between the check and leaving the registry: the dispatcher, on the
@@ -214,6 +236,7 @@ class SessionActor:
             metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
             structlog.contextvars.unbind_contextvars("run_id", "session_id")
             self.current_run = None
+            self.last_active = asyncio.get_running_loop().time()
             self.manager.run_finished()
 
     async def _record(self, run: Run, outcome: Outcome) -> bool:
