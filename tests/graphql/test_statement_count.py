@@ -81,12 +81,17 @@ async def tenant_with_sessions(db: Database, sessions: int, runs: int) -> Princi
                     api_key_id=key.key_id,
                     at=at,
                 )
-                if r < runs - 1:
-                    await RunRepository(session).transition(
-                        run.id,
-                        from_statuses=("QUEUED",),
-                        values={"status": "COMPLETED", "started_at": at, "finished_at": at},
-                    )
+                # The last run never started (aborted while queued): a live dispatcher must not take it.
+                started = r < runs - 1
+                await RunRepository(session).transition(
+                    run.id,
+                    from_statuses=("QUEUED",),
+                    values={
+                        "status": "COMPLETED" if started else "INTERRUPTED",
+                        "started_at": at if started else None,
+                        "finished_at": at,
+                    },
+                )
         await session.commit()
     principal = await authenticate(db, key.secret)
     assert principal is not None
