@@ -75,13 +75,15 @@ async def finish(
         run = await runs.get(run_id)
         if run is None:
             return None
+        sessions = SessionRepository(session)
+        # The session before the run, as begin() takes them (SessionRepository.lock).
+        await sessions.lock(run.session_id)
         now = utcnow()
         values: dict[str, Any] = {"status": status, "finished_at": now, "error": error}
         if result is not None:
             values["result"] = result
         if not await runs.transition(run_id, from_statuses=list(from_statuses), values=values):
             return None
-        sessions = SessionRepository(session)
         if cost_usd:
             await sessions.add_cost(run.session_id, cost_usd)
         await sessions.set_status(run.session_id, await _session_status_after(session, run.session_id), now)

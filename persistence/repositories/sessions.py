@@ -111,6 +111,15 @@ class SessionRepository:
         )
         return int(result.scalar_one_or_none() or 0)
 
+    async def lock(self, session_id: str) -> None:
+        """Lock the session's row until the transaction ends (a no-op on SQLite, which locks the file).
+
+        Every transaction that changes a session and one of its runs takes the session first: one lock
+        order everywhere, so two of them cannot deadlock (starting a run vs. finishing it)."""
+        await self.session.execute(
+            sa.select(AgentSession.id).where(AgentSession.id == session_id).with_for_update()
+        )
+
     async def set_status(self, session_id: str, status: str, at: datetime) -> None:
         await self.session.execute(
             sa.update(AgentSession).where(AgentSession.id == session_id).values(status=status, updated_at=at)
