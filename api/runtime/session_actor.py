@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ HOOK_TIMEOUT_MARGIN_SECONDS = 10.0
 FORCED_STOP_ERROR = (
     f"the agent did not stop within {INTERRUPT_GRACE_SECONDS:g} s of the interrupt; its CLI was stopped"
 )
+# At shutdown or lease loss: how long stopping the CLI and committing its last messages may take before
+# the run's outcome is written regardless.
+STOP_BEFORE_RECORD_SECONDS = 6.0
 # Writing a run's outcome is retried for about 45 s of database trouble before the session is given up.
 RECORD_ATTEMPTS = 9
 
@@ -198,6 +202,7 @@ class SessionActor:
         self._interrupt.clear()
         structlog.contextvars.bind_contextvars(run_id=run.id, session_id=run.session_id)
         outcome = Outcome("FAILED", error="the run did not finish")
+        stop_first = False
         started = asyncio.get_running_loop().time()
         metrics.RUNS_STARTED.inc()
         metrics.RUNS_RUNNING.inc()
@@ -206,6 +211,7 @@ class SessionActor:
             outcome = await self._execute(run)
         except asyncio.CancelledError:
             outcome = Outcome("FAILED", error=self._abandon_reason or "the server shut down during the run")
+            stop_first = True
             raise
         except (SQLAlchemyError, OSError):
             log.warning("run.database_unavailable", exc_info=True)
@@ -216,9 +222,12 @@ class SessionActor:
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
-            if self._abandon_reason is not None:
-                # Stop the CLI before anyone can read the run as over: another replica holds the lease.
-                await asyncio.shield(self._disconnect())
+            if stop_first or self._abandon_reason is not None:
+                # Stop the CLI and commit what it said before the run reads as over: the final status is
+                # the run's last event, and another replica may hold the lease next. Bounded, so a
+                # shutdown ends on time (the pump's tasks are cancelled past it; nothing more is written).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.shield(asyncio.wait_for(self._disconnect(), STOP_BEFORE_RECORD_SECONDS))
             # Nothing the run asked stays pending once it is over (its waiting calls deny).
             await asyncio.shield(
                 self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")

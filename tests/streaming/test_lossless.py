@@ -301,6 +301,20 @@ async def test_a_replica_killed_mid_run_fails_its_run_and_the_session_resumes_el
 
 
 EVENTS_ALL = "query($sessionId: ID!) { events(sessionId: $sessionId, first: 1000) { seq } }"
+EVENTS_KINDS = """query($sessionId: ID!, $afterSeq: Int) {
+  events(sessionId: $sessionId, afterSeq: $afterSeq, first: 1000) {
+    seq payload { __typename ... on RunStatusChanged { status } } } }"""
+
+
+async def whole_log(client: GraphQLHttpClient, session_id: str) -> list[dict[str, Any]]:
+    logged: list[dict[str, Any]] = []
+    while page := (
+        await client.execute(
+            EVENTS_KINDS, {"sessionId": session_id, "afterSeq": logged[-1]["seq"] if logged else 0}
+        )
+    )["events"]:
+        logged += page
+    return logged
 
 
 async def test_a_replica_shut_down_mid_run_reports_the_run_failed_with_the_reason(tmp_path: Path) -> None:
@@ -311,14 +325,24 @@ async def test_a_replica_shut_down_mid_run_reports_the_run_failed_with_the_reaso
             GraphQLHttpClient(other.base_url, c.key) as client,
             GraphQLWSClient.connect(other.ws_url, token=c.key) as ws,
         ):
-            started = await start_ok(client, prompt=paced_scenario(steps=40, delay_ms=100))
+            # A burst: the CLI is far ahead of the log when the server is told to stop.
+            started = await start_ok(client, prompt="[scenario:many:2000]")
             session_id, run_id = started["session"]["id"], started["run"]["id"]
             sub = await watch(ws, session_id)
             await read_events(sub, 6)
+            loop = asyncio.get_running_loop()
+            terminated = loop.time()
             runner.terminate()
             await runner.wait(timeout=30)
+            exited_after = loop.time() - terminated
             events = await collect_until_run_ends(sub, run_id, timeout=30)
             run = (await client.execute(RUN, {"id": run_id}))["run"]
+            logged = await whole_log(client, session_id)
     assert run["status"] == "FAILED"
     assert run["error"] == "the server shut down during the run"
     assert events[-1]["payload"]["error"] == run["error"]
+    # The final status is the run's last event: nothing the CLI said is appended after it.
+    assert logged[-1]["payload"] == {"__typename": "RunStatusChanged", "status": "FAILED"}, logged[-3:]
+    assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+    # uvicorn's graceful 10 s, then the run's CLI stopped within its bound (6 s), with room for load.
+    assert exited_after < 25, exited_after
