@@ -25,6 +25,7 @@ from broadcaster._base import Subscriber, Unsubscribed
 
 from api.events import metrics
 from api.events.bus_watcher import RESYNC, BusClosedError, Resync, Watcher
+from api.events.outbox import Outbox
 from api.events.redis_backend import TRANSPORT_ERRORS, RedisPubSubBackend, ResyncEvent
 
 __all__ = ["RESYNC", "BusClosedError", "EventBus", "Resync", "Watcher"]
@@ -80,16 +81,19 @@ class EventBus:
         # broadcaster's bookkeeping half-done (its subscribe() masks errors with a KeyError, defect F).
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        self._outbox = Outbox(self.publish)
 
     async def start(self) -> None:
         if self._running:
             return
         await self._broadcast.connect()
         self._running = True
+        self._outbox.start()
 
     async def stop(self) -> None:
         if not self._running:
             return
+        await self._outbox.stop()
         self._running = False
         while self._tasks:
             await asyncio.wait(list(self._tasks))
@@ -117,6 +121,16 @@ class EventBus:
             return False
         metrics.MESSAGES_PUBLISHED.inc()
         return True
+
+    def publish_soon(self, channel: str, message: str) -> None:
+        """Queue a wake-up for the replica's outbox (api/events/outbox.py): never waits for the bus."""
+        if not self._running:
+            raise RuntimeError("EventBus.publish_soon() before start() or after stop()")
+        self._outbox.put(channel, message)
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the wake-ups queued so far have been published."""
+        await self._outbox.flush(timeout)
 
     def watch(self, channel: str) -> contextlib.AbstractAsyncContextManager[Watcher]:
         """Once entered, every later message on ``channel`` (from any replica) reaches the watcher, or the

@@ -50,12 +50,13 @@ class EventLog:
         return [EventRecord.from_model(row) for row in rows]
 
     async def publish(self, records: Sequence[EventRecord]) -> None:
+        """Queue the committed records' wake-ups; never waits for the bus (api/events/outbox.py)."""
         for record in records:
             # Best effort: a lost wake-up is repaired by the subscribers' catch-up from the log.
-            await self.bus.publish(session_channel(record.session_id), record.to_wire())
+            self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
 
     async def publish_ephemeral(self, record: EventRecord) -> None:
-        await self.bus.publish(session_channel(record.session_id), record.to_wire())
+        self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
 
     async def read(self, session_id: str, after_seq: int, limit: int) -> list[EventRecord]:
         async with self.db.session() as session:
@@ -65,4 +66,4 @@ class EventLog:
     async def publish_session_change(self, tenant_id: str, session_id: str, kind: str) -> None:
         """Wake the tenant's `sessionChanges` subscribers; they read the session itself from the database."""
         message = orjson.dumps({"kind": kind, "sessionId": session_id}).decode()
-        await self.bus.publish(tenant_channel(tenant_id), message)
+        self.bus.publish_soon(tenant_channel(tenant_id), message)

@@ -45,3 +45,7 @@ SUBSCRIPTION_DATABASE_RETRIES: Final = Counter(
     "agent_subscription_database_retries",
     "Database reads of live subscriptions retried because the database was unreachable.",
 )
+OUTBOX_DROPPED: Final = Counter(
+    "agent_bus_outbox_dropped",
+    "Wake-ups dropped because the bus could not keep up (subscribers catch up from the log).",
+)

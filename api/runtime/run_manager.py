@@ -90,7 +90,8 @@ class RunManager:
     async def announce_work(self) -> None:
         """A run was queued: wake this replica's dispatcher and, through the bus, every other one."""
         self.nudge()
-        await self.bus.publish(CONTROL_CHANNEL, orjson.dumps({"type": "dispatch"}).decode())
+        # Through the outbox: a silent Redis must not hold up startRun (the others also poll).
+        self.bus.publish_soon(CONTROL_CHANNEL, orjson.dumps({"type": "dispatch"}).decode())
 
     async def deliver_local(self, command: Command) -> bool:
         """Hand a command to this replica's actor for its session; False when there is none here."""
