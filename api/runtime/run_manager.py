@@ -98,6 +98,27 @@ class RunManager:
             return False
         return await actor.handle(command)
 
+    async def adopt(self, session_id: str) -> bool:
+        """Start an actor for a session whose agent runs nowhere, so it can take a command (a rewind
+        after the CLI stopped): it takes the session's lease first, so no other replica runs the
+        session meanwhile. False when another replica holds the lease (send the command there)."""
+        actor = self._actors.get(session_id)
+        if actor is not None and not actor.closing:
+            return True
+        if not self.launcher.ready:
+            return False
+        async with self.db.session() as session:
+            claimed = await SessionRepository(session).claim_lease(
+                session_id, self.replica, now=utcnow(), ttl=self._lease
+            )
+            await session.commit()
+        if not claimed:
+            return False
+        actor = self._actors.get(session_id)
+        if actor is None or actor.closing:
+            self._actors[session_id] = SessionActor(self, session_id)
+        return True
+
     # -- what actors call ----------------------------------------------------------------------------
 
     def forget_actor(self, actor: SessionActor) -> None:
