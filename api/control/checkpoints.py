@@ -71,12 +71,9 @@ class CheckpointControl:
                     details={"checkpointId": checkpoint_id, "runId": run.id, "conversation": conversation},
                 )
                 await session.commit()
-        if not _live(row):
+        if not _live(row) and self.manager.can_execute:
             # Nobody runs the session: this replica takes it (its lease, its sandbox) for the rewind.
-            if not self.manager.launcher.ready:
-                raise CheckpointUnavailable(
-                    checkpoint_id, f"this server cannot start agents: {self.manager.launcher.describe()}"
-                )
+            # One that cannot start agents sends the command to all; the first to take the lease acts.
             await self.manager.adopt(session_id)
         command = RewindFiles(
             session_id=session_id,
