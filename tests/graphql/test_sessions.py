@@ -15,6 +15,7 @@ from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import Stack
 from tests.documents import start_ok, wait_for_run, workspace_of
 from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.graphql_ws import GraphQLWSClient
 
 # Only the error types each union holds may be spread.
 BUSY_FIELDS = """
@@ -448,3 +449,32 @@ class TestCost:
         # The agent's own running total ends at the sum of the runs: nothing counted twice.
         assert abs(sum(costs) - runs[2]["result"]["totalCostUsd"]) < 1e-9
         assert abs(session["totalCostUsd"] - sum(costs)) < 1e-9
+
+
+class TestSessionChanges:
+    async def test_fork_rename_and_delete_reach_the_tenants_feed(self, stack: Stack) -> None:
+        feed_query = "subscription { sessionChanges { kind session { id title tags forkedFrom { id } } } }"
+        async with GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws, stack.client() as client:
+            feed = await ws.subscribe(feed_query)
+            parent_id = (await turn(client, "feed me"))["session_id"]
+            forked = (await client.execute(FORK, {"input": {"sessionId": parent_id}}))["forkSession"]
+            child_id = forked["session"]["id"]
+            await client.execute(LIFECYCLE, {"id": child_id, "title": "Fork renamed", "tags": ["feed"]})
+            deleted = (await client.execute(DELETE, {"id": child_id}))["deleteSession"]
+            assert deleted["__typename"] == "DeleteSessionSuccess", deleted
+
+            seen: list[tuple[str, str | None]] = []
+            while ("DELETED", "Fork renamed") not in seen:
+                change = (await feed.next(timeout=30))["data"]["sessionChanges"]
+                if change["session"]["id"] == child_id:
+                    seen.append((change["kind"], change["session"]["title"]))
+                    last = change["session"]
+        assert seen[0] == ("CREATED", "feed me (fork)")
+        assert ("UPDATED", "Fork renamed") in seen
+        # The deleted session as it was just before.
+        assert last == {
+            "id": child_id,
+            "title": "Fork renamed",
+            "tags": ["feed"],
+            "forkedFrom": {"id": parent_id},
+        }
