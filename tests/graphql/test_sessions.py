@@ -250,6 +250,8 @@ class TestRewind:
             busy = await rewind(client, session_id, first)
             assert busy["__typename"] == "SessionBusyError", busy
             assert busy["activeRunId"] == slow["run"]["id"]
+            fork = (await client.execute(FORK, {"input": {"sessionId": session_id}}))["forkSession"]
+            assert fork["__typename"] == "SessionBusyError", fork
             await wait_for_run(client, slow["run"]["id"], timeout=120)
             assert hello.read_text() == "second version\n"
 
@@ -393,6 +395,8 @@ class TestLifecycle:
             session_id = done["session_id"]
             folder = workspace_of(stack.data_dir, session_id).parent
             assert (folder / "agent").is_dir()
+            fork = (await client.execute(FORK, {"input": {"sessionId": session_id}}))["forkSession"]
+            fork_hello = workspace_of(stack.data_dir, fork["session"]["id"]) / "hello.txt"
 
             foreign = (await other.execute(DELETE, {"id": session_id}))["deleteSession"]
             assert foreign["__typename"] == "NotFoundError"
@@ -414,6 +418,10 @@ class TestLifecycle:
             again = (await client.execute(DELETE, {"id": session_id}))["deleteSession"]
             assert again["__typename"] == "NotFoundError"
             assert "session.delete" in await audit_actions(client, session_id)
+            # A fork keeps its own copy and forgets where it came from.
+            kept = (await client.execute(SESSION, {"id": fork["session"]["id"]}))["session"]
+            assert kept["forkedFrom"] is None
+            assert fork_hello.read_text() == "hello\n"
 
 
 class TestCost:
