@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from api import audit
 from api.auth import Principal
 from api.control.commands import RewindFiles
-from api.control.live import _live
+from api.control.live import agent_is_live
 from api.control.router import CommandRouter
 from api.control.sessions import check_title
 from api.errors import CheckpointUnavailable, NotFound, SessionBusy, ValidationFailed
@@ -71,7 +71,7 @@ class CheckpointControl:
                     details={"checkpointId": checkpoint_id, "runId": run.id, "conversation": conversation},
                 )
                 await session.commit()
-        if not _live(row) and self.manager.can_execute:
+        if not agent_is_live(row) and self.manager.can_execute:
             # Nobody runs the session: this replica takes it (its lease, its sandbox) for the rewind.
             # One that cannot start agents sends the command to all; the first to take the lease acts.
             await self.manager.adopt(session_id)

@@ -11,7 +11,7 @@ from typing import Any
 from api import audit
 from api.auth import Principal
 from api.control.commands import CloseSession
-from api.control.live import _live
+from api.control.live import agent_is_live
 from api.control.router import CommandRouter
 from api.errors import NotFound, SessionBusy, ValidationFailed
 from api.events.log import EventLog
@@ -122,7 +122,7 @@ class SessionControl:
             active = await RunRepository(session).active_for_session(session_id)
         if active:
             raise SessionBusy(session_id, active[0].id)
-        if _live(row):
+        if agent_is_live(row):
             answer = await self.router.ask(
                 CloseSession(session_id, reply_to=f"reply:{uuid.uuid4()}"), timeout=CLOSE_TIMEOUT_SECONDS
             )
@@ -136,7 +136,7 @@ class SessionControl:
             active = await RunRepository(session).active_for_session(session_id)
             if active:
                 raise SessionBusy(session_id, active[0].id)
-            if _live(row):
+            if agent_is_live(row):
                 # Its replica did not stop the agent in time: the folder must not vanish under it.
                 raise SessionBusy(session_id, None)
             gone = snapshot(row)

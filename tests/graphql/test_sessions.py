@@ -315,6 +315,13 @@ class TestFork:
             # The fork's conversation carries the parent's: its model request holds the first prompt.
             requests = await _model_requests(scripted_model)
             assert any("[scenario:write-file]" in t for t in _user_texts(requests, another))
+            # After its agent stopped, the fork resumes its own conversation (its own transcript).
+            await stop_agent(stack, child_id)
+            resumed = f"fork resumed {uuid.uuid4()}"
+            await turn(client, resumed, child_id)
+            resumed_texts = _user_texts(await _model_requests(scripted_model), resumed)
+            assert any(another in t for t in resumed_texts)
+            assert any("[scenario:write-file]" in t for t in resumed_texts)
             # The parent goes on untouched.
             await turn(client, "parent again", parent_id)
             assert parent_hello.read_text() == "hello\n"
