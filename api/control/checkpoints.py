@@ -18,7 +18,7 @@ from api.errors import CheckpointUnavailable, NotFound, SessionBusy, ValidationF
 from api.events.log import EventLog
 from api.runtime.run_manager import RunManager
 from api.runtime.sdk_adapter import transcript_message, transcript_path
-from api.sandbox.layout import SessionPaths
+from api.sandbox.layout import SessionPaths, copy_tree, remove_tree
 from api.settings import Settings
 from persistence.models import AgentSession, utcnow
 from persistence.repositories.runs import RunRepository
@@ -150,7 +150,7 @@ class CheckpointControl:
                 )
                 await session.commit()
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, child.root, True)
+            await asyncio.to_thread(remove_tree, child.root)
             raise
         await self.event_log.publish_session_change(principal.tenant_id, child_id, "CREATED")
         return row
@@ -159,11 +159,11 @@ class CheckpointControl:
 def _copy_for_fork(source: SessionPaths, child: SessionPaths, parent_id: str) -> None:
     """The workspace as it is, and the parent's transcript where the child's CLI looks for it: under
     the project key of the child's own workspace (the key derives from cwd)."""
-    shutil.copytree(source.workspace, child.workspace, symlinks=True, dirs_exist_ok=True)
+    copy_tree(source.workspace, child.workspace)
     parent_file = transcript_path(str(source.agent_dir), str(source.workspace), parent_id)
     target = transcript_path(str(child.agent_dir), str(child.workspace), parent_id)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copy2(parent_file, target)
     subagents = parent_file.with_suffix("")
     if subagents.is_dir():
-        shutil.copytree(subagents, target.with_suffix(""), symlinks=True, dirs_exist_ok=True)
+        copy_tree(subagents, target.with_suffix(""))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import Sequence
 from typing import Any
+
+import structlog
 
 from api import audit
 from api.auth import Principal
@@ -15,11 +16,13 @@ from api.control.live import agent_is_live
 from api.control.router import CommandRouter
 from api.errors import NotFound, SessionBusy, ValidationFailed
 from api.events.log import EventLog
-from api.sandbox.layout import SessionPaths
+from api.sandbox.layout import SessionPaths, remove_tree
 from api.settings import Settings
 from persistence.models import AgentSession, utcnow
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
+
+log = structlog.get_logger(__name__)
 
 MAX_TITLE_CHARS = 500
 MAX_TAGS = 20
@@ -151,6 +154,7 @@ class SessionControl:
             )
             await session.commit()
         folder = SessionPaths.of(self.settings.data_dir, principal.tenant_id, session_id).root
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+        if not await asyncio.to_thread(remove_tree, folder):
+            log.error("session.folder_left", session_id=session_id, folder=str(folder))
         await self.event_log.publish_session_change(principal.tenant_id, session_id, "DELETED", snapshot=gone)
         return row
