@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,6 +136,13 @@ def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
         return transcript_path(config_dir, cwd, session_id).stat().st_size > 0
     except FileNotFoundError:
         return False
+
+
+def remove_transcript(config_dir: str, cwd: str, session_id: str) -> None:
+    """Remove a transcript and its subagents' folder (a fork's copy of its parent's, once used)."""
+    path = transcript_path(config_dir, cwd, session_id)
+    path.unlink(missing_ok=True)
+    shutil.rmtree(path.with_suffix(""), ignore_errors=True)
 
 
 def _transcript_entries(path: Path) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from api.runtime.sdk_adapter import (
     AgentOutput,
     AgentSpec,
     HookProvider,
+    remove_transcript,
     restored_cost_usd,
     transcript_exists,
     transcript_message,
@@ -511,6 +512,10 @@ class SessionActor:
         except Exception:
             # Kept for the next connection, which then loads the same point again: logged, not fatal.
             log.warning("session.resume_point_not_cleared", exc_info=True)
+            return
+        if spec.fork_from is not None:
+            # The fork's own transcript holds the conversation now; the parent's copy has served.
+            await asyncio.to_thread(remove_transcript, agent_dir, spec.cwd, spec.fork_from)
 
     async def _send_and_wait(self, run: Run, pump: ConnectionPump) -> Outcome:
         pump.current_run_id = run.id

@@ -315,6 +315,9 @@ class TestFork:
             # The fork's conversation carries the parent's: its model request holds the first prompt.
             requests = await _model_requests(scripted_model)
             assert any("[scenario:write-file]" in t for t in _user_texts(requests, another))
+            # Its copy of the parent's transcript has served: only the fork's own remains.
+            transcripts = list((workspace_of(stack.data_dir, child_id).parent / "agent").rglob("*.jsonl"))
+            assert [path.name for path in transcripts] == [f"{child_id}.jsonl"]
             # After its agent stopped, the fork resumes its own conversation (its own transcript).
             await stop_agent(stack, child_id)
             resumed = f"fork resumed {uuid.uuid4()}"
@@ -417,6 +420,10 @@ class TestLifecycle:
             deleted = (await client.execute(DELETE, {"id": session_id}))["deleteSession"]
             assert deleted == {"__typename": "DeleteSessionSuccess", "deletedSessionId": session_id}
             assert not folder.exists()
+            # Nothing under DATA_DIR is named after it but the fork's own copy of its conversation.
+            fork_folder = workspace_of(stack.data_dir, fork["session"]["id"]).parent
+            leftovers = [p for p in stack.data_dir.rglob(f"*{session_id}*") if fork_folder not in p.parents]
+            assert leftovers == []
             assert not list(stack.data_dir.glob(f"tenants/*/sessions/{session_id}"))
             assert (await client.execute(SESSION, {"id": session_id}))["session"] is None
             assert session_id not in str(await client.execute(SESSIONS, {"filter": None}))
