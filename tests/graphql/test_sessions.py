@@ -466,8 +466,9 @@ class TestCost:
         costs = [r["costUsd"] for r in runs]
         assert all(cost is not None and cost > 0 for cost in costs), costs
         # The same usage costs the same, whichever turn and whichever CLI process it ran in.
-        assert [r["usage"]["input_tokens"] for r in runs[1:]] == [5000, 5000]
-        assert abs(costs[1] - costs[2]) < 1e-9, costs
+        assert [r["usage"]["input_tokens"] for r in runs] == [5000, 5000, 5000]
+        assert [r["usage"]["output_tokens"] for r in runs] == [200, 200, 200]
+        assert max(costs) - min(costs) < 1e-9, costs
         # The agent's own running total ends at the sum of the runs: nothing counted twice.
         assert abs(sum(costs) - runs[2]["result"]["totalCostUsd"]) < 1e-9
         assert abs(session["totalCostUsd"] - sum(costs)) < 1e-9
