@@ -24,10 +24,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Connec
 
 from api.auth import Authenticator, bearer_token
 from api.body_limit import BodyLimitMiddleware
+from api.control.checkpoints import CheckpointControl
 from api.control.live import LiveControl
 from api.control.permissions import PermissionControl
 from api.control.router import CommandRouter
 from api.control.runs import RunControl
+from api.control.sessions import SessionControl
 from api.errors import RateLimited
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -210,6 +212,8 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 webhooks=WebhookRegistry(settings, db),
                 permission_control=PermissionControl(event_log, router),
                 live_control=LiveControl(settings, db, router),
+                session_control=SessionControl(settings, event_log, router),
+                checkpoint_control=CheckpointControl(settings, event_log, manager, router),
                 key_watch=key_watch,
             )
             log.info(

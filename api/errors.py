@@ -80,3 +80,14 @@ class SessionNotLive(ServiceError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} has no live agent; start a run first")
         self.session_id = session_id
+
+
+class CheckpointUnavailable(ServiceError):
+    """The checkpoint exists, but the agent cannot rewind to it (or could not be reached to try)."""
+
+    code = "CHECKPOINT_UNAVAILABLE"
+
+    def __init__(self, checkpoint_id: str, reason: str) -> None:
+        super().__init__(f"cannot rewind to checkpoint {checkpoint_id!r}: {reason}")
+        self.checkpoint_id = checkpoint_id
+        self.reason = reason

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.auth import Authenticator
+from api.control.checkpoints import CheckpointControl
 from api.control.live import LiveControl
 from api.control.permissions import PermissionControl
 from api.control.runs import RunControl
+from api.control.sessions import SessionControl
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.key_watch import KeyWatch
@@ -29,6 +31,8 @@ class Services:
     webhooks: WebhookRegistry
     permission_control: PermissionControl
     live_control: LiveControl
+    session_control: SessionControl
+    checkpoint_control: CheckpointControl
     key_watch: KeyWatch
     limits: Limits
     authenticator: Authenticator

@@ -192,6 +192,20 @@ class PermissionDecided:
     request: PermissionRequest = strawberry.field(description="The request as it was decided.")
 
 
+@strawberry.type(description="The session's files were rewound to a checkpoint (rewindFiles).")
+class FilesRewound:
+    checkpoint_id: strawberry.ID = strawberry.field(
+        description="The checkpoint: the files are as they were before that run's prompt."
+    )
+    files_changed: list[str] = strawberry.field(
+        description="The files restored or removed, relative to the session's workspace."
+    )
+    conversation: bool = strawberry.field(
+        description="True when the conversation was rewound too: the next turn continues from before "
+        "that prompt."
+    )
+
+
 @strawberry.type(description="A payload kind this server version recorded but cannot type; kept verbatim.")
 class UnknownEvent:
     kind: str = strawberry.field(description="The event's kind in the log.")
@@ -208,6 +222,7 @@ SessionEventPayload = Annotated[
     | HookFired
     | PermissionRequested
     | PermissionDecided
+    | FilesRewound
     | UnknownEvent,
     strawberry.union(
         "SessionEventPayload", description="What happened: an agent message or a lifecycle event."
@@ -256,6 +271,12 @@ def payload_of(kind: str, payload: dict[str, Any]) -> SessionEventPayload:
         return PermissionRequested(request=PermissionRequest.from_snapshot(payload["request"]))
     if kind == EventKind.PERMISSION_DECIDED:
         return PermissionDecided(request=PermissionRequest.from_snapshot(payload["request"]))
+    if kind == EventKind.FILES_REWOUND:
+        return FilesRewound(
+            checkpoint_id=strawberry.ID(payload["checkpoint_id"]),
+            files_changed=[str(path) for path in payload.get("files_changed") or []],
+            conversation=bool(payload.get("conversation")),
+        )
     return UnknownEvent(kind=kind, data=cast(JSON, payload))
 
 

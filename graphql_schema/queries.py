@@ -61,6 +61,10 @@ class Query:
             tenant_id=principal.tenant_id,
             status=filter.status if filter else None,
             title_contains=filter.title_contains if filter else None,
+            archived=filter.archived if filter else None,
+            tag=filter.tag if filter else None,
+            created_after=filter.created_after if filter else None,
+            created_before=filter.created_before if filter else None,
         )
         async with info.context.services.db.session() as db:
             rows = await SessionRepository(db).list(query, after=position, limit=limit + 1)

@@ -24,6 +24,7 @@ from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
 from api.settings import Settings
+from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
@@ -34,6 +35,7 @@ from graphql_schema.permissions.mutations import PermissionMutations
 from graphql_schema.permissions.queries import PermissionQueries
 from graphql_schema.persisted_queries import PersistedQueries, PersistedQueryStore
 from graphql_schema.queries import Query as CoreQueries
+from graphql_schema.sessions.mutations import SessionMutations
 from graphql_schema.subscriptions import Subscription
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
@@ -50,11 +52,14 @@ class Query(CoreQueries, PermissionQueries, LiveQueries, WebhookQuery):
 
 @strawberry.type(
     description="Everything a caller can do: start, continue and interrupt runs; decide permission "
-    "requests and answer questions; change a live agent's model and mode; register webhooks. Every "
-    "action is audited."
+    "requests and answer questions; change a live agent's model and mode; rewind files and fork, "
+    "rename, tag, archive and delete sessions; register webhooks. Every action is audited."
 )
-class Mutation(RunMutations, PermissionMutations, LiveMutations, WebhookMutation):
+class Mutation(
+    RunMutations, PermissionMutations, LiveMutations, CheckpointMutations, SessionMutations, WebhookMutation
+):
     pass
+
 
 log = structlog.get_logger(__name__)
 

@@ -77,6 +77,14 @@ class Run:
     finished_at: datetime | None = strawberry.field(description="When it ended; null until then.")
     result: ResultMessage | None = strawberry.field(description="The turn's result, once it has ended.")
     error: str | None = strawberry.field(description="Why the run failed or was stopped, when it was.")
+    cost_usd: float | None = strawberry.field(
+        description="What this run alone cost in US dollars, as the agent reports (its share of the agent's "
+        "running total); null until it ended, or when the agent reported no cost."
+    )
+    usage: JSON | None = strawberry.field(
+        description="This run's token usage as the agent reports it (input_tokens, output_tokens, cache "
+        "reads and writes…); null until it ended."
+    )
 
     @classmethod
     def from_model(cls, run: RunModel) -> Run:
@@ -91,6 +99,8 @@ class Run:
             finished_at=run.finished_at,
             result=ResultMessage.from_payload(run.result) if run.result else None,
             error=run.error,
+            cost_usd=run.cost_usd,
+            usage=cast(JSON, run.usage),
         )
 
     @strawberry.field(description="The session this run belongs to.")
@@ -117,8 +127,11 @@ class Session:
     updated_at: datetime = strawberry.field(description="When its status last changed.")
     last_seq: int = strawberry.field(description="The seq of the newest durable event.")
     total_cost_usd: float = strawberry.field(
-        description="What the session's runs cost, as the agent reports."
+        description="What the session's runs cost together: the sum of their costUsd."
     )
+    tags: list[str] = strawberry.field(description="The caller's labels (setSessionTags), in order.")
+    archived: bool = strawberry.field(description="True once archiveSession was called (until unarchived).")
+    archived_at: datetime | None = strawberry.field(description="When it was archived; null if it is not.")
     forked_from_id: strawberry.Private[str | None]
 
     @classmethod
@@ -131,6 +144,9 @@ class Session:
             updated_at=row.updated_at,
             last_seq=row.last_seq,
             total_cost_usd=row.total_cost_usd,
+            tags=list(row.tags or []),
+            archived=row.archived_at is not None,
+            archived_at=row.archived_at,
             forked_from_id=row.forked_from_id,
         )
 
@@ -181,6 +197,16 @@ class SessionFilter:
     status: str | None = strawberry.field(default=None, description="IDLE, QUEUED or RUNNING.")
     title_contains: str | None = strawberry.field(
         default=None, description="Only sessions whose title contains this text."
+    )
+    archived: bool | None = strawberry.field(
+        default=None, description="true: only archived sessions; false: only the others; absent: both."
+    )
+    tag: str | None = strawberry.field(default=None, description="Only sessions carrying this tag.")
+    created_after: datetime | None = strawberry.field(
+        default=None, description="Only sessions created after this time."
+    )
+    created_before: datetime | None = strawberry.field(
+        default=None, description="Only sessions created before this time."
     )
 
 

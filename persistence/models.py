@@ -99,6 +99,14 @@ class AgentSession(Base):
     last_seq: Mapped[int] = mapped_column(default=0)
     total_cost_usd: Mapped[float] = mapped_column(sa.Float, default=0.0)
     forked_from_id: Mapped[str | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
+    # The caller's labels, in the order given (renameSession / setSessionTags / archiveSession).
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    archived_at: Mapped[datetime | None]
+    # Where the next CLI connection starts the conversation: a transcript message uuid
+    # (resume_session_at) set by a fork at a message or a rewind of the conversation; cleared once used.
+    resume_at: Mapped[str | None] = mapped_column(sa.String(64))
+    # A fork's parent session id until the fork's own transcript exists (its first connection forks it).
+    fork_source_id: Mapped[str | None] = mapped_column(sa.String(36))
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
     lease_expires_at: Mapped[datetime | None]
 
@@ -128,6 +136,10 @@ class Run(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
     interrupt_requested: Mapped[bool] = mapped_column(default=False)
+    # This run's own cost and token usage (the CLI reports a per-process running total; see
+    # session_actor._result_outcome). None before it ended or when the agent reported none.
+    cost_usd: Mapped[float | None] = mapped_column(sa.Float)
+    usage: Mapped[dict[str, Any] | None]
     replica: Mapped[str | None] = mapped_column(sa.String(200))
     api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
 

@@ -53,7 +53,31 @@ class GetContextUsage:
     reply_to: str
 
 
-Command = Interrupt | DecidePermission | SetModel | SetPermissionMode | GetContextUsage
+@dataclass(frozen=True)
+class RewindFiles:
+    """Preview (dry_run) or restore the session's files as before a checkpoint's prompt; with
+    `conversation`, the next turn also continues from before that prompt. Answers on `reply_to`."""
+
+    session_id: str
+    checkpoint_id: str
+    dry_run: bool
+    conversation: bool
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """Stop the session's idle agent and give up its lease (before a delete); answers on `reply_to`."""
+
+    session_id: str
+    reply_to: str
+
+
+Command = (
+    Interrupt | DecidePermission | SetModel | SetPermissionMode | GetContextUsage | RewindFiles | CloseSession
+)
+# Commands that answer on their reply_to channel.
+Request = GetContextUsage | RewindFiles | CloseSession
 
 _TYPES: dict[str, type[Command]] = {
     "interrupt": Interrupt,
@@ -61,6 +85,8 @@ _TYPES: dict[str, type[Command]] = {
     "set_model": SetModel,
     "set_permission_mode": SetPermissionMode,
     "get_context_usage": GetContextUsage,
+    "rewind_files": RewindFiles,
+    "close_session": CloseSession,
 }
 _NAMES = {kind: name for name, kind in _TYPES.items()}
 

@@ -21,7 +21,8 @@ from persistence.repositories.sessions import SessionRepository
 LIVE_READ_TIMEOUT_SECONDS = 10.0
 
 
-def _live(row: AgentSession) -> bool:
+def agent_is_live(row: AgentSession) -> bool:
+    """Some replica holds the session's lease: its agent runs there (busy or idle)."""
     expires = row.lease_expires_at
     return row.lease_owner is not None and expires is not None and expires > utcnow()
 
@@ -62,7 +63,7 @@ class LiveControl:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
             if row is None:
                 raise NotFound("Session", session_id)
-            if not _live(row):
+            if not agent_is_live(row):
                 raise SessionNotLive(session_id)
             await audit.record(
                 session,
@@ -81,7 +82,7 @@ class LiveControl:
         is not the caller's, has no live agent, or its replica did not answer in time."""
         async with self.db.session() as session:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
-        if row is None or not _live(row):
+        if row is None or not agent_is_live(row):
             return None
         command = GetContextUsage(session_id, reply_to=f"reply:{uuid.uuid4()}")
         return await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from api.control.commands import Command, GetContextUsage, encode
+from api.control.commands import Command, Request, encode
 from api.events.bus import Resync
 from api.runtime.run_manager import CONTROL_CHANNEL, RunManager
 
@@ -23,7 +23,7 @@ class CommandRouter:
             return
         await self.manager.bus.publish(CONTROL_CHANNEL, encode(command))
 
-    async def ask(self, command: GetContextUsage, timeout: float) -> dict[str, Any] | None:
+    async def ask(self, command: Request, timeout: float) -> dict[str, Any] | None:
         """Send a command that answers on its `reply_to` channel; None when no answer came in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -63,7 +64,13 @@ class EventLog:
             rows = await EventRepository(session).list_after(session_id, after_seq, limit)
         return [EventRecord.from_model(row) for row in rows]
 
-    async def publish_session_change(self, tenant_id: str, session_id: str, kind: str) -> None:
-        """Wake the tenant's `sessionChanges` subscribers; they read the session itself from the database."""
-        message = orjson.dumps({"kind": kind, "sessionId": session_id}).decode()
+    async def publish_session_change(
+        self, tenant_id: str, session_id: str, kind: str, *, snapshot: dict[str, Any] | None = None
+    ) -> None:
+        """Wake the tenant's `sessionChanges` subscribers; they read the session itself from the database,
+        or from `snapshot` for a session that is gone (DELETED)."""
+        body: dict[str, Any] = {"kind": kind, "sessionId": session_id}
+        if snapshot is not None:
+            body["snapshot"] = snapshot
+        message = orjson.dumps(body).decode()
         self.bus.publish_soon(tenant_channel(tenant_id), message)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 import orjson
 
@@ -64,9 +65,20 @@ async def session_changes(
                 what="session_changes",
                 tenant_id=tenant_id,
             )
-            if found is not None:
+            if found is None and isinstance(message.get("snapshot"), dict):
+                # A deleted session: as it was just before.
+                yield message["kind"], _from_snapshot(message["snapshot"])
+            elif found is not None:
                 sent[found.id] = _version(found)
                 yield message["kind"], found
+
+
+def _from_snapshot(data: dict[str, Any]) -> AgentSession:
+    values = dict(data)
+    for key in ("created_at", "updated_at", "archived_at"):
+        if values.get(key) is not None:
+            values[key] = datetime.fromisoformat(values[key])
+    return AgentSession(**values)
 
 
 async def _get(db: Database, session_id: str, tenant_id: str) -> AgentSession | None:

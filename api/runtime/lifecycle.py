@@ -66,7 +66,8 @@ async def finish(
     status: str,
     error: str | None = None,
     result: dict[str, Any] | None = None,
-    cost_usd: float = 0.0,
+    cost_usd: float | None = None,
+    usage: dict[str, Any] | None = None,
     from_statuses: tuple[str, ...] = ("RUNNING",),
 ) -> Transition | None:
     """RUNNING (or QUEUED) → a terminal status, with the reason in run.error and in the log."""
@@ -82,6 +83,10 @@ async def finish(
         values: dict[str, Any] = {"status": status, "finished_at": now, "error": error}
         if result is not None:
             values["result"] = result
+        if cost_usd is not None:
+            values["cost_usd"] = cost_usd
+        if usage is not None:
+            values["usage"] = usage
         if not await runs.transition(run_id, from_statuses=list(from_statuses), values=values):
             return None
         if cost_usd:

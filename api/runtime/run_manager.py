@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import structlog
 
 from api.control import commands
-from api.control.commands import Command
+from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
 from api.runtime import lifecycle, metrics, permissions
@@ -54,7 +56,7 @@ class RunManager:
         self._running = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._deliveries: set[asyncio.Task[bool]] = set()
+        self._deliveries: set[asyncio.Task[Any]] = set()
         self._lease = timedelta(seconds=settings.lease_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -99,6 +101,37 @@ class RunManager:
         if actor is None or actor.closing:
             return False
         return await actor.handle(command)
+
+    async def adopt(self, session_id: str) -> bool:
+        """Start an actor for a session whose agent runs nowhere, so it can take a command (a rewind
+        after the CLI stopped): it takes the session's lease first, so no other replica runs the
+        session meanwhile. False when another replica holds the lease (send the command there)."""
+        actor = self._actors.get(session_id)
+        if actor is not None and not actor.closing:
+            return True
+        if not self.can_execute:
+            return False
+        async with self.db.session() as session:
+            claimed = await SessionRepository(session).claim_lease(
+                session_id, self.replica, now=utcnow(), ttl=self._lease
+            )
+            await session.commit()
+        if not claimed:
+            return False
+        actor = self._actors.get(session_id)
+        if actor is None or actor.closing:
+            self._actors[session_id] = SessionActor(self, session_id)
+        return True
+
+    @property
+    def can_execute(self) -> bool:
+        """Whether this replica may start agents (EXECUTE_RUNS and a working sandbox, or SANDBOX=off)."""
+        return self.settings.execute_runs and self.launcher.ready
+
+    async def _adopt_and_deliver(self, command: RewindFiles) -> None:
+        """A rewind for a session nobody runs, sent to every replica: the one that takes its lease acts."""
+        if await self.adopt(command.session_id):
+            await self.deliver_local(command)
 
     # -- what actors call ----------------------------------------------------------------------------
 
@@ -254,9 +287,14 @@ class RunManager:
                         message = orjson.loads(item)
                         if message.get("type") == commands.MESSAGE_TYPE:
                             command = commands.decode(message)
+                            delivery: Coroutine[Any, Any, Any] | None = None
                             if command is not None and command.session_id in self._actors:
+                                delivery = self.deliver_local(command)
+                            elif isinstance(command, RewindFiles) and self.can_execute:
+                                delivery = self._adopt_and_deliver(command)
+                            if delivery is not None:
                                 # Its own task: a model switch must not hold up the next interrupt.
-                                task = asyncio.create_task(self.deliver_local(command))
+                                task = asyncio.create_task(delivery)
                                 self._deliveries.add(task)
                                 task.add_done_callback(self._deliveries.discard)
                         else:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import shutil
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -74,6 +76,12 @@ class AgentSpec:
     agents: dict[str, dict[str, Any]] | None = None
     # Hook events the server answers (the tenant's webhooks); a change needs a new CLI.
     hook_events: tuple[str, ...] = ()
+    # A fork's first connection: resume this (parent's) transcript, copied into this session's agent
+    # dir, into a new conversation with this session's id (--fork-session).
+    fork_from: str | None = None
+    # Load the conversation only up to this message uuid (--resume-session-at): a fork at a message, or
+    # the conversation rewound to before a checkpoint.
+    resume_at: str | None = None
 
     def connection_key(self) -> tuple[Any, ...]:
         """Options that need a new CLI process when they change (resume does not)."""
@@ -81,6 +89,9 @@ class AgentSpec:
         values.pop("resume")
         values.pop("env")
         values.pop("cli_path")
+        # Where a connection starts matters only when it starts; a live one just goes on.
+        values.pop("fork_from")
+        values.pop("resume_at")
         return tuple(sorted((k, repr(v)) for k, v in values.items()))
 
 
@@ -110,17 +121,94 @@ def bundled_cli_path() -> Path:
     return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
 
 
+def transcript_path(config_dir: str, cwd: str, session_id: str) -> Path:
+    """Where the CLI keeps a session's transcript: under the project key of its cwd."""
+    return Path(config_dir) / "projects" / project_key_for_directory(cwd) / f"{session_id}.jsonl"
+
+
 def transcript_exists(config_dir: str, cwd: str, session_id: str) -> bool:
     """Whether the CLI has a transcript for this session, so the next connection must resume it.
 
     The file is the truth, not a flag of ours: a CLI killed before it flushed has nothing to resume,
     and every replica sees the same file through the shared DATA_DIR.
     """
-    path = Path(config_dir) / "projects" / project_key_for_directory(cwd) / f"{session_id}.jsonl"
     try:
-        return path.stat().st_size > 0
+        return transcript_path(config_dir, cwd, session_id).stat().st_size > 0
     except FileNotFoundError:
         return False
+
+
+def remove_transcript(config_dir: str, cwd: str, session_id: str) -> None:
+    """Remove a transcript and its subagents' folder (a fork's copy of its parent's, once used)."""
+    path = transcript_path(config_dir, cwd, session_id)
+    path.unlink(missing_ok=True)
+    shutil.rmtree(path.with_suffix(""), ignore_errors=True)
+
+
+def _transcript_entries(path: Path) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return entries
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            # A line cut short by a killed CLI: the rest of the file is still good.
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def restored_cost_usd(path: Path) -> float:
+    """The running cost a CLI resuming this transcript starts from.
+
+    Measured on CLI 2.1.331: the CLI writes a `cost-state` entry (totalCostUSD) when its process ends
+    and a resumed process continues from it, also with --resume-session-at and --fork-session. A
+    process that was killed wrote none, and its successor continues from the entry before.
+    """
+    total = 0.0
+    for entry in _transcript_entries(path):
+        if entry.get("type") == "cost-state" and isinstance(entry.get("totalCostUSD"), int | float):
+            total = float(entry["totalCostUSD"])
+    return total
+
+
+@dataclass(frozen=True)
+class TranscriptMessage:
+    uuid: str
+    type: str
+    # The message before it in the conversation; None for the first prompt.
+    parent_uuid: str | None
+
+
+def transcript_message(path: Path, message_uuid: str) -> TranscriptMessage | None:
+    """A user or assistant message of the transcript, by uuid (a prompt's uuid is its checkpoint id)."""
+    for entry in _transcript_entries(path):
+        if entry.get("uuid") == message_uuid and entry.get("type") in ("user", "assistant"):
+            parent = entry.get("parentUuid")
+            return TranscriptMessage(
+                message_uuid, str(entry["type"]), parent if isinstance(parent, str) else None
+            )
+    return None
+
+
+# The CLI's dry run of rewind_files is reached through the SDK's private control channel
+# (ClaudeSDKClient._query._send_control_request), verified on this SDK version only.
+PRIVATE_CONTROL_SDK_VERSIONS = ("0.2.188",)
+
+
+@dataclass(frozen=True)
+class RewindPreview:
+    """What rewinding to a checkpoint changes (or why it cannot), as the CLI answers a dry run."""
+
+    can_rewind: bool
+    files_changed: tuple[str, ...] = ()
+    insertions: int = 0
+    deletions: int = 0
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,10 +303,17 @@ class AgentConnection:
         if self._ask_permission is not None:
             # Tools in allowed_tools never reach it (SDK >= 0.2.111): they are pre-approved.
             options.can_use_tool = self._can_use_tool
-        if spec.resume:
+        if spec.fork_from is not None:
+            # A new conversation with this session's id, from the parent's transcript copied here.
+            options.resume = spec.fork_from
+            options.fork_session = True
+            options.session_id = spec.session_id
+        elif spec.resume:
             options.resume = spec.session_id
         else:
             options.session_id = spec.session_id
+        if spec.resume_at is not None and (spec.resume or spec.fork_from is not None):
+            options.resume_session_at = spec.resume_at
         if spec.output_schema is not None:
             options.output_format = {"type": "json_schema", "schema": spec.output_schema}
         if spec.agents:
@@ -281,6 +376,47 @@ class AgentConnection:
 
     async def set_permission_mode(self, mode: str) -> None:
         await asyncio.wait_for(self._client.set_permission_mode(mode), timeout=30)  # type: ignore[arg-type]
+
+    async def preview_rewind(self, checkpoint_id: str) -> RewindPreview:
+        """The CLI's dry run of rewind_files: which files would change, and whether it can."""
+        answer = await self._private_control(
+            {"subtype": "rewind_files", "user_message_id": checkpoint_id, "dry_run": True}
+        )
+        files = answer.get("filesChanged") or []
+        return RewindPreview(
+            can_rewind=bool(answer.get("canRewind")),
+            files_changed=tuple(str(path) for path in files),
+            insertions=int(answer.get("insertions") or 0),
+            deletions=int(answer.get("deletions") or 0),
+            error=str(answer["error"]) if answer.get("error") else None,
+        )
+
+    async def rewind(self, checkpoint_id: str) -> None:
+        """Restore the files to their state before that prompt (the public SDK call)."""
+        try:
+            await asyncio.wait_for(self._client.rewind_files(checkpoint_id), timeout=60)
+        except (ClaudeSDKError, OSError) as exc:
+            raise AgentFailure(self._describe(exc)) from exc
+        except Exception as exc:
+            # The SDK raises bare Exceptions for control errors ("No file checkpoint found…").
+            raise AgentFailure(str(exc) or type(exc).__name__) from exc
+
+    async def _private_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if claude_agent_sdk.__version__ not in PRIVATE_CONTROL_SDK_VERSIONS:
+            raise AgentFailure(
+                f"the rewind preview is not verified on claude-agent-sdk {claude_agent_sdk.__version__}"
+            )
+        query = getattr(self._client, "_query", None)
+        send = getattr(query, "_send_control_request", None)
+        if send is None:
+            raise AgentFailure("the agent connection has no control channel")
+        try:
+            answer = await send(request, timeout=60.0)
+        except (ClaudeSDKError, OSError) as exc:
+            raise AgentFailure(self._describe(exc)) from exc
+        except Exception as exc:
+            raise AgentFailure(str(exc) or type(exc).__name__) from exc
+        return dict(answer or {})
 
     @property
     def stderr_tail(self) -> str:

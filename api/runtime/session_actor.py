@@ -14,10 +14,12 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.control.commands import (
+    CloseSession,
     Command,
     DecidePermission,
     GetContextUsage,
     Interrupt,
+    RewindFiles,
     SetModel,
     SetPermissionMode,
 )
@@ -32,10 +34,15 @@ from api.runtime.sdk_adapter import (
     AgentOutput,
     AgentSpec,
     HookProvider,
+    remove_transcript,
+    restored_cost_usd,
     transcript_exists,
+    transcript_message,
+    transcript_path,
 )
 from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
+from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
 if TYPE_CHECKING:
@@ -67,7 +74,8 @@ class Outcome:
     status: str
     error: str | None = None
     result: dict[str, Any] | None = None
-    cost_usd: float = 0.0
+    cost_usd: float | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Interrupted:
@@ -84,8 +92,12 @@ class SessionActor:
         self.current_run: Run | None = None
         self.closing = False
         # None asks _main to leave (evict()).
-        self._queue: asyncio.Queue[Run | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Run | RewindFiles | CloseSession | None] = asyncio.Queue()
         self.last_active = asyncio.get_running_loop().time()
+        self._working = False
+        # Runs submitted and not yet taken, and whether the current run's outcome is already written.
+        self._waiting_runs = 0
+        self._run_recorded = False
         self._pump: ConnectionPump | None = None
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
         self._interrupt = asyncio.Event()
@@ -107,7 +119,7 @@ class SessionActor:
 
     @property
     def busy(self) -> bool:
-        return self.current_run is not None or not self._queue.empty()
+        return self.current_run is not None or self._working or not self._queue.empty()
 
     @property
     def has_agent(self) -> bool:
@@ -127,7 +139,21 @@ class SessionActor:
         return True
 
     def submit(self, run: Run) -> None:
+        self._waiting_runs += 1
         self._queue.put_nowait(run)
+
+    async def _blocking(self) -> bool:
+        """A run executes or waits here, or a rewind is under way: a rewind or a close must not slip
+        in. A run whose outcome is committed reads as over to every client already, so a command
+        arriving while the actor lets go of it waits that moment in the queue instead."""
+        if self.closing or self._working or self._waiting_runs > 0:
+            return True
+        run = self.current_run
+        if run is None or self._run_recorded:
+            return False
+        async with self.manager.db.session() as session:
+            fresh = await RunRepository(session).get(run.id)
+        return fresh is None or fresh.status not in lifecycle.TERMINAL
 
     def abandon(self, reason: str) -> None:
         """Stop at once: the current run ends FAILED with `reason` and the CLI is closed."""
@@ -140,6 +166,13 @@ class SessionActor:
             return self.interrupt(command.run_id)
         if isinstance(command, DecidePermission):
             return self.permissions.poke(command.request_id)
+        if isinstance(command, RewindFiles | CloseSession):
+            # Queued like runs, so a rewind never overlaps a run on the same CLI.
+            if await self._blocking():
+                await self._reply(command.reply_to, {"busy": True})
+            else:
+                self._queue.put_nowait(command)
+            return True
         pump = self._pump
         if pump is None:
             return False
@@ -171,13 +204,17 @@ class SessionActor:
         if self._pump is not None:
             await self._pump.flush()
 
+    async def _reply(self, channel: str, answer: dict[str, Any]) -> None:
+        await self.manager.bus.publish(channel, orjson.dumps(answer).decode())
+
     async def _main(self) -> None:
         settings = self.manager.settings
+        closed_for: str | None = None
         try:
             while True:
                 try:
-                    run = await asyncio.wait_for(self._queue.get(), timeout=settings.idle_client_seconds)
-                    if run is None:
+                    item = await asyncio.wait_for(self._queue.get(), timeout=settings.idle_client_seconds)
+                    if item is None:
                         # evict(): the replica needs this idle CLI's memory for another session.
                         return
                 except TimeoutError:
@@ -188,7 +225,16 @@ class SessionActor:
                         self.manager.forget_actor(self)
                         return
                     continue
-                await self._run(run)
+                if isinstance(item, CloseSession):
+                    self.closing = True
+                    self.manager.forget_actor(self)
+                    closed_for = item.reply_to
+                    return
+                if isinstance(item, RewindFiles):
+                    await self._rewind(item)
+                    continue
+                self._waiting_runs -= 1
+                await self._run(item)
                 if self._give_up:
                     return
         finally:
@@ -196,9 +242,13 @@ class SessionActor:
             self.manager.forget_actor(self)
             await self._disconnect()
             await self.manager.release_lease(self.session_id)
+            if closed_for is not None:
+                # Only now: the CLI is gone and the lease free, so the caller may remove the session.
+                await self._reply(closed_for, {"closed": True})
 
     async def _run(self, run: Run) -> None:
         self.current_run = run
+        self._run_recorded = False
         self._interrupt.clear()
         structlog.contextvars.bind_contextvars(run_id=run.id, session_id=run.session_id)
         outcome = Outcome("FAILED", error="the run did not finish")
@@ -235,7 +285,9 @@ class SessionActor:
             if self._pump is not None:
                 self._pump.current_run_id = None
             self._hold_model_pass(False)
-            if not await asyncio.shield(self._record(run, outcome)):
+            if await asyncio.shield(self._record(run, outcome)):
+                self._run_recorded = True
+            else:
                 # The outcome could not be written: give the session up, so the lease lapses and
                 # whichever replica reaps the run settles it, rather than leave it RUNNING forever.
                 self._give_up = True
@@ -260,6 +312,7 @@ class SessionActor:
                     error=outcome.error,
                     result=outcome.result,
                     cost_usd=outcome.cost_usd,
+                    usage=outcome.usage,
                 )
                 await lifecycle.announce(self.manager.event_log, transition)
                 return True
@@ -270,18 +323,30 @@ class SessionActor:
                     delay = min(delay * 2, 8.0)
         return False
 
-    async def _spec(self, run: Run) -> AgentSpec:
-        options = RunOptions.from_json(run.options)
-        paths = await asyncio.to_thread(self.manager.launcher.paths, run.tenant_id, run.session_id)
+    async def _spec(self, tenant_id: str, run_options: dict[str, Any]) -> AgentSpec:
+        options = RunOptions.from_json(run_options)
+        paths = await asyncio.to_thread(self.manager.launcher.paths, tenant_id, self.session_id)
         self._paths = paths
-        workspace = str(paths.workspace)
-        self._tenant_id = run.tenant_id
+        workspace, agent_dir = str(paths.workspace), str(paths.agent_dir)
+        self._tenant_id = tenant_id
+        async with self.manager.db.session() as session:
+            row = await SessionRepository(session).get(self.session_id)
+        resume = await asyncio.to_thread(transcript_exists, agent_dir, workspace, self.session_id)
+        fork_from = None
+        # A fork's first connection: its parent's transcript was copied here (SessionControl.fork).
+        if (
+            not resume
+            and row is not None
+            and row.fork_source_id is not None
+            and await asyncio.to_thread(transcript_exists, agent_dir, workspace, row.fork_source_id)
+        ):
+            fork_from = row.fork_source_id
         return AgentSpec(
-            session_id=run.session_id,
+            session_id=self.session_id,
             cwd=workspace,
-            resume=await asyncio.to_thread(
-                transcript_exists, str(paths.agent_dir), workspace, run.session_id
-            ),
+            resume=resume,
+            fork_from=fork_from,
+            resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
             # Set per connection from its Launch (_ensure_connection).
             env={},
             model=options.model,
@@ -293,7 +358,7 @@ class SessionActor:
             max_budget_usd=options.max_budget_usd,
             output_schema=options.output_schema,
             agents=options.agents,
-            hook_events=await self.manager.webhooks.events_for(run.tenant_id),
+            hook_events=await self.manager.webhooks.events_for(tenant_id),
         )
 
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
@@ -318,7 +383,13 @@ class SessionActor:
             async with self.manager.db.session() as session:
                 last_seq = await SessionRepository(session).last_seq(self.session_id)
             self._drain_signals()
+            # The CLI's cost figure is a running total that a resumed (or forked) process continues
+            # from the transcript's last cost-state, not from zero: start the per-run difference there.
+            source = spec.fork_from or (spec.session_id if spec.resume else None)
             self._cost_so_far = 0.0
+            if source is not None:
+                path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
+                self._cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
             self._pump = ConnectionPump(
                 connection,
                 self.manager.event_log,
@@ -327,6 +398,81 @@ class SessionActor:
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
+
+    async def _rewind(self, command: RewindFiles) -> None:
+        """Preview or restore the files as before a checkpoint, on this session's CLI (connected for the
+        purpose when it was not: resumed, with checkpointing, in its sandbox, under this actor's lease)."""
+        self._working = True
+        try:
+            answer = await self._rewind_answer(command)
+        except Exception as exc:
+            log.exception("rewind.failed")
+            answer = {"error": f"internal error: {type(exc).__name__}"}
+        finally:
+            self._working = False
+        await self._reply(command.reply_to, answer)
+
+    async def _rewind_answer(self, command: RewindFiles) -> dict[str, Any]:
+        async with self.manager.db.session() as session:
+            row = await SessionRepository(session).get(self.session_id)
+            latest = await RunRepository(session).latest_for_session(self.session_id)
+        if row is None or latest is None:
+            return {"error": "the session has no checkpoints"}
+        spec = await self._spec(row.tenant_id, latest.options)
+        assert self._paths is not None
+        agent_dir = str(self._paths.agent_dir)
+        if not spec.resume:
+            return {"error": "the agent has no transcript for this session, so no file checkpoints"}
+        before: str | None = None
+        if command.conversation:
+            path = transcript_path(agent_dir, spec.cwd, self.session_id)
+            prompt = await asyncio.to_thread(transcript_message, path, command.checkpoint_id)
+            if prompt is None:
+                return {"error": "the agent's transcript has no prompt with this checkpoint id"}
+            if prompt.parent_uuid is None:
+                return {
+                    "error": "the conversation cannot go back to before its first prompt; rewind the "
+                    "files alone, or start a new session"
+                }
+            before = prompt.parent_uuid
+        try:
+            pump = await self._ensure_connection(spec)
+            preview = await pump.connection.preview_rewind(command.checkpoint_id)
+            if not preview.can_rewind:
+                return {"error": preview.error or "the agent cannot rewind to this checkpoint"}
+            files = [_relative(path, spec.cwd) for path in preview.files_changed]
+            answer: dict[str, Any] = {
+                "filesChanged": files,
+                "insertions": preview.insertions,
+                "deletions": preview.deletions,
+                "applied": False,
+            }
+            if command.dry_run:
+                return answer
+            await pump.connection.rewind(command.checkpoint_id)
+        except AgentFailure as exc:
+            await self._disconnect()
+            return {"error": f"the agent could not rewind: {exc.reason}"}
+        pump.record(
+            AgentOutput(
+                EventKind.FILES_REWOUND,
+                {
+                    "checkpoint_id": command.checkpoint_id,
+                    "files_changed": files,
+                    "conversation": command.conversation,
+                },
+            )
+        )
+        await pump.flush()
+        if before is not None:
+            async with self.manager.db.session() as session:
+                await SessionRepository(session).set_resume_point(
+                    self.session_id, resume_at=before, fork_source_id=row.fork_source_id
+                )
+                await session.commit()
+            # The next run connects anew, loading the conversation only up to `before`.
+            await self._disconnect()
+        return {**answer, "applied": True}
 
     async def _on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
         """A hook event of this session's CLI: ask the tenant's webhooks, log each call as HookFired."""
@@ -371,11 +517,39 @@ class SessionActor:
             self._launch.grant.open = held
 
     async def _execute(self, run: Run) -> Outcome:
-        spec = await self._spec(run)
+        spec = await self._spec(run.tenant_id, run.options)
         try:
             pump = await self._ensure_connection(spec)
         except AgentFailure as exc:
             return Outcome("FAILED", error=f"the agent could not start: {exc.reason}")
+        try:
+            return await self._send_and_wait(run, pump)
+        finally:
+            if spec.fork_from is not None or spec.resume_at is not None:
+                await asyncio.shield(self._resume_point_used(spec))
+
+    async def _resume_point_used(self, spec: AgentSpec) -> None:
+        """A fork or a rewound conversation took effect once the session's own transcript exists; the
+        connections after it resume that transcript as it stands."""
+        assert self._paths is not None
+        agent_dir = str(self._paths.agent_dir)
+        if not await asyncio.to_thread(transcript_exists, agent_dir, spec.cwd, self.session_id):
+            return
+        try:
+            async with self.manager.db.session() as session:
+                await SessionRepository(session).set_resume_point(
+                    self.session_id, resume_at=None, fork_source_id=None
+                )
+                await session.commit()
+        except Exception:
+            # Kept for the next connection, which then loads the same point again: logged, not fatal.
+            log.warning("session.resume_point_not_cleared", exc_info=True)
+            return
+        if spec.fork_from is not None:
+            # The fork's own transcript holds the conversation now; the parent's copy has served.
+            await asyncio.to_thread(remove_transcript, agent_dir, spec.cwd, spec.fork_from)
+
+    async def _send_and_wait(self, run: Run, pump: ConnectionPump) -> Outcome:
         pump.current_run_id = run.id
         self._hold_model_pass(True)
         self._drain_signals()
@@ -468,17 +642,25 @@ class SessionActor:
     def _result_outcome(self, signal: ResultSeen, *, interrupted: bool, timed_out: bool) -> Outcome:
         payload = signal.output.payload
         total = signal.output.total_cost_usd
-        cost = 0.0
+        cost: float | None = None
         if total is not None:
-            # The CLI reports a running total per process; the run's share is the difference.
+            # The CLI reports a running total (continued across resumes, see _ensure_connection); the
+            # run's share is the difference.
             cost = max(0.0, total - self._cost_so_far)
             self._cost_so_far = total
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else None
         if interrupted or timed_out:
             outcome = self._stopped_outcome(timed_out, payload)
-            return Outcome(outcome.status, outcome.error, payload, cost)
+            return Outcome(outcome.status, outcome.error, payload, cost, usage)
         if payload.get("is_error"):
-            return Outcome("FAILED", error=_result_error(payload), result=payload, cost_usd=cost)
-        return Outcome("COMPLETED", result=payload, cost_usd=cost)
+            return Outcome("FAILED", error=_result_error(payload), result=payload, cost_usd=cost, usage=usage)
+        return Outcome("COMPLETED", result=payload, cost_usd=cost, usage=usage)
+
+
+def _relative(path: str, workspace: str) -> str:
+    """A changed file as the caller knows it: relative to the session's workspace."""
+    prefix = workspace.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def _result_error(payload: dict[str, Any]) -> str:

@@ -11,7 +11,12 @@ looks for to decide on resume agree on every replica sharing DATA_DIR.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,3 +49,36 @@ class SessionPaths:
         for path in (self.root, self.workspace, self.agent_dir):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a folder an agent wrote: symlinks as links (never followed), regular files with their
+    metadata, and nothing else (a FIFO would block the copy forever; devices and sockets mean nothing
+    in another session)."""
+
+    def copy_regular(src: str, dst: str) -> str:
+        if stat.S_ISREG(os.lstat(src).st_mode):
+            return str(shutil.copy2(src, dst))
+        return dst
+
+    shutil.copytree(source, target, symlinks=True, copy_function=copy_regular, dirs_exist_ok=True)
+
+
+def remove_tree(root: Path) -> bool:
+    """Remove a folder an agent wrote, also where it took its own permissions away (chmod 000);
+    True when nothing of it is left."""
+
+    def allow_and_retry(function: Callable[..., object], path: str, _exc: object) -> None:
+        for folder in {os.path.dirname(path), path}:
+            with contextlib.suppress(OSError):
+                if not os.path.islink(folder):
+                    os.chmod(folder, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            function(path)
+
+    for _ in range(3):
+        if not root.exists() and not root.is_symlink():
+            return True
+        with contextlib.suppress(OSError):
+            shutil.rmtree(root, onerror=allow_and_retry)
+    return not root.exists()

@@ -101,6 +101,22 @@ class RunRepository:
             found[run.session_id].append(run)
         return found
 
+    async def by_checkpoint(self, session_id: str, checkpoint_id: str) -> Run | None:
+        """The session's run whose prompt uuid (its file checkpoint id) is `checkpoint_id`."""
+        result = await self.session.execute(
+            sa.select(Run).where(Run.session_id == session_id, Run.prompt_uuid == checkpoint_id)
+        )
+        return result.scalars().first()
+
+    async def latest_for_session(self, session_id: str) -> Run | None:
+        result = await self.session.execute(
+            sa.select(Run)
+            .where(Run.session_id == session_id)
+            .order_by(Run.created_at.desc(), Run.id.desc())
+            .limit(1)
+        )
+        return result.scalars().first()
+
     async def active_for_session(self, session_id: str) -> Sequence[Run]:
         result = await self.session.execute(
             sa.select(Run)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession
@@ -17,6 +18,11 @@ class SessionQuery:
     tenant_id: str
     status: str | None = None
     title_contains: str | None = None
+    # None: archived or not; True: only archived; False: only not archived.
+    archived: bool | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 class SessionRepository:
@@ -31,6 +37,8 @@ class SessionRepository:
         title: str | None,
         at: datetime,
         forked_from_id: str | None = None,
+        resume_at: str | None = None,
+        tags: Sequence[str] = (),
     ) -> AgentSession:
         row = AgentSession(
             id=session_id,
@@ -42,6 +50,9 @@ class SessionRepository:
             last_seq=0,
             total_cost_usd=0.0,
             forked_from_id=forked_from_id,
+            fork_source_id=forked_from_id,
+            resume_at=resume_at,
+            tags=list(tags),
         )
         self.session.add(row)
         await self.session.flush()
@@ -64,11 +75,13 @@ class SessionRepository:
         self, query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
     ) -> Sequence[AgentSession]:
         """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
-        return (await self.session.execute(self.listing(query, after=after, limit=limit))).scalars().all()
+        dialect = self.session.get_bind().dialect.name
+        statement = self.listing(query, after=after, limit=limit, dialect=dialect)
+        return (await self.session.execute(statement)).scalars().all()
 
     @staticmethod
     def listing(
-        query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
+        query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int, dialect: str = "sqlite"
     ) -> sa.Select[AgentSession]:
         """The statement of `list`, ordered as ix_sessions_tenant_id_created_at_id is, so no sort."""
         stmt = sa.select(AgentSession).where(AgentSession.tenant_id == query.tenant_id)
@@ -76,6 +89,15 @@ class SessionRepository:
             stmt = stmt.where(AgentSession.status == query.status)
         if query.title_contains:
             stmt = stmt.where(AgentSession.title.contains(query.title_contains, autoescape=True))
+        if query.archived is not None:
+            archived = AgentSession.archived_at.is_not(None)
+            stmt = stmt.where(archived if query.archived else sa.not_(archived))
+        if query.tag is not None:
+            stmt = stmt.where(_has_tag(query.tag, dialect))
+        if query.created_after is not None:
+            stmt = stmt.where(AgentSession.created_at > query.created_after)
+        if query.created_before is not None:
+            stmt = stmt.where(AgentSession.created_at < query.created_before)
         if after is not None:
             created_at, session_id = after
             stmt = stmt.where(
@@ -85,6 +107,35 @@ class SessionRepository:
                 )
             )
         return stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
+
+    async def update(self, session_id: str, at: datetime, **values: object) -> None:
+        """Set the given columns (title, tags, archived_at, resume_at…) and updated_at."""
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id)
+            .values(updated_at=at, **values)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def set_resume_point(
+        self, session_id: str, *, resume_at: str | None, fork_source_id: str | None
+    ) -> None:
+        """Where the next CLI connection starts (no updated_at change: it is bookkeeping, not news)."""
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id)
+            .values(resume_at=resume_at, fork_source_id=fork_source_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete the row; its events, runs and permission requests go with it (ON DELETE CASCADE)."""
+        result = await self.session.execute(
+            sa.delete(AgentSession)
+            .where(AgentSession.id == session_id)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def changed_since(
         self, tenant_id: str, since: datetime, *, after: tuple[datetime, str] | None = None, limit: int
@@ -171,3 +222,11 @@ class SessionRepository:
             .values(lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         )
+
+
+def _has_tag(tag: str, dialect: str) -> sa.ColumnElement[bool]:
+    """`tags` holds the tag: JSONB containment on PostgreSQL, json_each on SQLite."""
+    if dialect == "postgresql":
+        return sa.type_coerce(AgentSession.tags, JSONB).contains([tag])
+    values = sa.func.json_each(AgentSession.tags).table_valued("value")
+    return sa.exists(sa.select(1).select_from(values).where(values.c.value == tag))

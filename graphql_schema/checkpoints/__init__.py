@@ -1,0 +1,1 @@
+"""Checkpoints: rewinding a session's files (and conversation), and forking a session."""

@@ -1,0 +1,1 @@
+"""A session's lifecycle: rename, tags, archive, delete."""
