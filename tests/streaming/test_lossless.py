@@ -225,6 +225,14 @@ async def test_a_watcher_that_pauses_while_5000_events_pass_gets_them_all(
                 # Paused: not reading while the whole run passes.
                 run = await wait_for_run(client, run_id, timeout=180)
                 assert run["status"] == "COMPLETED"
+                # Still paused until the watcher's queue overflows (bounded memory; it will resynchronise
+                # from the log). Wake-ups leave through the outbox, which may still be draining when the
+                # run reads COMPLETED, so wait for the overflow rather than read the counter once.
+                await _until(
+                    lambda: c.metric(replica, "agent_bus_watcher_overflows_total"),
+                    above=overflows_before,
+                    timeout=60,
+                )
                 final = await last_seq(client, session_id)
                 seqs: list[int] = []
                 while len(seqs) < final - before:
@@ -233,12 +241,6 @@ async def test_a_watcher_that_pauses_while_5000_events_pass_gets_them_all(
                     event = message["payload"]["data"]["sessionEvents"]
                     if not event["ephemeral"]:
                         seqs.append(event["seq"])
-                # The paused watcher's queue overflowed (bounded memory) and it resynchronised from the
-                # log. Wake-ups leave through the outbox, which may still be draining when the run reads
-                # COMPLETED: wait for the overflow rather than read the counter once.
-                await _until(
-                    lambda: c.metric(replica, "agent_bus_watcher_overflows_total"), above=overflows_before
-                )
         assert seqs == list(range(before + 1, final + 1)), _describe(seqs)
         assert final - before > 5000
 
