@@ -92,3 +92,26 @@ async def test_a_run_is_watched_approved_and_completes_in_the_console(
     print(f"console screenshot (run completed): {shot}")
     assert only_this_server(page, stack.api.base_url) == []
     assert page.problems == []
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+async def test_a_run_waiting_for_a_decision_is_interrupted_from_the_console(stack: Stack, page: Page) -> None:
+    client = stack.client()
+    try:
+        started = await start_ok(client, prompt="[scenario:write-file]", permissionMode="DEFAULT")
+        session_id, run_id = started["session"]["id"], started["run"]["id"]
+        await page.goto(f"{stack.api.base_url}/console")
+        await page.type("#api-key", stack.key)
+        await page.click("#use-key")
+        # The session was there before the console opened: the initial `sessions` query lists it.
+        await page.click(f"[data-session-id='{session_id}']")
+        await page.wait_for("document.querySelector('.permission button.approve')", what="the request")
+        await page.click(f"#runs-table tr[data-run-id='{run_id}'] button.interrupt")
+        run_row = f"#runs-table tr[data-run-id='{run_id}']"
+        await page.wait_for(_text(f"{run_row} .run-status") + " === 'INTERRUPTED'", what="INTERRUPTED")
+        assert (await wait_for_run(client, run_id))["status"] == "INTERRUPTED"
+        await page.wait_for("!document.querySelector('.permission')", what="the request to go")
+    finally:
+        await client.aclose()
+    assert only_this_server(page, stack.api.base_url) == []
+    assert page.problems == []
