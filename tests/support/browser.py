@@ -48,7 +48,7 @@ class Page:
         self.events: list[tuple[str, dict[str, Any]]] = []
         # {"url", "method", "postData"} per request, sockets included.
         self.requests: list[dict[str, Any]] = []
-        self.problems: list[str] = []  # uncaught exceptions and console errors
+        self.problems: list[str] = []  # uncaught exceptions, console errors, the browser's errors
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -72,6 +72,9 @@ class Page:
                 details = params["exceptionDetails"]
                 exception = details.get("exception", {})
                 self.problems.append(exception.get("description") or details.get("text", ""))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                # The browser's own complaints: a Content-Security-Policy violation, a failed load.
+                self.problems.append(f"{params['entry']['text']} {params['entry'].get('url', '')}")
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
                 values = (arg.get("value", arg.get("description")) for arg in params["args"])
                 self.problems.append(" ".join(str(value) for value in values))
@@ -180,7 +183,7 @@ class Chromium:
                 await asyncio.sleep(0.1)
         socket = await connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
         self.page = Page(socket)
-        for domain in ("Network.enable", "Page.enable", "Runtime.enable"):
+        for domain in ("Network.enable", "Page.enable", "Runtime.enable", "Log.enable"):
             await self.page.send(domain)
         return self.page
 

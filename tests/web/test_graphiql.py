@@ -72,3 +72,27 @@ async def test_a_wrong_key_is_refused_at_the_form_and_nothing_is_stored(stack: S
     assert "refused" in error
     assert not await page.evaluate("Boolean(document.querySelector('.graphiql-container'))")
     assert await page.evaluate("sessionStorage.length + localStorage.length") == 0
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+async def test_remember_keeps_the_key_in_local_storage_until_forget(stack: Stack, page: Page) -> None:
+    await page.goto(f"{stack.api.base_url}/graphql")
+    await page.type("#api-key", stack.key)
+    await page.click("#remember-key")
+    await page.click("#use-key")
+    await page.wait_for("document.querySelector('.graphiql-container')", what="GraphiQL")
+    assert await page.evaluate("localStorage.getItem('claude-agent-api.key')") == stack.key
+    assert await page.evaluate("sessionStorage.getItem('claude-agent-api.key')") is None
+    # The console on the same origin finds it: no second form.
+    await page.goto(f"{stack.api.base_url}/console")
+    connected = "document.querySelector('#connection').textContent === 'connected'"
+    await page.wait_for(connected, what="the socket")
+    assert not await page.evaluate("Boolean(document.querySelector('#key-form'))")
+    await page.click("#forget-key")
+    await page.wait_for("document.querySelector('#key-form')", what="the key form again")
+    # GraphiQL keeps its tabs in localStorage; nothing anywhere holds the key any more.
+    stored = await page.evaluate(
+        "[localStorage, sessionStorage].flatMap((s) => Object.keys(s).map((k) => s.getItem(k)))"
+    )
+    assert not [value for value in stored if stack.key in value]
+    assert page.problems == []
