@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import Stack
+from tests.documents import start_ok
 from tests.support.browser import Page
 from tests.web.conftest import only_this_server
 
@@ -96,3 +97,34 @@ async def test_remember_keeps_the_key_in_local_storage_until_forget(stack: Stack
     )
     assert not [value for value in stored if stack.key in value]
     assert page.problems == []
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+async def test_a_subscription_runs_over_the_socket_with_the_key(stack: Stack, page: Page) -> None:
+    await page.goto(f"{stack.api.base_url}/graphql")
+    await page.type("#api-key", stack.key)
+    await page.click("#use-key")
+    editor = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+    await page.wait_for("document.querySelector('.graphiql-query-editor .CodeMirror')", what="the editor")
+    subscription = "subscription Feed { sessionChanges { kind session { title } } }"
+    await page.evaluate(f"{editor}.setValue({json.dumps(subscription)})")
+    await asyncio.sleep(0.5)
+    await page.click(".graphiql-execute-button")
+    for _ in range(100):  # the socket is opened, and the subscription sent, before the run starts
+        if [r for r in page.requests if r["method"] == "WEBSOCKET"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("GraphiQL opened no WebSocket for the subscription")
+    await asyncio.sleep(0.5)
+    client = stack.client()
+    try:
+        await start_ok(client, prompt="Hello from a test", title="seen in GraphiQL")
+    finally:
+        await client.aclose()
+    await page.wait_for(
+        "document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue()"
+        ".includes('seen in GraphiQL')",
+        what="the session change in the result pane",
+    )
+    assert only_this_server(page, stack.api.base_url) == []
