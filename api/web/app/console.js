@@ -465,6 +465,7 @@
       "key " + AgentKey.label(key) + (AgentKey.remembered() ? " (remembered in this browser)" : " (this tab only)");
     document.getElementById("bar").hidden = false;
     document.getElementById("console").hidden = false;
+    var connectedBefore = false;
     client = graphqlWs.createClient({
       url: WS_URL,
       retryAttempts: 1000,
@@ -477,6 +478,19 @@
       on: {
         connected: function () {
           setConnection("connected");
+          // After a reconnect the subscriptions resume by themselves; the lists are read again for
+          // what changed while the socket was down.
+          if (connectedBefore) {
+            request(SESSIONS).then(function (data) {
+              data.sessions.edges.forEach(function (edge) {
+                upsertSession(edge.node);
+              });
+              renderSessions();
+            });
+            loadRuns();
+            loadPermissions();
+          }
+          connectedBefore = true;
         },
         closed: function (event) {
           if (event && event.code === 4403) {
