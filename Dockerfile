@@ -7,6 +7,14 @@
 #
 # With no DATABASE_URL/REDIS_URL the container runs the embedded default (SQLite under /data, one replica);
 # docker-compose.yml shows the PostgreSQL + Redis + two replicas setup.
+# GraphiQL's and the console's browser assets, from the npm packages web/package-lock.json pins
+# (scripts/web-assets; docs/operations.md#browser-assets-graphiql-and-the-console).
+FROM node:20-slim AS web-assets
+WORKDIR /app
+COPY web/package.json web/package-lock.json ./web/
+COPY scripts/web-assets ./scripts/
+RUN scripts/web-assets
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -37,6 +45,7 @@ COPY alembic ./alembic
 COPY api ./api
 COPY graphql_schema ./graphql_schema
 COPY persistence ./persistence
+COPY --from=web-assets /app/api/web/vendor ./api/web/vendor
 RUN pip install . \
     && rm -rf build ./*.egg-info
 

@@ -12,7 +12,7 @@ import orjson
 import structlog
 from cross_web import HTTPException as StrawberryHTTPException
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
@@ -39,6 +39,7 @@ from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
 from api.settings import Settings
+from api.web import mount_web, render_graphiql
 from api.webhooks.registry import WebhookRegistry
 from graphql_schema.context import Context
 from graphql_schema.schema import build_schema
@@ -150,6 +151,10 @@ class AuthenticatedGraphQLRouter(GraphQLRouter[Context, None]):
             raise StrawberryHTTPException(400, "the request body must be a JSON object")
         return parsed
 
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        """GraphiQL from this server's own copies of its assets (api/web), never from a CDN."""
+        return render_graphiql(_services(request).settings)
+
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("Authorization") or params.get("authorization")
@@ -238,6 +243,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
         allowed_origins=settings.allowed_origins,
     )
     app.include_router(router, prefix="/graphql")
+    mount_web(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_exception_handler(RateLimited, _too_many_requests)
 

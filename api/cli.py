@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
     from api.logging import configure_logging
+    from api.web import GRAPHIQL_ASSETS, missing_assets
 
     configure_logging(settings.log_format, settings.log_level)
     if args.scripted_model:
@@ -28,6 +29,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"  GraphiQL:  {base}/graphql   (WebSocket subscriptions: ws://{args.host}:{args.port}/graphql)",
         file=sys.stderr,
     )
+    if settings.console:
+        print(f"  console:   {base}/console", file=sys.stderr)
+    missing = missing_assets(settings, GRAPHIQL_ASSETS)
+    if missing and (settings.graphiql or settings.console):
+        print(
+            f"  warning:   GraphiQL and the console lack their browser assets ({', '.join(missing)});"
+            " run scripts/web-assets (needs npm)",
+            file=sys.stderr,
+        )
     print(f"  database:  {url.split('@')[-1]}", file=sys.stderr)
     print(f"  fan-out:   {'Redis' if settings.redis_url else 'in-process'}", file=sys.stderr)
     if settings.scripted_model:
@@ -40,7 +50,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if dev_key:
         print(
             "\nA development API key was created (shown once; send it as 'Authorization: Bearer <key>',\n"
-            'in GraphiQL\'s Headers tab as {"Authorization": "Bearer <key>"}):\n\n'
+            "or enter it in the key form of GraphiQL or the console):\n\n"
             f"  {dev_key}\n",
             file=sys.stderr,
         )

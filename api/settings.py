@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     max_tokens: int = 5000
     allowed_origins: list[str] = Field(default_factory=list)
     graphiql: bool = True
+    console: bool = Field(default=True, description="Serve the operator console at GET /console.")
+    web_assets_dir: Path | None = Field(
+        default=None,
+        description="The npm-built files GraphiQL and the console load (scripts/web-assets copies them); "
+        "default: api/web/vendor next to the code.",
+    )
 
     auto_migrate: bool | None = Field(
         default=None, description="Apply migrations on start; default: yes on SQLite, no on PostgreSQL."
