@@ -64,7 +64,11 @@ async def test_a_run_is_watched_approved_and_completes_in_the_console(
         await page.wait_for(_text(f"{run_row} .run-status") + " === 'COMPLETED'", what="COMPLETED")
         run = await wait_for_run(client, run_id)
         assert run["status"] == "COMPLETED"
-        request = (await client.execute("{ permissionRequests { id status } }"))["permissionRequests"]
+        request = (
+            await client.execute(
+                "query($id: ID!) { permissionRequests(sessionId: $id) { id status } }", {"id": session_id}
+            )
+        )["permissionRequests"]
         assert [r["status"] for r in request] == ["ALLOWED"]
         assert (await page.evaluate(_text(f"{run_row} .run-cost"))).startswith("$")
         assert await page.evaluate(_text(".permission") + " || ''") == ""
