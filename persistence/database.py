@@ -66,10 +66,21 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """True when ``error`` means the database is unreachable for now: worth retrying, not worth a trace."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, _UNAVAILABLE)
+    """True when ``error`` means the database is unreachable for now: worth retrying, not worth a trace.
+
+    SQLAlchemy wraps the driver's error (a plain DBAPIError whose cause is, say, asyncpg's
+    CannotConnectNowError "the database system is shutting down"), so the causes are looked at too."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        orig = getattr(current, "orig", None) if isinstance(current, sa_exc.DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 class Database:
