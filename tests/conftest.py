@@ -116,3 +116,15 @@ async def stack(
         await running.api.stop()
         if database_url:
             await drop_postgres_database(database_url)
+
+
+@pytest.fixture
+async def special_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
+) -> AsyncIterator[Stack]:
+    """An embedded stack with settings of the test's own (`@pytest.mark.parametrize('special_stack', …)`)."""
+    running = await start_stack("embedded", tmp_path, scripted_model, **request.param)
+    try:
+        yield running
+    finally:
+        await running.api.stop()

@@ -7,15 +7,13 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from api.scripted_model.server import ScriptedModelServer
 from persistence.models import utcnow
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack
 from tests.documents import (
     INTERRUPT_RUN,
     SESSION,
@@ -129,18 +127,6 @@ class TestInterrupt:
         runs = {edge["node"]["id"]: edge["node"] for edge in session["runs"]["edges"]}
         assert runs[queued["run"]["id"]]["status"] == "INTERRUPTED"
         assert runs[queued["run"]["id"]]["startedAt"] is None
-
-
-@pytest.fixture
-async def special_stack(
-    request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
-) -> AsyncIterator[Stack]:
-    """An embedded stack with settings of the test's own (`@pytest.mark.parametrize('special_stack', …)`)."""
-    running = await start_stack("embedded", tmp_path, scripted_model, **request.param)
-    try:
-        yield running
-    finally:
-        await running.api.stop()
 
 
 @pytest.mark.parametrize("special_stack", [{"agent_env": {"ANTHROPIC_API_KEY": ""}}], indirect=True)

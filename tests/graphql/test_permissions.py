@@ -425,18 +425,6 @@ async def test_a_request_nobody_decides_expires_and_the_tool_never_runs(short_ti
     assert "nobody answered" in json.dumps(results[0]["content"])
 
 
-@pytest.fixture
-async def special_stack(
-    request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
-) -> AsyncIterator[Stack]:
-    """An embedded stack with settings of the test's own (`@pytest.mark.parametrize('special_stack', …)`)."""
-    running = await start_stack("embedded", tmp_path, scripted_model, **request.param)
-    try:
-        yield running
-    finally:
-        await running.api.stop()
-
-
 async def _pending_write(
     stack: Stack, ws: GraphQLWSClient, client: GraphQLHttpClient
 ) -> tuple[str, str, Any]:
