@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     )
     policy_file: Path | None = Field(default=None, description="Per-tenant tool rules (JSON), narrower.")
     max_turns_cap: int = Field(default=100, ge=1)
+    mcp_servers_file: Path | None = Field(
+        default=None,
+        description="The registry of MCP servers (JSON) callers may choose by name with mcpServers; "
+        "unset: none.",
+    )
+    agent_setting_sources: list[Literal["user", "project", "local"]] = Field(
+        default_factory=list,
+        description="Claude Code settings files every agent CLI loads (user: the session's config dir, "
+        "project and local: its workspace, CLAUDE.md with project). Empty: none. JSON list.",
+    )
 
     # Confinement of agent CLIs (docs/security.md).
     sandbox: Literal["auto", "off"] = Field(

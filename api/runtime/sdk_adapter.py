@@ -40,7 +40,12 @@ from claude_agent_sdk import (
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import CanUseToolShadowedWarning, PermissionRuleValue, RateLimitEvent
+from claude_agent_sdk.types import (
+    CanUseToolShadowedWarning,
+    PermissionRuleValue,
+    RateLimitEvent,
+    SystemPromptPreset,
+)
 
 from api.events.records import EventKind
 
@@ -66,7 +71,17 @@ class AgentSpec:
     # A sandbox launcher, or None for the bundled CLI started directly (SANDBOX=off).
     cli_path: str | None = None
     model: str | None = None
+    fallback_model: str | None = None
     system_prompt: str | None = None
+    # Claude Code's own system prompt instead of system_prompt: {} or {"append": str}.
+    system_prompt_preset: dict[str, Any] | None = None
+    # The SDK's ThinkingConfig and EffortLevel.
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
+    # The operator's configs of the servers the run chose (McpServerConfig by name).
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    # The operator's choice (AGENT_SETTING_SOURCES); empty: no settings file configures the agent.
+    setting_sources: tuple[str, ...] = ()
     permission_mode: str | None = None
     allowed_tools: tuple[str, ...] = ()
     disallowed_tools: tuple[str, ...] = ()
@@ -283,7 +298,11 @@ class AgentConnection:
             cli_path=spec.cli_path,
             env=spec.env,
             model=spec.model,
-            system_prompt=spec.system_prompt,
+            fallback_model=spec.fallback_model,
+            system_prompt=_system_prompt(spec),
+            thinking=spec.thinking,  # type: ignore[arg-type]
+            effort=spec.effort,  # type: ignore[arg-type]
+            mcp_servers=dict(spec.mcp_servers or {}),  # type: ignore[arg-type]
             permission_mode=spec.permission_mode,  # type: ignore[arg-type]
             allowed_tools=list(spec.allowed_tools),
             disallowed_tools=list(spec.disallowed_tools),
@@ -291,8 +310,8 @@ class AgentConnection:
             max_budget_usd=spec.max_budget_usd,
             # Remote prompts are data: no @file expansion, no slash commands (docs/architecture.md, facts).
             verbatim_prompts=True,
-            # Nothing from the workspace or the server's home may configure the agent.
-            setting_sources=[],
+            # Only what the operator chose may configure the agent (none by default); no .mcp.json.
+            setting_sources=list(spec.setting_sources),  # type: ignore[arg-type]
             strict_mcp_config=True,
             include_partial_messages=True,
             enable_file_checkpointing=True,
@@ -317,7 +336,9 @@ class AgentConnection:
         if spec.output_schema is not None:
             options.output_format = {"type": "json_schema", "schema": spec.output_schema}
         if spec.agents:
-            options.agents = {name: AgentDefinition(**definition) for name, definition in spec.agents.items()}
+            options.agents = {
+                name: _subagent(definition, spec.disallowed_tools) for name, definition in spec.agents.items()
+            }
         if self._hooks is not None and self._hooks.events:
             options.hooks = _hook_matchers(self._hooks)  # type: ignore[assignment]
         return options
@@ -490,6 +511,24 @@ class AgentConnection:
         if tail:
             parts.append(f"stderr: {tail}")
         return "; ".join(parts)
+
+
+def _system_prompt(spec: AgentSpec) -> str | SystemPromptPreset | None:
+    if spec.system_prompt_preset is None:
+        return spec.system_prompt
+    preset = SystemPromptPreset(type="preset", preset="claude_code")
+    if spec.system_prompt_preset.get("append"):
+        preset["append"] = spec.system_prompt_preset["append"]
+    return preset
+
+
+def _subagent(definition: dict[str, Any], disallowed: tuple[str, ...]) -> AgentDefinition:
+    """A subagent denied what its parent is denied, in its own definition too: the caller's
+    disallowedTools and the operator's denied tools hold inside it whatever tools it lists."""
+    agent = AgentDefinition(**definition)
+    if disallowed:
+        agent.disallowedTools = [*(agent.disallowedTools or []), *disallowed]
+    return agent
 
 
 def _hook_matchers(provider: HookProvider) -> dict[str, list[HookMatcher]]:

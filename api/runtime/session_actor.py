@@ -23,6 +23,7 @@ from api.control.commands import (
     SetModel,
     SetPermissionMode,
 )
+from api.errors import PolicyViolation
 from api.events.records import EventKind
 from api.runtime import lifecycle, metrics
 from api.runtime.permissions import PermissionBroker
@@ -350,7 +351,13 @@ class SessionActor:
             # Set per connection from its Launch (_ensure_connection).
             env={},
             model=options.model,
+            fallback_model=options.fallback_model,
             system_prompt=options.system_prompt,
+            system_prompt_preset=options.system_prompt_preset,
+            thinking=options.thinking,
+            effort=options.effort,
+            mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
+            setting_sources=tuple(self.manager.settings.agent_setting_sources),
             permission_mode=options.permission_mode,
             allowed_tools=tuple(options.allowed_tools or ()),
             disallowed_tools=tuple(options.disallowed_tools or ()),
@@ -517,7 +524,11 @@ class SessionActor:
             self._launch.grant.open = held
 
     async def _execute(self, run: Run) -> Outcome:
-        spec = await self._spec(run.tenant_id, run.options)
+        try:
+            spec = await self._spec(run.tenant_id, run.options)
+        except PolicyViolation as exc:
+            # The registry changed (a restart) between queueing and running: the run cannot have it.
+            return Outcome("FAILED", error=exc.message)
         try:
             pump = await self._ensure_connection(spec)
         except AgentFailure as exc:

@@ -9,7 +9,11 @@ Policy file (POLICY_FILE), JSON:
 
     {"tenants": {"acme": {"allowedTools": ["Read", "Grep", "Bash(npm test:*)"],
                           "permissionModes": ["DEFAULT", "PLAN"],
-                          "deniedTools": ["WebFetch"]}}}
+                          "deniedTools": ["WebFetch"],
+                          "mcpServers": ["files"]}}}
+
+`mcpServers` names the servers of the operator's registry (MCP_SERVERS_FILE, api/runtime/mcp_registry.py)
+the tenant may choose; absent: every registered one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from api.errors import PolicyViolation
+from api.runtime.mcp_registry import McpRegistry
 from api.settings import Settings
 
 
@@ -32,6 +37,7 @@ class ToolRules:
     allowed_tools: tuple[str, ...] | None = None
     permission_modes: tuple[str, ...] | None = None
     denied_tools: tuple[str, ...] = ()
+    mcp_servers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,13 @@ class ToolPolicy:
     """The rules in force for one tenant: the deployment's, then the tenant's."""
 
     layers: tuple[tuple[str, ToolRules], ...]
+    mcp: McpRegistry = field(default_factory=McpRegistry)
+
+    def check_mcp_servers(self, names: list[str]) -> list[str]:
+        """Registered names every layer allows, or a typed error naming the rule."""
+        for name, rules in self.layers:
+            self.mcp.check_names(names, rules.mcp_servers, name)
+        return list(names)
 
     @property
     def denied_tools(self) -> list[str]:
@@ -79,12 +92,13 @@ class PolicyBook:
 
     deployment: ToolRules
     tenants: dict[str, ToolRules] = field(default_factory=dict)
+    mcp: McpRegistry = field(default_factory=McpRegistry)
 
     def for_tenant(self, tenant_name: str) -> ToolPolicy:
         layers: list[tuple[str, ToolRules]] = [("deployment", self.deployment)]
         if tenant_name in self.tenants:
             layers.append((f"tenant {tenant_name}", self.tenants[tenant_name]))
-        return ToolPolicy(tuple(layers))
+        return ToolPolicy(tuple(layers), self.mcp)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PolicyBook:
@@ -93,6 +107,7 @@ class PolicyBook:
             permission_modes=settings.allowed_permission_modes,
             denied_tools=settings.tool_denylist,
             policy_file=settings.policy_file,
+            mcp=McpRegistry.load(settings.mcp_servers_file),
         )
 
     @classmethod
@@ -103,6 +118,7 @@ class PolicyBook:
         permission_modes: list[str],
         denied_tools: list[str],
         policy_file: Path | None,
+        mcp: McpRegistry | None = None,
     ) -> PolicyBook:
         deployment = ToolRules(
             allowed_tools=tuple(allowed_tools) if allowed_tools is not None else None,
@@ -117,13 +133,21 @@ class PolicyBook:
                 raise ValueError(f"POLICY_FILE {policy_file}: {exc}") from exc
             for tenant, raw in (data.get("tenants") or {}).items():
                 tenants[tenant] = _rules(raw, f"POLICY_FILE {policy_file}: tenants.{tenant}")
-        return cls(deployment, tenants)
+        registry = mcp or McpRegistry()
+        for tenant, rules in tenants.items():
+            unknown = [name for name in rules.mcp_servers or () if name not in registry.servers]
+            if unknown:
+                raise ValueError(
+                    f"POLICY_FILE {policy_file}: tenants.{tenant}.mcpServers names unregistered "
+                    f"server(s) {', '.join(unknown)}"
+                )
+        return cls(deployment, tenants, registry)
 
 
 def _rules(raw: object, where: str) -> ToolRules:
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must be an object")
-    unknown = set(raw) - {"allowedTools", "permissionModes", "deniedTools"}
+    unknown = set(raw) - {"allowedTools", "permissionModes", "deniedTools", "mcpServers"}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
 
@@ -139,4 +163,5 @@ def _rules(raw: object, where: str) -> ToolRules:
         allowed_tools=strings("allowedTools"),
         permission_modes=strings("permissionModes"),
         denied_tools=strings("deniedTools") or (),
+        mcp_servers=strings("mcpServers"),
     )
