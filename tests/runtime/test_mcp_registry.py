@@ -109,7 +109,8 @@ async def test_callers_choose_only_registered_servers_their_tenant_may_use(mcp_s
         allowed = await start_run(other, prompt="hi", mcpServers=["elsewhere"])
     assert unknown["__typename"] == "PolicyViolationError", unknown
     assert unknown["rule"] == "mcp_servers"
-    assert "filesystem" in unknown["message"] and "registered: elsewhere, probe" in unknown["message"]
+    assert "filesystem" in unknown["message"]
+    assert "registered: elsewhere, probe" in unknown["message"]
     assert sessions["sessions"]["edges"] == []
     assert refused["__typename"] == "PolicyViolationError", refused
     assert refused["rule"] == "tenant tenant-b.mcp_servers"
