@@ -107,6 +107,13 @@ async def test_callers_choose_only_registered_servers_their_tenant_may_use(mcp_s
     async with mcp_stack.client(mcp_stack.other_key) as other:
         refused = await start_run(other, prompt="hi", mcpServers=["probe"])
         allowed = await start_run(other, prompt="hi", mcpServers=["elsewhere"])
+        # Unreachable from the sandbox (no egress host listed): the run goes on without its tools.
+        finished = await wait_for_run(other, allowed["run"]["id"], timeout=120)
+        init = [
+            event["payload"]["data"]
+            for event in (await other.execute(EVENTS, {"sessionId": allowed["session"]["id"]}))["events"]
+            if event["payload"]["__typename"] == "SystemMessage" and event["payload"]["subtype"] == "init"
+        ]
     assert unknown["__typename"] == "PolicyViolationError", unknown
     assert unknown["rule"] == "mcp_servers"
     assert "filesystem" in unknown["message"]
@@ -115,6 +122,10 @@ async def test_callers_choose_only_registered_servers_their_tenant_may_use(mcp_s
     assert refused["__typename"] == "PolicyViolationError", refused
     assert refused["rule"] == "tenant tenant-b.mcp_servers"
     assert allowed["__typename"] == "StartRunSuccess", allowed
+    assert finished["status"] == "COMPLETED", finished
+    assert [(server["name"], server["status"]) for server in init[0]["mcp_servers"]] == [
+        ("elsewhere", "failed")
+    ]
 
 
 def test_runs_keep_server_names_only_and_without_a_registry_every_name_is_refused(tmp_path: Path) -> None:
