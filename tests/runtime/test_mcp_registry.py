@@ -5,6 +5,7 @@ and the tool policy holds for MCP tools as for any other."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,13 +24,19 @@ from tests.documents import EVENTS, start_ok, start_run, wait_for_run
 from tests.support.graphql_http import GraphQLHttpClient
 
 PROBE = Path(__file__).with_name("mcp_probe_server.py")
+# A system Python: the sandbox has the host's /usr and nothing of the test's virtualenv.
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin")
 
 
 def write_registry(path: Path) -> Path:
     # The sandbox sees the system's /usr, not the test tree: the server's source goes in as an argument.
     servers = {
         "servers": {
-            "probe": {"type": "stdio", "command": "/usr/bin/python3", "args": ["-c", PROBE.read_text()]},
+            "probe": {
+                "type": "stdio",
+                "command": SYSTEM_PYTHON or "python3",
+                "args": ["-c", PROBE.read_text()],
+            },
             "elsewhere": {"type": "http", "url": "https://mcp.example.com/mcp"},
         }
     }
@@ -73,6 +80,7 @@ async def tool_results(client: GraphQLHttpClient, session_id: str) -> list[dict[
     ]
 
 
+@pytest.mark.skipif(SYSTEM_PYTHON is None, reason="no python3 under /usr for the MCP server")
 async def test_a_registered_stdio_server_answers_the_agents_tool_call(mcp_stack: Stack) -> None:
     text = f"ping {uuid.uuid4()}"
     async with mcp_stack.client() as client:
@@ -164,3 +172,10 @@ def test_a_policy_file_may_name_registered_servers_only(tmp_path: Path) -> None:
     settings = Settings(policy_file=policy, mcp_servers_file=write_registry(tmp_path / "mcp.json"))
     with pytest.raises(ValueError, match="unregistered server"):
         PolicyBook.from_settings(settings)
+
+
+def test_a_run_whose_server_left_the_registry_is_refused_its_config(tmp_path: Path) -> None:
+    registry = McpRegistry.load(write_registry(tmp_path / "mcp.json"))
+    assert registry.config_for(("probe",))["probe"]["args"][0] == "-c"
+    with pytest.raises(PolicyViolation, match="gone"):
+        registry.config_for(("probe", "gone"))
