@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -224,6 +224,6 @@ def _insert_ignoring_duplicates(db: Database, table: type[Any], rows: list[dict[
     return insert(table).values(rows).on_conflict_do_nothing()
 
 
-def jsonl(entries: Sequence[dict[str, Any]]) -> str:
+def jsonl(entries: Sequence[Mapping[str, Any]]) -> str:
     """The lines as the CLI's JSONL transcript file holds them."""
     return "".join(json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n" for entry in entries)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import claude_agent_sdk
 import structlog
@@ -40,7 +40,14 @@ from claude_agent_sdk import (
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import CanUseToolShadowedWarning, PermissionRuleValue, RateLimitEvent
+from claude_agent_sdk.types import (
+    CanUseToolShadowedWarning,
+    PermissionRuleValue,
+    RateLimitEvent,
+    SessionKey,
+    SessionStore,
+    SessionStoreEntry,
+)
 
 from api.events.records import EventKind
 
@@ -260,6 +267,26 @@ class _Stderr:
         return "\n".join(list(self.lines)[-count:])
 
 
+class MirrorOnly:
+    """A session store as the SDK is handed it: every transcript line the CLI writes goes to `store`,
+    and `load` finds nothing.
+
+    Given a store that loads, the SDK resumes by writing the transcript to a temporary CLAUDE_CONFIG_DIR
+    of the server's and pointing the CLI there, a folder the sandbox does not show the agent. The
+    session actor writes it into the session's own agent dir instead (api/runtime/transcript_store.py),
+    and the CLI resumes from that file as it does without a store.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def append(self, key: SessionKey, entries: list[SessionStoreEntry]) -> None:
+        await self._store.append(key, entries)
+
+    async def load(self, key: SessionKey) -> list[SessionStoreEntry] | None:
+        return None
+
+
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
@@ -269,11 +296,13 @@ class AgentConnection:
         hooks: HookProvider | None = None,
         *,
         ask_permission: PermissionAsker | None = None,
+        session_store: SessionStore | None = None,
     ) -> None:
         self.spec = spec
         self._hooks = hooks
         self._stderr = _Stderr(spec.session_id)
         self._ask_permission = ask_permission
+        self._session_store = session_store
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -295,7 +324,15 @@ class AgentConnection:
             setting_sources=[],
             strict_mcp_config=True,
             include_partial_messages=True,
-            enable_file_checkpointing=True,
+            # The SDK refuses a session store with file checkpointing (checkpoints stay on local disk
+            # and would diverge from the mirrored transcript): that mode has no rewindFiles.
+            enable_file_checkpointing=self._session_store is None,
+            # Duck-typed as the SDK allows: the optional methods it probes for are absent on purpose.
+            session_store=(
+                cast(SessionStore, MirrorOnly(self._session_store))
+                if self._session_store is not None
+                else None
+            ),
             stderr=self._stderr,
             max_buffer_size=MAX_BUFFER_BYTES,
             client_app="claude-agent-graphql-api",

@@ -40,6 +40,7 @@ from api.runtime.sdk_adapter import (
     transcript_message,
     transcript_path,
 )
+from api.runtime.transcript_store import forget_transcript, restore_transcript, session_store_for
 from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
 from persistence.repositories.runs import RunRepository
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
     from api.sandbox.launcher import Launch
     from api.sandbox.layout import SessionPaths
+    from persistence.session_store import DatabaseSessionStore
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +109,8 @@ class SessionActor:
         self._launch: Launch | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
+        # The session's transcripts in the database (SESSION_STORE=database), else None.
+        self._store: DatabaseSessionStore | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
             session_id,
@@ -331,6 +335,12 @@ class SessionActor:
         self._tenant_id = tenant_id
         async with self.manager.db.session() as session:
             row = await SessionRepository(session).get(self.session_id)
+        self._store = session_store_for(self.manager.settings, self.manager.db, tenant_id, self.session_id)
+        if self._store is not None:
+            # The session may have run on another replica last: its transcript comes from the store.
+            await restore_transcript(self._store, agent_dir, workspace, self.session_id)
+            if row is not None and row.fork_source_id is not None:
+                await restore_transcript(self._store, agent_dir, workspace, row.fork_source_id)
         resume = await asyncio.to_thread(transcript_exists, agent_dir, workspace, self.session_id)
         fork_from = None
         # A fork's first connection: its parent's transcript was copied here (SessionControl.fork).
@@ -377,6 +387,7 @@ class SessionActor:
                 dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
                 hooks,
                 ask_permission=self.permissions.ask,
+                session_store=self._store,
             )
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
@@ -421,6 +432,9 @@ class SessionActor:
         spec = await self._spec(row.tenant_id, latest.options)
         assert self._paths is not None
         agent_dir = str(self._paths.agent_dir)
+        if self._store is not None:
+            # CheckpointControl refuses it first; this holds for a command that reached us anyway.
+            return {"error": "SESSION_STORE=database keeps no file checkpoints"}
         if not spec.resume:
             return {"error": "the agent has no transcript for this session, so no file checkpoints"}
         before: str | None = None
@@ -548,6 +562,12 @@ class SessionActor:
         if spec.fork_from is not None:
             # The fork's own transcript holds the conversation now; the parent's copy has served.
             await asyncio.to_thread(remove_transcript, agent_dir, spec.cwd, spec.fork_from)
+            if self._store is not None:
+                try:
+                    await forget_transcript(self._store, agent_dir, spec.cwd, spec.fork_from)
+                except Exception:
+                    # Unused from now on (the fork resumes its own transcript); it goes with the session.
+                    log.warning("session.fork_copy_not_removed", exc_info=True)
 
     async def _send_and_wait(self, run: Run, pump: ConnectionPump) -> Outcome:
         pump.current_run_id = run.id
