@@ -205,14 +205,75 @@ class DatabaseSessionStore:
             )
             return sorted(subpath for (subpath,) in result.all())
 
+    async def latest_project_key(self, transcript_id: str) -> str | None:
+        """The project key this session's main transcript `transcript_id` was written under last.
+
+        The SDK's project key is the workspace's path on the replica that ran the CLI, so a replica
+        whose DATA_DIR lies elsewhere finds the conversation under another key (the store is one
+        session's, so there is no other conversation it could be)."""
+        async with self.db.session() as session:
+            return (
+                await session.execute(
+                    sa.select(Transcript.project_key)
+                    .where(
+                        Transcript.tenant_id == self.tenant_id,
+                        Transcript.owner_session_id == self.session_id,
+                        Transcript.transcript_id == transcript_id,
+                    )
+                    .order_by(Transcript.mtime_ms.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+
+    async def load_transcript(self, transcript_id: str) -> list[SessionStoreEntry] | None:
+        """The main transcript `transcript_id`, under whichever project key wrote it last."""
+        project_key = await self.latest_project_key(transcript_id)
+        if project_key is None:
+            return None
+        return await self.load({"project_key": project_key, "session_id": transcript_id})
+
+    async def move_transcript(
+        self, transcript_id: str, to_project_key: str
+    ) -> list[SessionStoreEntry] | None:
+        """The main transcript, moved under `to_project_key` first if it was written under another
+        (so what the CLI appends next, mirrored under its own key, extends the whole conversation)."""
+        project_key = await self.latest_project_key(transcript_id)
+        if project_key is None:
+            return None
+        entries = await self.load({"project_key": project_key, "session_id": transcript_id})
+        if project_key != to_project_key and entries:
+            await self.append({"project_key": to_project_key, "session_id": transcript_id}, entries)
+            await self.delete({"project_key": project_key, "session_id": transcript_id})
+        return entries
+
+    async def delete_transcript(self, transcript_id: str) -> None:
+        """Remove a transcript (and its subagents') under every project key."""
+        async with self.db.session() as session:
+            await session.execute(
+                sa.delete(TranscriptEntry).where(
+                    TranscriptEntry.tenant_id == self.tenant_id,
+                    TranscriptEntry.owner_session_id == self.session_id,
+                    TranscriptEntry.transcript_id == transcript_id,
+                )
+            )
+            await session.execute(
+                sa.delete(Transcript).where(
+                    Transcript.tenant_id == self.tenant_id,
+                    Transcript.owner_session_id == self.session_id,
+                    Transcript.transcript_id == transcript_id,
+                )
+            )
+            await session.commit()
+
     async def copy_transcript(
-        self, source: DatabaseSessionStore, project_key: str, transcript_id: str, *, to_project_key: str
+        self, source: DatabaseSessionStore, transcript_id: str, *, to_project_key: str
     ) -> int:
-        """Copy `source`'s main transcript `transcript_id` into this store (a fork gets its parent's
-        conversation this way); returns the number of lines copied. Both stores must be the same tenant's."""
+        """Copy `source`'s main transcript `transcript_id` into this store under `to_project_key` (a
+        fork gets its parent's conversation this way); returns the number of lines copied. Both stores
+        must be the same tenant's."""
         if source.tenant_id != self.tenant_id:
             raise ValueError("a transcript is only ever copied within a tenant")
-        entries = await source.load({"project_key": project_key, "session_id": transcript_id})
+        entries = await source.load_transcript(transcript_id)
         if entries:
             await self.append({"project_key": to_project_key, "session_id": transcript_id}, entries)
         return len(entries or ())

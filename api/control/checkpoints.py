@@ -176,7 +176,6 @@ class CheckpointControl:
                 await copy_for_fork(
                     parent_store,
                     child_store,
-                    (str(source.agent_dir), str(source.workspace)),
                     (str(child.agent_dir), str(child.workspace)),
                     session_id,
                 )

@@ -40,7 +40,7 @@ from api.runtime.sdk_adapter import (
     transcript_message,
     transcript_path,
 )
-from api.runtime.transcript_store import forget_transcript, restore_transcript, session_store_for
+from api.runtime.transcript_store import restore_transcript, session_store_for
 from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
 from persistence.repositories.runs import RunRepository
@@ -383,8 +383,13 @@ class SessionActor:
             if spec.hook_events:
                 timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
                 hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
+            env = launch.env
+            if self._store is not None:
+                # The SDK maps each mirrored line's file to its store key relative to the CLAUDE_CONFIG_DIR
+                # it reads here; a sandbox launcher sets the CLI's own inside and clears this one.
+                env = {**env, "CLAUDE_CONFIG_DIR": str(self._paths.agent_dir)}
             connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
+                dataclasses.replace(spec, env=env, cli_path=launch.cli_path),
                 hooks,
                 ask_permission=self.permissions.ask,
                 session_store=self._store,
@@ -564,7 +569,7 @@ class SessionActor:
             await asyncio.to_thread(remove_transcript, agent_dir, spec.cwd, spec.fork_from)
             if self._store is not None:
                 try:
-                    await forget_transcript(self._store, agent_dir, spec.cwd, spec.fork_from)
+                    await self._store.delete_transcript(spec.fork_from)
                 except Exception:
                     # Unused from now on (the fork resumes its own transcript); it goes with the session.
                     log.warning("session.fork_copy_not_removed", exc_info=True)

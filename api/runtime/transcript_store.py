@@ -38,38 +38,24 @@ async def restore_transcript(
     store: DatabaseSessionStore, config_dir: str, cwd: str, transcript_id: str
 ) -> bool:
     """Write the store's copy of a transcript where the CLI looks for it, unless the file there already
-    holds as many lines (it is this replica's own, and at least as new). True when it was written."""
+    holds as many lines (it is this replica's own, and at least as new). True when it was written.
+
+    The copy is the one written last, whatever the workspace's path was on the replica that wrote it;
+    it is moved under this replica's project key, where the CLI's next lines are mirrored."""
     path = transcript_path(config_dir, cwd, transcript_id)
-    entries = await store.load({"project_key": path.parent.name, "session_id": transcript_id})
+    entries = await store.move_transcript(transcript_id, path.parent.name)
     if not entries:
         return False
     return await asyncio.to_thread(_write_if_longer, path, jsonl(entries), len(entries))
 
 
-async def forget_transcript(
-    store: DatabaseSessionStore, config_dir: str, cwd: str, transcript_id: str
-) -> None:
-    """Remove a transcript from the store (a fork's copy of its parent's, once its own exists)."""
-    await store.delete(
-        {"project_key": _project_key(config_dir, cwd, transcript_id), "session_id": transcript_id}
-    )
-
-
 async def copy_for_fork(
-    parent: DatabaseSessionStore,
-    child: DatabaseSessionStore,
-    parent_dirs: tuple[str, str],
-    child_dirs: tuple[str, str],
-    parent_id: str,
+    parent: DatabaseSessionStore, child: DatabaseSessionStore, child_dirs: tuple[str, str], parent_id: str
 ) -> int:
     """The parent's transcript into the fork's store, under the project key of the fork's workspace
-    (where the fork's first CLI looks for it, as with files). `*_dirs` are (agent dir, workspace)."""
-    return await child.copy_transcript(
-        parent,
-        _project_key(*parent_dirs, parent_id),
-        parent_id,
-        to_project_key=_project_key(*child_dirs, parent_id),
-    )
+    (where the fork's first CLI looks for it, as with files). `child_dirs` is (agent dir, workspace)."""
+    project_key = _project_key(*child_dirs, parent_id)
+    return await child.copy_transcript(parent, parent_id, to_project_key=project_key)
 
 
 def _line_count(path: Path) -> int:

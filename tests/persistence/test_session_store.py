@@ -111,3 +111,37 @@ async def test_deleting_the_session_removes_its_transcript(db: Database) -> None
     assert await store.load(key) is None
     assert await store.list_sessions("p") == []
     assert await store.list_subkeys(key) == []
+
+
+async def test_a_transcript_written_under_another_project_key_is_moved_to_this_one(db: Database) -> None:
+    # Replicas whose DATA_DIR paths differ write one session's transcript under different project keys.
+    store = await _store(db)
+    there: SessionKey = {"project_key": "replica-a-path", "session_id": "s"}
+    here: SessionKey = {"project_key": "replica-b-path", "session_id": "s"}
+    await store.append(there, _lines({"type": "user", "uuid": "u1"}, {"type": "assistant", "uuid": "a1"}))
+    assert await store.load_transcript("s") == _lines(
+        {"type": "user", "uuid": "u1"}, {"type": "assistant", "uuid": "a1"}
+    )
+
+    moved = await store.move_transcript("s", "replica-b-path")
+    assert moved == _lines({"type": "user", "uuid": "u1"}, {"type": "assistant", "uuid": "a1"})
+    assert await store.load(there) is None
+    await store.append(here, _lines({"type": "user", "uuid": "u2"}))
+    assert [entry["uuid"] for entry in await store.load_transcript("s") or []] == ["u1", "a1", "u2"]
+    assert await store.move_transcript("nothing", "replica-b-path") is None
+
+
+async def test_a_fork_copies_its_parents_transcript_within_the_tenant_only(db: Database) -> None:
+    parent = await _store(db, "tenant-a")
+    child = await _store(db, "tenant-a")
+    await parent.append({"project_key": "p", "session_id": "parent"}, _lines({"type": "user", "uuid": "u1"}))
+    assert await child.copy_transcript(parent, "parent", to_project_key="c") == 1
+    assert await child.load({"project_key": "c", "session_id": "parent"}) == _lines(
+        {"type": "user", "uuid": "u1"}
+    )
+    await child.delete_transcript("parent")
+    assert await child.load_transcript("parent") is None
+    assert await parent.load_transcript("parent") is not None
+    stranger = await _store(db, "tenant-b")
+    with pytest.raises(ValueError, match="within a tenant"):
+        await stranger.copy_transcript(parent, "parent", to_project_key="x")
