@@ -1,6 +1,7 @@
-"""The only module that imports claude_agent_sdk: options in, plain event dicts out.
+"""The only module that drives claude_agent_sdk: options in, plain event dicts out.
 
-Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file.
+Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file
+(and persistence/session_store.py, which implements the SDK's SessionStore protocol with its types).
 """
 
 from __future__ import annotations

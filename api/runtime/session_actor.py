@@ -336,8 +336,9 @@ class SessionActor:
         async with self.manager.db.session() as session:
             row = await SessionRepository(session).get(self.session_id)
         self._store = session_store_for(self.manager.settings, self.manager.db, tenant_id, self.session_id)
-        if self._store is not None:
+        if self._store is not None and self._pump is None:
             # The session may have run on another replica last: its transcript comes from the store.
+            # (A live CLI of ours wrote the file itself, and holds the conversation.)
             await restore_transcript(self._store, agent_dir, workspace, self.session_id)
             if row is not None and row.fork_source_id is not None:
                 await restore_transcript(self._store, agent_dir, workspace, row.fork_source_id)
