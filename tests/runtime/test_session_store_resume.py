@@ -51,9 +51,11 @@ async def database_url() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def replica(data_dir: Path, model: ScriptedModelServer, database_url: str) -> AsyncIterator[Stack]:
+async def replica(
+    data_dir: Path, model: ScriptedModelServer, database_url: str, session_store: str = "database"
+) -> AsyncIterator[Stack]:
     """One replica with a DATA_DIR of its own: nothing on disk is shared with the others."""
-    stack = await start_stack("postgres", data_dir, model, database_url, session_store="database")
+    stack = await start_stack("postgres", data_dir, model, database_url, session_store=session_store)
     try:
         yield stack
     finally:
@@ -113,3 +115,16 @@ async def test_a_session_resumes_on_a_replica_without_its_files(
         assert answer == (
             "Earlier prompts (2): the first prompt [scenario:recall] | the second prompt [scenario:recall]"
         )
+
+
+async def test_without_the_store_a_replica_without_the_files_starts_the_conversation_afresh(
+    tmp_path: Path, scripted_model: ScriptedModelServer, database_url: str
+) -> None:
+    # The control for the test above: what the recall scenario answers when nothing carries the history.
+    async with replica(tmp_path / "a", scripted_model, database_url, "files") as first:
+        started, _ = await _answer(first, prompt="the first prompt [scenario:recall]")
+    async with replica(tmp_path / "b", scripted_model, database_url, "files") as second:
+        _, answer = await _answer(
+            second, prompt="the second prompt [scenario:recall]", sessionId=started["session"]["id"]
+        )
+    assert answer == "Earlier prompts (0): (none)"
