@@ -30,8 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.database import Database
 from persistence.models import Transcript, TranscriptEntry
 
-# Bound parameters stay far below either dialect's limit (8 per row).
-ROWS_PER_STATEMENT = 500
 # The main transcript's subpath column value: the SDK never sends an empty subpath (it omits the field).
 MAIN = ""
 
@@ -92,31 +90,25 @@ class DatabaseSessionStore:
                 # Taken first: it serialises appends to one transcript, so the summary fold below
                 # reads and writes without losing a concurrent batch.
                 previous = await self._lock_transcript(session, key)
-            # A multi-row VALUES takes ids (the read order) in row order; a line whose uuid is already
-            # stored (a retried batch) is skipped, not duplicated.
-            for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                chunk = rows[start : start + ROWS_PER_STATEMENT]
-                await session.execute(_insert_ignoring_duplicates(self.db, TranscriptEntry, chunk))
+            # One cached statement executed for each line in turn (the driver's executemany): ids, the
+            # read order, follow the call order; a line whose uuid is already stored (a retried batch)
+            # is skipped, not duplicated.
+            await session.execute(_insert_ignoring_duplicates(self.db, TranscriptEntry), rows)
             if subpath == MAIN:
                 await self._touch_transcript(session, key, previous, entries)
             await session.commit()
 
     async def _lock_transcript(self, session: AsyncSession, key: SessionKey) -> SessionSummaryEntry | None:
         await session.execute(
-            _insert_ignoring_duplicates(
-                self.db,
-                Transcript,
-                [
-                    {
-                        "owner_session_id": self.session_id,
-                        "project_key": key["project_key"],
-                        "transcript_id": key["session_id"],
-                        "tenant_id": self.tenant_id,
-                        "mtime_ms": _now_ms(),
-                        "summary": None,
-                    }
-                ],
-            )
+            _insert_ignoring_duplicates(self.db, Transcript),
+            {
+                "owner_session_id": self.session_id,
+                "project_key": key["project_key"],
+                "transcript_id": key["session_id"],
+                "tenant_id": self.tenant_id,
+                "mtime_ms": _now_ms(),
+                "summary": None,
+            },
         )
         row = (
             await session.execute(
@@ -279,10 +271,10 @@ class DatabaseSessionStore:
         return len(entries or ())
 
 
-def _insert_ignoring_duplicates(db: Database, table: type[Any], rows: list[dict[str, Any]]) -> Any:
-    """INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING on either dialect."""
+def _insert_ignoring_duplicates(db: Database, table: type[Any]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on either dialect."""
     insert: Any = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    return insert(table).values(rows).on_conflict_do_nothing()
+    return insert(table).on_conflict_do_nothing()
 
 
 def jsonl(entries: Sequence[Mapping[str, Any]]) -> str:
