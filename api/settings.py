@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=None, description="redis://…; unset means in-process fan-out (one replica)."
     )
     data_dir: Path = Field(default=Path("./var"), description="Workspaces and agent state.")
+    session_store: Literal["files", "database"] = Field(
+        default="files",
+        description="Where agent transcripts are kept: files (only under DATA_DIR, which replicas must "
+        "share) or database (also mirrored to the database, so any replica resumes a session; file "
+        "checkpoints and rewindFiles are then off).",
+    )
 
     # Logging: console for a developer's terminal, JSON everywhere else.
     log_format: str = Field(default="auto", description="console, json or auto (console on a TTY).")

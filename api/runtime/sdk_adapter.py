@@ -1,6 +1,7 @@
-"""The only module that imports claude_agent_sdk: options in, plain event dicts out.
+"""The only module that drives claude_agent_sdk: options in, plain event dicts out.
 
-Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file.
+Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file
+(and persistence/session_store.py, which implements the SDK's SessionStore protocol with its types).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import claude_agent_sdk
 import structlog
@@ -44,6 +45,9 @@ from claude_agent_sdk.types import (
     CanUseToolShadowedWarning,
     PermissionRuleValue,
     RateLimitEvent,
+    SessionKey,
+    SessionStore,
+    SessionStoreEntry,
     SystemPromptPreset,
 )
 
@@ -275,6 +279,26 @@ class _Stderr:
         return "\n".join(list(self.lines)[-count:])
 
 
+class MirrorOnly:
+    """A session store as the SDK is handed it: every transcript line the CLI writes goes to `store`,
+    and `load` finds nothing.
+
+    Given a store that loads, the SDK resumes by writing the transcript to a temporary CLAUDE_CONFIG_DIR
+    of the server's and pointing the CLI there, a folder the sandbox does not show the agent. The
+    session actor writes it into the session's own agent dir instead (api/runtime/transcript_store.py),
+    and the CLI resumes from that file as it does without a store.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def append(self, key: SessionKey, entries: list[SessionStoreEntry]) -> None:
+        await self._store.append(key, entries)
+
+    async def load(self, key: SessionKey) -> list[SessionStoreEntry] | None:
+        return None
+
+
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
@@ -284,11 +308,13 @@ class AgentConnection:
         hooks: HookProvider | None = None,
         *,
         ask_permission: PermissionAsker | None = None,
+        session_store: SessionStore | None = None,
     ) -> None:
         self.spec = spec
         self._hooks = hooks
         self._stderr = _Stderr(spec.session_id)
         self._ask_permission = ask_permission
+        self._session_store = session_store
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -314,7 +340,15 @@ class AgentConnection:
             setting_sources=list(spec.setting_sources),  # type: ignore[arg-type]
             strict_mcp_config=True,
             include_partial_messages=True,
-            enable_file_checkpointing=True,
+            # The SDK refuses a session store with file checkpointing (checkpoints stay on local disk
+            # and would diverge from the mirrored transcript): that mode has no rewindFiles.
+            enable_file_checkpointing=self._session_store is None,
+            # Duck-typed as the SDK allows: the optional methods it probes for are absent on purpose.
+            session_store=(
+                cast(SessionStore, MirrorOnly(self._session_store))
+                if self._session_store is not None
+                else None
+            ),
             stderr=self._stderr,
             max_buffer_size=MAX_BUFFER_BYTES,
             client_app="claude-agent-graphql-api",
