@@ -47,6 +47,7 @@ from persistence.repositories.sessions import SessionRepository
 
 if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
+    from api.runtime.warm_pool import WarmCli
     from api.sandbox.launcher import Launch
     from api.sandbox.layout import SessionPaths
 
@@ -107,6 +108,8 @@ class SessionActor:
         self._launch: Launch | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
+        # A CLI from the warm pool, connected for this session before it existed, until a run uses it.
+        self._warm: WarmCli | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
             session_id,
@@ -124,19 +127,28 @@ class SessionActor:
     @property
     def has_agent(self) -> bool:
         """A CLI process is alive, or about to be, for this session (it counts against the budget)."""
-        return not self.closing and (self._pump is not None or self.busy)
+        return not self.closing and (self._pump is not None or self._warm is not None or self.busy)
 
     def evict(self) -> bool:
         """Stop this session's idle CLI to make room for another's; False when it is in use.
 
         Nothing is lost: the transcript is on disk and the session's next run resumes it."""
-        if self.closing or self.busy or self._pump is None:
+        if self.closing or self.busy or (self._pump is None and self._warm is None):
             return False
         # No await before leaving the registry: the dispatcher, on the same loop, sees it gone.
         self.closing = True
         self.manager.forget_actor(self)
         self._queue.put_nowait(None)
         return True
+
+    def adopt_warm(self, cli: WarmCli) -> None:
+        """Take a pooled CLI started for this session (it exists now): its first run uses it when the
+        run's options fit, else it is stopped and a CLI started as usual."""
+        self._warm = cli
+        self._launch = cli.launch
+        self._paths = cli.launch.paths
+        self._tenant_id = cli.tenant_id
+        cli.binding.actor = self
 
     def submit(self, run: Run) -> None:
         self._waiting_runs += 1
@@ -341,44 +353,39 @@ class SessionActor:
             and await asyncio.to_thread(transcript_exists, agent_dir, workspace, row.fork_source_id)
         ):
             fork_from = row.fork_source_id
-        return AgentSpec(
-            session_id=self.session_id,
-            cwd=workspace,
+        return agent_spec(
+            self.session_id,
+            workspace,
+            options,
+            hook_events=await self.manager.webhooks.events_for(tenant_id),
             resume=resume,
             fork_from=fork_from,
             resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
-            # Set per connection from its Launch (_ensure_connection).
-            env={},
-            model=options.model,
-            system_prompt=options.system_prompt,
-            permission_mode=options.permission_mode,
-            allowed_tools=tuple(options.allowed_tools or ()),
-            disallowed_tools=tuple(options.disallowed_tools or ()),
-            max_turns=options.max_turns,
-            max_budget_usd=options.max_budget_usd,
-            output_schema=options.output_schema,
-            agents=options.agents,
-            hook_events=await self.manager.webhooks.events_for(tenant_id),
         )
 
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
             await self._disconnect()
+        connection = self._take_warm(spec)
+        if connection is None and self._warm is not None:
+            # A pooled CLI started for other options (or a changed webhook set): not this run's.
+            await self._disconnect()
         if self._pump is None:
-            launcher = self.manager.launcher
-            assert self._paths is not None, "_spec sets the session's paths first"
-            launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
-            self._launch = launch
-            hooks = None
-            if spec.hook_events:
-                timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
-                hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
-            connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
-                hooks,
-                ask_permission=self.permissions.ask,
-            )
-            await connection.connect()
+            if connection is None:
+                launcher = self.manager.launcher
+                assert self._paths is not None, "_spec sets the session's paths first"
+                launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
+                self._launch = launch
+                hooks = None
+                if spec.hook_events:
+                    timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
+                    hooks = HookProvider(spec.hook_events, self.on_hook, timeout)
+                connection = AgentConnection(
+                    dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
+                    hooks,
+                    ask_permission=self.permissions.ask,
+                )
+                await connection.connect()
             metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
                 last_seq = await SessionRepository(session).last_seq(self.session_id)
@@ -388,6 +395,7 @@ class SessionActor:
             source = spec.fork_from or (spec.session_id if spec.resume else None)
             self._cost_so_far = 0.0
             if source is not None:
+                assert self._paths is not None
                 path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
                 self._cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
             self._pump = ConnectionPump(
@@ -398,6 +406,18 @@ class SessionActor:
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
+
+    def _take_warm(self, spec: AgentSpec) -> AgentConnection | None:
+        """The pooled CLI when it was started for exactly this connection, else None."""
+        warm = self._warm
+        if warm is None or self._pump is not None:
+            return None
+        if warm.connection.spec.connection_key() != spec.connection_key():
+            return None
+        self._warm = None
+        metrics.WARM_POOL_USED.inc()
+        log.info("agent.from_warm_pool")
+        return warm.connection
 
     async def _rewind(self, command: RewindFiles) -> None:
         """Preview or restore the files as before a checkpoint, on this session's CLI (connected for the
@@ -474,7 +494,7 @@ class SessionActor:
             await self._disconnect()
         return {**answer, "applied": True}
 
-    async def _on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
+    async def on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
         """A hook event of this session's CLI: ask the tenant's webhooks, log each call as HookFired."""
         run, pump, tenant_id = self.current_run, self._pump, self._tenant_id
         if tenant_id is None:
@@ -503,6 +523,10 @@ class SessionActor:
             self._signals.get_nowait()
 
     async def _disconnect(self, *, interrupt_first: bool = True) -> None:
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            # Never used: nothing of its session is lost (its folders stay, they are the session's).
+            await warm.connection.close(interrupt_first=False)
         pump, self._pump = self._pump, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
@@ -655,6 +679,39 @@ class SessionActor:
         if payload.get("is_error"):
             return Outcome("FAILED", error=_result_error(payload), result=payload, cost_usd=cost, usage=usage)
         return Outcome("COMPLETED", result=payload, cost_usd=cost, usage=usage)
+
+
+def agent_spec(
+    session_id: str,
+    workspace: str,
+    options: RunOptions,
+    *,
+    hook_events: tuple[str, ...],
+    resume: bool = False,
+    fork_from: str | None = None,
+    resume_at: str | None = None,
+) -> AgentSpec:
+    """The CLI connection a run of these options needs (the warm pool starts its CLIs with it too, so
+    a pooled CLI fits a run exactly when their connection keys are equal)."""
+    return AgentSpec(
+        session_id=session_id,
+        cwd=workspace,
+        resume=resume,
+        fork_from=fork_from,
+        resume_at=resume_at,
+        # Set per connection from its Launch (_ensure_connection).
+        env={},
+        model=options.model,
+        system_prompt=options.system_prompt,
+        permission_mode=options.permission_mode,
+        allowed_tools=tuple(options.allowed_tools or ()),
+        disallowed_tools=tuple(options.disallowed_tools or ()),
+        max_turns=options.max_turns,
+        max_budget_usd=options.max_budget_usd,
+        output_schema=options.output_schema,
+        agents=options.agents,
+        hook_events=hook_events,
+    )
 
 
 def _relative(path: str, workspace: str) -> str:
