@@ -289,6 +289,10 @@ class WarmPool:
         if tenant_id not in self._tenants:
             # The tenant cooled down while its CLI started.
             self.discard(cli, remove_files=True)
+        elif self.manager.live_agents() >= self.settings.effective_max_live_agents:
+            # Runs took the room meanwhile (a starting CLI cannot be stopped for them; this one no longer
+            # counts as starting): give it back.
+            self.discard(cli, remove_files=True)
         else:
             self._ready.setdefault(tenant_id, []).append(cli)
             log.info("warm_pool.ready", tenant_id=tenant_id, session_id=session_id, pooled=self.ready)
