@@ -140,6 +140,11 @@ class WarmPool:
         entries = self._ready.get(tenant_id)
         if not entries:
             return None
+        for cli in [cli for cli in entries if not cli.connection.alive]:
+            # Died while it waited (killed, out of memory): a run must never get it.
+            entries.remove(cli)
+            self.discard(cli, remove_files=True)
+            self._wake.set()
         for index, cli in enumerate(entries):
             if cli.options == options:
                 del entries[index]
@@ -235,6 +240,10 @@ class WarmPool:
     async def _refill(self) -> None:
         targets = self.targets()
         for tenant_id, entries in self._ready.items():
+            for cli in [cli for cli in entries if not cli.connection.alive]:
+                log.warning("warm_pool.cli_died", tenant_id=tenant_id, session_id=cli.session_id)
+                entries.remove(cli)
+                self.discard(cli, remove_files=True)
             while len(entries) > targets.get(tenant_id, 0):
                 self.discard(entries.pop(0), remove_files=True)
         if asyncio.get_running_loop().time() < self._backoff_until:

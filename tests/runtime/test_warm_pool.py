@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from api.runtime.sdk_adapter import transcript_path
 from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
 from tests.documents import collect_until_run_ends, start_ok, wait_for_run, watch, workspace_of
+from tests.graphql.test_failures import cli_pids
 from tests.graphql.test_permissions import decide, requested, tool_results
 from tests.support.graphql_ws import GraphQLWSClient
 from tests.support.servers import create_postgres_database, drop_postgres_database
@@ -157,3 +160,30 @@ async def test_the_pool_counts_against_the_budget_and_gives_way_first(
     assert 'agent_live_clis{state="warm"}' in text
     assert "agent_memory_budget_bytes" in text
 
+
+
+async def test_a_pooled_cli_that_died_is_never_handed_to_a_run(
+    tmp_path: Path, scripted_model: ScriptedModelServer
+) -> None:
+    stack = await start_stack("embedded", tmp_path, scripted_model, warm_pool_size=1, max_live_agents=4)
+    manager = stack.api.services.run_manager
+    try:
+        async with stack.client() as client:
+            first = await start_ok(client, prompt="[scenario:echo] one")
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+            tenant_id = await tenant_of(stack, first["session"]["id"])
+            await until(lambda: len(pooled_ids(manager, tenant_id)) == 1, "one pooled CLI")
+            dead = manager.warm_pool._ready[tenant_id][0]
+            pids = cli_pids(dead.session_id)
+            assert pids, "the pooled CLI's process was not found"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            await until(lambda: not dead.connection.alive, "seen dead", timeout=30)
+            second = await start_ok(client, prompt="[scenario:echo] two")
+            run = await wait_for_run(client, second["run"]["id"])
+    finally:
+        await stack.api.stop()
+    assert second["session"]["id"] != dead.session_id
+    assert run["status"] == "COMPLETED"
+    # The dead CLI's folders went with it: no session was ever made of them.
+    assert not dead.launch.paths.root.exists()
