@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -18,6 +18,22 @@ from api.runtime.agent_budget import agents_within, default_budget_mb
 # One agent CLI while it streams (measured: about 170 MB RSS connected and unused, 190-213 MB idle after a
 # turn, up to 280 MB while streaming; its sandbox adds ~10 MB).
 AGENT_CLI_MB = 300
+
+
+class WarmPoolProfile(BaseModel):
+    """An operator-defined run profile with a warm pool of its own (WARM_POOL_PROFILES): a startRun for a
+    new session whose options, after policy, equal the profile's takes one of its CLIs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(ge=1, le=100, description="Pooled CLIs per replica for this profile.")
+    model: str | None = None
+    system_prompt: str | None = None
+    permission_mode: str | None = Field(default=None, description="A PermissionMode, e.g. ACCEPT_EDITS.")
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
 
 
 class Settings(BaseSettings):
@@ -76,6 +92,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Connected agent CLIs this replica keeps ready for new sessions on the default run "
         "options, shared among the warm tenants; 0 = none. They count against the memory budget.",
+    )
+    warm_pool_profiles: dict[str, WarmPoolProfile] = Field(
+        default_factory=dict,
+        description="Operator-defined run profiles with pools of their own, by name (JSON object: "
+        '{"editor": {"size": 1, "permission_mode": "ACCEPT_EDITS", "max_turns": 20}}); each holds `size` '
+        "CLIs per replica beside WARM_POOL_SIZE's, for the same warm tenants.",
     )
     warm_pool_tenants: list[str] = Field(
         default_factory=list,

@@ -51,7 +51,7 @@ async def _pool_full(stack: Stack, tenant_id: str | None, timeout: float = 120) 
     pool = stack.api.services.run_manager.warm_pool
     deadline = time.monotonic() + timeout
     while True:
-        tenants = [t for t, entries in pool._ready.items() if entries]
+        tenants = [tenant for (tenant, _), entries in pool._ready.items() if entries]
         if pool._starting == 0 and tenants and (tenant_id is None or tenant_id in tenants):
             return tenants[0]
         if time.monotonic() > deadline:

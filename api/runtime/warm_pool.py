@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from api.errors import ServiceError
 from api.runtime import metrics
 from api.runtime.policy import RunRequest, apply_policy
 from api.runtime.sdk_adapter import (
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
     from api.runtime.session_actor import SessionActor
     from api.sandbox.launcher import Launch
+    from api.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +81,8 @@ class WarmCli:
 
     tenant_id: str
     session_id: str
+    # The profile it was started for ("" for the default options; WARM_POOL_PROFILES names the others).
+    profile: str
     # The run options (RunOptions JSON) it was started with: a run with other options cannot use it.
     options: dict[str, Any]
     launch: Launch
@@ -93,12 +97,30 @@ class _Tenant:
     configured: bool = False
 
 
+# The default run options' pool: a startRun that sets no options of its own.
+DEFAULT_PROFILE = ""
+# A pool is one tenant's CLIs of one profile.
+PoolKey = tuple[str, str]
+
+
+def profile_requests(settings: Settings) -> dict[str, tuple[RunRequest, int]]:
+    """Each profile's run request (before the tenant's policy) and its size per replica."""
+    profiles: dict[str, tuple[RunRequest, int]] = {}
+    if settings.warm_pool_size:
+        profiles[DEFAULT_PROFILE] = (RunRequest(prompt="warm"), settings.warm_pool_size)
+    for name, profile in settings.warm_pool_profiles.items():
+        fields = profile.model_dump(exclude={"size"})
+        profiles[name] = (RunRequest(prompt="warm", **fields), profile.size)
+    return profiles
+
+
 class WarmPool:
     def __init__(self, manager: RunManager) -> None:
         self.manager = manager
         self.settings = manager.settings
-        self.size = manager.settings.warm_pool_size
-        self._ready: dict[str, list[WarmCli]] = {}
+        self.profiles = profile_requests(manager.settings)
+        self.size = sum(size for _, size in self.profiles.values())
+        self._ready: dict[PoolKey, list[WarmCli]] = {}
         self._starting = 0
         self._tenants: dict[str, _Tenant] = {}
         self._policy = PolicyBook.from_settings(manager.settings)
@@ -106,6 +128,8 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._backoff_until = 0.0
+        # Profiles a tenant's policy does not allow: never tried again for that tenant.
+        self._refused: set[PoolKey] = set()
 
     # -- counts ------------------------------------------------------------------------------------
 
@@ -118,8 +142,16 @@ class WarmPool:
         """CLIs of the pool alive or starting: what it takes of the budget."""
         return self.ready + self._starting
 
-    def ready_for(self, tenant_id: str) -> int:
-        return len(self._ready.get(tenant_id, ()))
+    def ready_for(self, tenant_id: str, profile: str | None = None) -> int:
+        """Pooled CLIs of a tenant: of one profile, or of all."""
+        return sum(
+            len(entries)
+            for (tenant, name), entries in self._ready.items()
+            if tenant == tenant_id and (profile is None or name == profile)
+        )
+
+    def pooled(self, tenant_id: str) -> list[WarmCli]:
+        return [cli for (tenant, _), entries in self._ready.items() if tenant == tenant_id for cli in entries]
 
     # -- what startRun and the dispatcher call -----------------------------------------------------
 
@@ -136,29 +168,31 @@ class WarmPool:
         self._wake.set()
 
     def take(self, tenant_id: str, options: dict[str, Any]) -> WarmCli | None:
-        """A pooled CLI of this tenant started with exactly these run options, or None."""
-        entries = self._ready.get(tenant_id)
-        if not entries:
-            return None
-        for cli in [cli for cli in entries if not cli.connection.alive]:
-            # Died while it waited (killed, out of memory): a run must never get it.
-            entries.remove(cli)
-            self.discard(cli, remove_files=True)
-            self._wake.set()
-        for index, cli in enumerate(entries):
-            if cli.options == options:
-                del entries[index]
+        """A pooled CLI of this tenant started with exactly these run options (whichever profile), or
+        None."""
+        for (tenant, _), entries in self._ready.items():
+            if tenant != tenant_id:
+                continue
+            for cli in [cli for cli in entries if not cli.connection.alive]:
+                # Died while it waited (killed, out of memory): a run must never get it.
+                entries.remove(cli)
+                self.discard(cli, remove_files=True)
                 self._wake.set()
-                return cli
+            for index, cli in enumerate(entries):
+                if cli.options == options:
+                    del entries[index]
+                    self._wake.set()
+                    return cli
         return None
 
     def evict_one(self) -> bool:
         """Stop one pooled CLI to make room for a run (the longest-waiting of the coldest tenant)."""
-        candidates = [(self._last_seen(tenant_id), tenant_id) for tenant_id, e in self._ready.items() if e]
+        candidates = [(self._last_seen(key[0]), key) for key, entries in self._ready.items() if entries]
         if not candidates:
             return False
-        _, tenant_id = min(candidates)
-        cli = self._ready[tenant_id].pop(0)
+        _, key = min(candidates)
+        tenant_id = key[0]
+        cli = self._ready[key].pop(0)
         log.info("warm_pool.evicted", tenant_id=tenant_id, session_id=cli.session_id)
         self.discard(cli, remove_files=True)
         return True
@@ -208,9 +242,10 @@ class WarmPool:
         tenant = self._tenants.get(tenant_id)
         return tenant.last_seen if tenant is not None else float("-inf")
 
-    def targets(self) -> dict[str, int]:
-        """How many pooled CLIs each warm tenant gets: WARM_POOL_SIZE dealt out one at a time, configured
-        tenants first, then the most recently active."""
+    def targets(self) -> dict[PoolKey, int]:
+        """How many pooled CLIs each warm tenant gets of each profile: the profile's size (WARM_POOL_SIZE
+        for the default) dealt out one at a time, configured tenants first, then the most recently
+        active."""
         now = asyncio.get_running_loop().time()
         horizon = now - self.settings.warm_pool_recent_seconds
         warm = [
@@ -221,9 +256,11 @@ class WarmPool:
         order = [tenant_id for _, _, tenant_id in sorted(warm)]
         for tenant_id in [t for t in self._tenants if t not in order]:
             del self._tenants[tenant_id]
-        counts = dict.fromkeys(order, 0)
-        for slot in range(self.size if order else 0):
-            counts[order[slot % len(order)]] += 1
+        counts: dict[PoolKey, int] = {}
+        for profile, (_, size) in self.profiles.items():
+            for slot in range(size if order else 0):
+                key = (order[slot % len(order)], profile)
+                counts[key] = counts.get(key, 0) + 1
         return counts
 
     async def _loop(self) -> None:
@@ -239,32 +276,44 @@ class WarmPool:
 
     async def _refill(self) -> None:
         targets = self.targets()
-        for tenant_id, entries in self._ready.items():
+        for key, entries in self._ready.items():
             for cli in [cli for cli in entries if not cli.connection.alive]:
-                log.warning("warm_pool.cli_died", tenant_id=tenant_id, session_id=cli.session_id)
+                log.warning("warm_pool.cli_died", tenant_id=key[0], session_id=cli.session_id)
                 entries.remove(cli)
                 self.discard(cli, remove_files=True)
-            while len(entries) > targets.get(tenant_id, 0):
+            while len(entries) > targets.get(key, 0):
                 self.discard(entries.pop(0), remove_files=True)
         if asyncio.get_running_loop().time() < self._backoff_until:
             return
         # One at a time, neediest tenant first: starting CLIs is CPU-heavy and competes with runs.
         while True:
-            short = [(self.ready_for(t) - want, t) for t, want in targets.items() if self.ready_for(t) < want]
+            short = [
+                (len(self._ready.get(key, ())) - want, key)
+                for key, want in targets.items()
+                if len(self._ready.get(key, ())) < want and key not in self._refused
+            ]
             if not short or not self.manager.room_for_warm():
                 return
-            _, tenant_id = min(short)
-            if not await self._start_one(tenant_id):
+            _, key = min(short)
+            if not await self._start_one(key):
                 self._backoff_until = asyncio.get_running_loop().time() + FAILURE_BACKOFF_SECONDS
                 return
 
-    async def _start_one(self, tenant_id: str) -> bool:
+    async def _start_one(self, key: PoolKey) -> bool:
+        tenant_id, profile = key
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             return True
+        request, _ = self.profiles[profile]
+        try:
+            options = apply_policy(request, self.settings, self._policy.for_tenant(tenant.name))
+        except ServiceError as exc:
+            # The tenant's policy forbids this profile's options: its runs could never have them.
+            log.warning("warm_pool.profile_refused", tenant=tenant.name, profile=profile, error=str(exc))
+            self._refused.add(key)
+            return True
         launcher = self.manager.launcher
         session_id = str(uuid.uuid4())
-        options = apply_policy(RunRequest(prompt="warm"), self.settings, self._policy.for_tenant(tenant.name))
         launch: Launch | None = None
         connection: AgentConnection | None = None
         self._starting += 1
@@ -294,7 +343,7 @@ class WarmPool:
         finally:
             self._starting -= 1
         metrics.WARM_POOL_STARTED.labels(outcome="ready").inc()
-        cli = WarmCli(tenant_id, session_id, options.to_json(), launch, connection, binding)
+        cli = WarmCli(tenant_id, session_id, profile, options.to_json(), launch, connection, binding)
         if tenant_id not in self._tenants:
             # The tenant cooled down while its CLI started.
             self.discard(cli, remove_files=True)
@@ -303,8 +352,8 @@ class WarmPool:
             # counts as starting): give it back.
             self.discard(cli, remove_files=True)
         else:
-            self._ready.setdefault(tenant_id, []).append(cli)
-            log.info("warm_pool.ready", tenant_id=tenant_id, session_id=session_id, pooled=self.ready)
+            self._ready.setdefault(key, []).append(cli)
+            log.info("warm_pool.ready", tenant_id=tenant_id, profile=profile, session_id=session_id)
         return True
 
     async def _abandon_start(

@@ -38,7 +38,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 90) -
 
 
 def pooled_ids(manager: RunManager, tenant_id: str) -> list[str]:
-    return [cli.session_id for cli in manager.warm_pool._ready.get(tenant_id, [])]
+    return [cli.session_id for cli in manager.warm_pool.pooled(tenant_id)]
 
 
 async def tenant_of(stack: Stack, session_id: str) -> str:
@@ -78,7 +78,7 @@ async def test_two_sessions_from_the_pool_share_nothing(pooled_stack: Stack) -> 
         assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
         tenant_id = await tenant_of(stack, first["session"]["id"])
         await until(lambda: len(pooled_ids(manager, tenant_id)) == 2, "two pooled CLIs")
-        pooled = manager.warm_pool._ready[tenant_id]
+        pooled = manager.warm_pool.pooled(tenant_id)
         # Connected, in their own folders, and unable to reach the model before a run is theirs.
         assert all(cli.launch.grant is not None and not cli.launch.grant.open for cli in pooled)
         assert all(launcher._gateway._valid(cli.launch.grant.token) is None for cli in pooled)  # type: ignore[union-attr]
@@ -173,7 +173,7 @@ async def test_a_pooled_cli_that_died_is_never_handed_to_a_run(
             assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
             tenant_id = await tenant_of(stack, first["session"]["id"])
             await until(lambda: len(pooled_ids(manager, tenant_id)) == 1, "one pooled CLI")
-            dead = manager.warm_pool._ready[tenant_id][0]
+            dead = manager.warm_pool.pooled(tenant_id)[0]
             pids = cli_pids(dead.session_id)
             assert pids, "the pooled CLI's process was not found"
             for pid in pids:
@@ -187,3 +187,34 @@ async def test_a_pooled_cli_that_died_is_never_handed_to_a_run(
     assert run["status"] == "COMPLETED"
     # The dead CLI's folders went with it: no session was ever made of them.
     assert not dead.launch.paths.root.exists()
+
+
+async def test_a_run_profile_has_a_pool_of_its_own(
+    tmp_path: Path, scripted_model: ScriptedModelServer
+) -> None:
+    profile = {"size": 1, "permission_mode": "ACCEPT_EDITS", "max_turns": 5}
+    stack = await start_stack(
+        "embedded", tmp_path, scripted_model, warm_pool_profiles={"editor": profile}, max_live_agents=6
+    )
+    manager = stack.api.services.run_manager
+    try:
+        async with stack.client() as client:
+            first = await start_ok(client, prompt="[scenario:echo] one")
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+            tenant_id = await tenant_of(stack, first["session"]["id"])
+            await until(lambda: manager.warm_pool.ready_for(tenant_id, "editor") == 1, "one editor CLI")
+            ready = pooled_ids(manager, tenant_id)
+            # The default options have no pool here (WARM_POOL_SIZE=0): that run starts cold.
+            plain = await start_ok(client, prompt="[scenario:echo] plain")
+            # The profile's options, as a client sends them, take the profile's CLI.
+            edit = await start_ok(
+                client, prompt="[scenario:write-file]", permissionMode="ACCEPT_EDITS", maxTurns=5
+            )
+            runs = [await wait_for_run(client, started["run"]["id"]) for started in (plain, edit)]
+    finally:
+        await stack.api.stop()
+    assert ready == [edit["session"]["id"]]
+    assert plain["session"]["id"] not in ready
+    assert [run["status"] for run in runs] == ["COMPLETED", "COMPLETED"]
+    # ACCEPT_EDITS let the write run without asking.
+    assert (workspace_of(stack.data_dir, edit["session"]["id"]) / "hello.txt").read_text() == "hello\n"
