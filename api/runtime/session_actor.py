@@ -368,7 +368,7 @@ class SessionActor:
             await self._disconnect()
         connection = self._take_warm(spec)
         if connection is None and self._warm is not None:
-            # A pooled CLI started for other options (or a changed webhook set): not this run's.
+            # A pooled CLI started for other options (or a changed webhook set), or one that died.
             await self._disconnect()
         if self._pump is None:
             if connection is None:
@@ -412,7 +412,7 @@ class SessionActor:
         warm = self._warm
         if warm is None or self._pump is not None:
             return None
-        if warm.connection.spec.connection_key() != spec.connection_key():
+        if not warm.connection.alive or warm.connection.spec.connection_key() != spec.connection_key():
             return None
         self._warm = None
         metrics.WARM_POOL_USED.inc()
