@@ -9,19 +9,31 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-# One agent CLI while it streams (measured: about 190 MB RSS idle, up to 280 MB; its sandbox adds ~10 MB).
+from api.runtime.agent_budget import agents_within, default_budget_mb
+
+# One agent CLI while it streams (measured: about 170 MB RSS connected and unused, 190-213 MB idle after a
+# turn, up to 280 MB while streaming; its sandbox adds ~10 MB).
 AGENT_CLI_MB = 300
 
 
-def _memory_mb() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    except (ValueError, OSError):
-        return 4096
+class WarmPoolProfile(BaseModel):
+    """An operator-defined run profile with a warm pool of its own (WARM_POOL_PROFILES): a startRun for a
+    new session whose options, after policy, equal the profile's takes one of its CLIs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(ge=1, le=100, description="Pooled CLIs per replica for this profile.")
+    model: str | None = None
+    system_prompt: str | None = None
+    permission_mode: str | None = Field(default=None, description="A PermissionMode, e.g. ACCEPT_EDITS.")
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
 
 
 class Settings(BaseSettings):
@@ -59,9 +71,49 @@ class Settings(BaseSettings):
     max_live_agents: int | None = Field(
         default=None,
         ge=1,
-        description="Agent CLIs (running or idle) this replica keeps at once; beyond it the least recently "
-        "used idle one is stopped, and runs wait QUEUED when none is idle. Default: half the machine's "
-        f"memory at {AGENT_CLI_MB} MB each.",
+        description="Agent CLIs (running, idle or warm) this replica keeps at once; beyond it a warm one, "
+        "then the least recently used idle one is stopped, and runs wait QUEUED when none is idle. "
+        "Default: AGENT_MEMORY_BUDGET_MB / AGENT_CLI_MB.",
+    )
+    agent_memory_budget_mb: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory this replica's agent CLIs may take together (running, idle and warm); it sets "
+        "the number of live CLIs unless MAX_LIVE_AGENTS does. Default: half the memory of the machine, or "
+        "of this process's cgroup when it has a lower limit.",
+    )
+    agent_cli_mb: int = Field(
+        default=AGENT_CLI_MB,
+        ge=16,
+        description="What one agent CLI is reckoned to take against the memory budget, its sandbox included.",
+    )
+    max_queued_runs_per_tenant: int = Field(
+        default=50,
+        ge=0,
+        description="A tenant's runs waiting QUEUED at once (all replicas); beyond it startRun answers "
+        "RateLimitedError. 0: no bound.",
+    )
+    warm_pool_size: int = Field(
+        default=0,
+        ge=0,
+        description="Connected agent CLIs this replica keeps ready for new sessions on the default run "
+        "options, shared among the warm tenants; 0 = none. They count against the memory budget.",
+    )
+    warm_pool_profiles: dict[str, WarmPoolProfile] = Field(
+        default_factory=dict,
+        description="Operator-defined run profiles with pools of their own, by name (JSON object: "
+        '{"editor": {"size": 1, "permission_mode": "ACCEPT_EDITS", "max_turns": 20}}); each holds `size` '
+        "CLIs per replica beside WARM_POOL_SIZE's, for the same warm tenants.",
+    )
+    warm_pool_tenants: list[str] = Field(
+        default_factory=list,
+        description="Tenants (by name) whose pool is kept filled from the start; JSON list. Other tenants "
+        "get pooled CLIs while they start new sessions here (WARM_POOL_RECENT_SECONDS).",
+    )
+    warm_pool_recent_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A tenant that started a new session on this replica within this long is kept warm.",
     )
     idle_client_seconds: float = Field(
         default=300.0, gt=0, description="A live CLI client idle this long is disconnected; resume is by id."
@@ -242,10 +294,16 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("sqlite")
 
     @cached_property
+    def effective_agent_memory_budget_mb(self) -> int:
+        if self.agent_memory_budget_mb is not None:
+            return self.agent_memory_budget_mb
+        return default_budget_mb()
+
+    @cached_property
     def effective_max_live_agents(self) -> int:
         if self.max_live_agents is not None:
             return self.max_live_agents
-        return max(self.max_concurrent_runs, _memory_mb() // 2 // AGENT_CLI_MB)
+        return agents_within(self.effective_agent_memory_budget_mb, self.agent_cli_mb)
 
     @property
     def is_embedded(self) -> bool:

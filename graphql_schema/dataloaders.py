@@ -43,6 +43,9 @@ class Loaders:
         self.session: DataLoader[str, AgentSession | None] = DataLoader(self._sessions, cache=cache)
         self.runs_page: DataLoader[RunsPage, list[RunModel]] = DataLoader(self._runs_pages, cache=cache)
         self.started_runs: DataLoader[str, list[RunModel]] = DataLoader(self._started_runs, cache=cache)
+        self.queue_position: DataLoader[tuple[datetime, str], int] = DataLoader(
+            self._queue_positions, cache=cache
+        )
 
     async def _sessions(self, ids: list[str]) -> Sequence[AgentSession | None]:
         async with self.db.session() as db:
@@ -74,6 +77,11 @@ class Loaders:
         async with self.db.session() as db:
             found = await RunRepository(db).started_for_sessions(session_ids)
         return [found[session_id] for session_id in session_ids]
+
+    async def _queue_positions(self, keys: list[tuple[datetime, str]]) -> Sequence[int]:
+        async with self.db.session() as db:
+            found = await RunRepository(db).queue_positions(keys)
+        return [found[run_id] for _, run_id in keys]
 
 
 class LoadersExtension(SchemaExtension):

@@ -103,6 +103,16 @@ class Run:
             usage=cast(JSON, run.usage),
         )
 
+    @strawberry.field(
+        description="While QUEUED, where the run stands in the deployment's queue: 1 is next, counting "
+        "every tenant's queued runs created before it (an estimate: a run also waits for its session's "
+        "earlier runs, and for a free agent within the replicas' memory budget). Null once it started."
+    )
+    async def queue_position(self, info: Info) -> int | None:
+        if self.status != RunStatus.QUEUED:
+            return None
+        return await info.context.loaders.queue_position.load((self.created_at, str(self.id)))
+
     @strawberry.field(description="The session this run belongs to.")
     async def session(self, info: Info) -> Session:
         row = await info.context.loaders.session.load(str(self.session_id))

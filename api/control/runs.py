@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from api import audit
@@ -13,12 +14,14 @@ from api.control.commands import Interrupt
 from api.control.router import CommandRouter
 from api.errors import NotFound, PolicyViolation, SessionBusy
 from api.events.log import EventLog
+from api.events.records import EventRecord
 from api.limits import Limits
 from api.runtime import lifecycle
-from api.runtime.policy import RunRequest, apply_policy
+from api.runtime.policy import RunOptions, RunRequest, apply_policy
 from api.runtime.run_manager import RunManager
 from api.runtime.session_actor import FORCED_STOP_ERROR
 from api.runtime.tool_policy import PolicyBook
+from api.runtime.warm_pool import WarmCli
 from api.settings import Settings
 from persistence.models import AgentSession, Run, utcnow
 from persistence.repositories.runs import RunRepository
@@ -72,16 +75,60 @@ class RunControl:
             )
         now = utcnow()
         to_interrupt: list[str] = []
+        pool = self.manager.warm_pool
+        # A new session on options a pooled CLI was started with takes that CLI and its session id.
+        warm = pool.take(principal.tenant_id, options.to_json()) if request.session_id is None else None
+        try:
+            run, fresh, records, created = await self._write_run(
+                principal, request, options, now, warm, to_interrupt
+            )
+        except BaseException:
+            if warm is not None and warm.binding.actor is None:
+                # No session was made of it (its folders are new and empty, so removing them is safe
+                # even if the commit went through unseen: the session's first CLI makes them again).
+                pool.discard(warm, remove_files=True)
+            raise
+        if created:
+            pool.note_new_session(principal.tenant_id, principal.tenant_name)
+        await self.event_log.publish(records)
+        await self.event_log.publish_session_change(
+            principal.tenant_id, fresh.id, "CREATED" if created else "STATUS_CHANGED"
+        )
+        for run_id in to_interrupt:
+            await self.interrupt_run(
+                principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)", wait=False
+            )
+        await self.manager.announce_work()
+        return StartedRun(run=run, session=fresh, created_session=created)
+
+    async def _write_run(
+        self,
+        principal: Principal,
+        request: RunRequest,
+        options: RunOptions,
+        now: datetime,
+        warm: WarmCli | None,
+        to_interrupt: list[str],
+    ) -> tuple[Run, AgentSession, list[EventRecord], bool]:
+        """The run (and a new session) in one transaction, with the limits checked inside it."""
         async with self.db.session() as session:
             sessions, runs = SessionRepository(session), RunRepository(session)
             created = request.session_id is None
             if request.session_id is None:
                 row = await sessions.create(
-                    session_id=str(uuid.uuid4()),
+                    session_id=warm.session_id if warm is not None else str(uuid.uuid4()),
                     tenant_id=principal.tenant_id,
                     title=request.title or _title(request.prompt),
                     at=now,
                 )
+                if warm is not None:
+                    # Ours from the start: the pooled CLI lives on this replica, so its run must too.
+                    await sessions.claim_lease(
+                        row.id,
+                        self.manager.replica,
+                        now=now,
+                        ttl=timedelta(seconds=self.settings.lease_seconds),
+                    )
                 await audit.record(
                     session, actor=principal, action="session.create", target_type="Session", target_id=row.id
                 )
@@ -94,7 +141,7 @@ class RunControl:
                 if active and request.on_busy == "REJECT":
                     raise SessionBusy(row.id, active[0].id)
                 if active and request.on_busy == "INTERRUPT":
-                    to_interrupt = [run.id for run in active]
+                    to_interrupt.extend(run.id for run in active)
             run = await runs.create(
                 run_id=str(uuid.uuid4()),
                 session_id=row.id,
@@ -121,18 +168,12 @@ class RunControl:
                 details={"sessionId": row.id, "onBusy": request.on_busy, "promptChars": len(request.prompt)},
             )
             await session.commit()
+            if warm is not None:
+                # At once, before the dispatcher here can start the session cold.
+                self.manager.install_warm(warm)
             fresh = await sessions.get(row.id)
         assert fresh is not None
-        await self.event_log.publish(records)
-        await self.event_log.publish_session_change(
-            principal.tenant_id, fresh.id, "CREATED" if created else "STATUS_CHANGED"
-        )
-        for run_id in to_interrupt:
-            await self.interrupt_run(
-                principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)", wait=False
-            )
-        await self.manager.announce_work()
-        return StartedRun(run=run, session=fresh, created_session=created)
+        return run, fresh, records, created
 
     async def interrupt_run(
         self, principal: Principal, run_id: str, *, reason: str | None = None, wait: bool = True

@@ -1,4 +1,5 @@
-"""What is limited: HTTP requests per key, runs started per key and per tenant, active runs per tenant.
+"""What is limited: HTTP requests per key, runs started per key and per tenant, active and queued runs
+per tenant.
 
 The rates live in a `LimitStore` (Redis when REDIS_URL is set, so every replica counts against one limit;
 this process otherwise). The bound on active runs is a count in the database, taken in the transaction
@@ -19,6 +20,8 @@ from persistence.repositories.tenants import TenantRepository
 
 # A tenant at its bound of active runs waits for one to end; nothing says when, so this is a hint.
 ACTIVE_RUNS_RETRY_SECONDS = 5.0
+# Likewise for a full queue: runs leave it as fast as agents free up, typically within a run's length.
+QUEUED_RUNS_RETRY_SECONDS = 10.0
 
 
 class Limits:
@@ -45,10 +48,21 @@ class Limits:
         rolls it back. First the tenant's active runs (QUEUED + RUNNING, this one included), then the
         rates of starting runs, per key and per tenant."""
         bound = self.settings.max_active_runs_per_tenant
-        if bound:
+        queued_bound = self.settings.max_queued_runs_per_tenant
+        if bound or queued_bound:
             # Serialises the tenant's concurrent starts on PostgreSQL, so each count sees the others'
             # runs; SQLite has one writer at a time already.
             await TenantRepository(session).lock(principal.tenant_id)
+        if queued_bound:
+            queued = await RunRepository(session).count_queued(tenant_id=principal.tenant_id)
+            if queued > queued_bound:
+                REFUSED.labels(limit="queued_runs_per_tenant").inc()
+                raise RateLimited(
+                    f"the tenant has {queued_bound} runs waiting in the queue, its limit (the replicas' "
+                    "agents are busy); start more when some have begun",
+                    retry_after_seconds=QUEUED_RUNS_RETRY_SECONDS,
+                )
+        if bound:
             active = await RunRepository(session).count_active_for_tenant(principal.tenant_id)
             if active > bound:
                 REFUSED.labels(limit="active_runs_per_tenant").inc()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.events.log import EventLog
 from api.events.records import EventKind, EventRecord, NewEvent
+from api.runtime.metrics import PERMISSION_WAIT_SECONDS
 from api.runtime.sdk_adapter import ToolPermissionAnswer, ToolPermissionAsk
 from persistence.models import PermissionRequest, utcnow
 from persistence.repositories.permissions import PENDING, Decision, PermissionRepository
@@ -193,6 +194,9 @@ class PermissionBroker:
             await asyncio.shield(self._settle_quietly([request_id], "CANCELLED", "the run was interrupted"))
             raise
         log.info("permission.answered", request_id=request_id, status=decided.status)
+        PERMISSION_WAIT_SECONDS.labels(status=decided.status).observe(
+            max(0.0, (utcnow() - now).total_seconds())
+        )
         return answer_for(decided)
 
     async def _await_decision(self, request_id: str, expires_at: datetime) -> PermissionRequest:

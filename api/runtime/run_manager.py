@@ -21,9 +21,10 @@ from api.control import commands
 from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
-from api.runtime import lifecycle, metrics, permissions
+from api.runtime import capacity, lifecycle, metrics, permissions
 from api.runtime.mcp_registry import McpRegistry
 from api.runtime.session_actor import SessionActor
+from api.runtime.warm_pool import WarmCli, WarmPool
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
 from api.webhooks.dispatcher import WebhookDispatcher
@@ -61,12 +62,13 @@ class RunManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._lease = timedelta(seconds=settings.lease_seconds)
+        self.warm_pool = WarmPool(self)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.settings.tenants_dir.mkdir(parents=True, exist_ok=True)
-        metrics.LIVE_AGENTS_LIMIT.set(self.settings.effective_max_live_agents)
+        capacity.publish(self)
         control_ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
@@ -75,12 +77,14 @@ class RunManager:
         ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(control_ready.wait(), timeout=10)
+        await self.warm_pool.start()
         self.nudge()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.warm_pool.stop()
         actors = list(self._actors.values())
         for actor in actors:
             actor.task.cancel()
@@ -173,6 +177,7 @@ class RunManager:
                 await self._reap_orphans()
                 await self._poll_interrupts()
                 await self._admit()
+                await capacity.count_queue(self.db)
             except Exception:
                 # A database hiccup must not end dispatching; the next wake-up tries again.
                 log.exception("dispatch.failed")
@@ -207,12 +212,39 @@ class RunManager:
             actor.submit(transition.run)
 
     def live_agents(self) -> int:
-        return sum(1 for actor in self._actors.values() if actor.has_agent)
+        """CLIs alive or starting on this replica, the warm pool's included: what the budget counts."""
+        return sum(1 for actor in self._actors.values() if actor.has_agent) + self.warm_pool.live
+
+    def agents_by_state(self) -> tuple[int, int]:
+        """Sessions' CLIs (running, idle) on this replica; the warm pool's are `warm_pool.live`."""
+        live = [actor for actor in self._actors.values() if actor.has_agent]
+        running = sum(1 for actor in live if actor.busy)
+        return running, len(live) - running
+
+    def room_for_warm(self) -> bool:
+        """Whether the warm pool may start one more CLI: only into room nobody else uses."""
+        return self.can_execute and self.live_agents() < self.settings.effective_max_live_agents
+
+    def install_warm(self, cli: WarmCli) -> None:
+        """startRun made a session of a pooled CLI (its lease is ours): give the session an actor that
+        holds the CLI, so the dispatcher here runs it without a new one."""
+        actor = self._actors.get(cli.session_id)
+        if actor is not None:
+            # The dispatcher was faster and started the session cold: the pooled CLI is surplus.
+            self.warm_pool.discard(cli, remove_files=False)
+            return
+        actor = SessionActor(self, cli.session_id)
+        actor.adopt_warm(cli)
+        self._actors[cli.session_id] = actor
+        self.nudge()
 
     def _room_for_an_agent(self) -> bool:
-        """Whether one more CLI fits in MAX_LIVE_AGENTS, evicting the least recently used idle one if
-        that is what it takes. Idle CLIs are a cache: memory, not state (the transcript is on disk)."""
+        """Whether one more CLI fits in the budget, stopping a pooled CLI or else the least recently
+        used idle one if that is what it takes. Idle CLIs are a cache: memory, not state (the transcript
+        is on disk); pooled ones are a guess at the next new session."""
         if self.live_agents() < self.settings.effective_max_live_agents:
+            return True
+        if self.warm_pool.evict_one():
             return True
         idle = [actor for actor in self._actors.values() if actor.has_agent and not actor.busy]
         for actor in sorted(idle, key=lambda actor: actor.last_active):

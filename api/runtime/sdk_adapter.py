@@ -474,6 +474,13 @@ class AgentConnection:
         return dict(answer or {})
 
     @property
+    def alive(self) -> bool:
+        """Whether the CLI process still runs (a pooled CLI may have died while it waited)."""
+        transport = getattr(self._client, "_transport", None)
+        process = getattr(transport, "_process", None)
+        return self._connected and process is not None and process.returncode is None
+
+    @property
     def stderr_tail(self) -> str:
         return self._stderr.tail()
 

@@ -49,6 +49,7 @@ from persistence.repositories.sessions import SessionRepository
 
 if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
+    from api.runtime.warm_pool import WarmCli
     from api.sandbox.launcher import Launch
     from api.sandbox.layout import SessionPaths
     from persistence.session_store import DatabaseSessionStore
@@ -112,6 +113,8 @@ class SessionActor:
         self._tenant_id: str | None = None
         # The session's transcripts in the database (SESSION_STORE=database), else None.
         self._store: DatabaseSessionStore | None = None
+        # A CLI from the warm pool, connected for this session before it existed, until a run uses it.
+        self._warm: WarmCli | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
             session_id,
@@ -129,19 +132,28 @@ class SessionActor:
     @property
     def has_agent(self) -> bool:
         """A CLI process is alive, or about to be, for this session (it counts against the budget)."""
-        return not self.closing and (self._pump is not None or self.busy)
+        return not self.closing and (self._pump is not None or self._warm is not None or self.busy)
 
     def evict(self) -> bool:
         """Stop this session's idle CLI to make room for another's; False when it is in use.
 
         Nothing is lost: the transcript is on disk and the session's next run resumes it."""
-        if self.closing or self.busy or self._pump is None:
+        if self.closing or self.busy or (self._pump is None and self._warm is None):
             return False
         # No await before leaving the registry: the dispatcher, on the same loop, sees it gone.
         self.closing = True
         self.manager.forget_actor(self)
         self._queue.put_nowait(None)
         return True
+
+    def adopt_warm(self, cli: WarmCli) -> None:
+        """Take a pooled CLI started for this session (it exists now): its first run uses it when the
+        run's options fit, else it is stopped and a CLI started as usual."""
+        self._warm = cli
+        self._launch = cli.launch
+        self._paths = cli.launch.paths
+        self._tenant_id = cli.tenant_id
+        cli.binding.actor = self
 
     def submit(self, run: Run) -> None:
         self._waiting_runs += 1
@@ -353,56 +365,48 @@ class SessionActor:
             and await asyncio.to_thread(transcript_exists, agent_dir, workspace, row.fork_source_id)
         ):
             fork_from = row.fork_source_id
-        return AgentSpec(
-            session_id=self.session_id,
-            cwd=workspace,
+        return agent_spec(
+            self.session_id,
+            workspace,
+            options,
+            hook_events=await self.manager.webhooks.events_for(tenant_id),
+            mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
+            setting_sources=tuple(self.manager.settings.agent_setting_sources),
             resume=resume,
             fork_from=fork_from,
             resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
-            # Set per connection from its Launch (_ensure_connection).
-            env={},
-            model=options.model,
-            fallback_model=options.fallback_model,
-            system_prompt=options.system_prompt,
-            system_prompt_preset=options.system_prompt_preset,
-            thinking=options.thinking,
-            effort=options.effort,
-            mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
-            setting_sources=tuple(self.manager.settings.agent_setting_sources),
-            permission_mode=options.permission_mode,
-            allowed_tools=tuple(options.allowed_tools or ()),
-            disallowed_tools=tuple(options.disallowed_tools or ()),
-            max_turns=options.max_turns,
-            max_budget_usd=options.max_budget_usd,
-            output_schema=options.output_schema,
-            agents=options.agents,
-            hook_events=await self.manager.webhooks.events_for(tenant_id),
         )
 
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
             await self._disconnect()
+        connection = self._take_warm(spec)
+        if connection is None and self._warm is not None:
+            # A pooled CLI started for other options (or a changed webhook set), or one that died.
+            await self._disconnect()
         if self._pump is None:
-            launcher = self.manager.launcher
-            assert self._paths is not None, "_spec sets the session's paths first"
-            launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
-            self._launch = launch
-            hooks = None
-            if spec.hook_events:
-                timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
-                hooks = HookProvider(spec.hook_events, self._on_hook, timeout)
-            env = launch.env
-            if self._store is not None:
-                # The SDK maps each mirrored line's file to its store key relative to the CLAUDE_CONFIG_DIR
-                # it reads here; a sandbox launcher sets the CLI's own inside and clears this one.
-                env = {**env, "CLAUDE_CONFIG_DIR": str(self._paths.agent_dir)}
-            connection = AgentConnection(
-                dataclasses.replace(spec, env=env, cli_path=launch.cli_path),
-                hooks,
-                ask_permission=self.permissions.ask,
-                session_store=self._store,
-            )
-            await connection.connect()
+            if connection is None:
+                launcher = self.manager.launcher
+                assert self._paths is not None, "_spec sets the session's paths first"
+                launch = launcher.prepare(self._paths, f"{self.session_id}-{uuid.uuid4().hex[:8]}")
+                self._launch = launch
+                hooks = None
+                if spec.hook_events:
+                    timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
+                    hooks = HookProvider(spec.hook_events, self.on_hook, timeout)
+                env = launch.env
+                if self._store is not None:
+                    # The SDK maps each mirrored line's file to its store key relative to the
+                    # CLAUDE_CONFIG_DIR it reads here; a sandbox launcher sets the CLI's own inside and
+                    # clears this one.
+                    env = {**env, "CLAUDE_CONFIG_DIR": str(self._paths.agent_dir)}
+                connection = AgentConnection(
+                    dataclasses.replace(spec, env=env, cli_path=launch.cli_path),
+                    hooks,
+                    ask_permission=self.permissions.ask,
+                    session_store=self._store,
+                )
+                await connection.connect()
             metrics.LIVE_SESSIONS.inc()
             async with self.manager.db.session() as session:
                 last_seq = await SessionRepository(session).last_seq(self.session_id)
@@ -412,6 +416,7 @@ class SessionActor:
             source = spec.fork_from or (spec.session_id if spec.resume else None)
             self._cost_so_far = 0.0
             if source is not None:
+                assert self._paths is not None
                 path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
                 self._cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
             self._pump = ConnectionPump(
@@ -422,6 +427,18 @@ class SessionActor:
                 on_signal=self._signals.put_nowait,
             )
         return self._pump
+
+    def _take_warm(self, spec: AgentSpec) -> AgentConnection | None:
+        """The pooled CLI when it was started for exactly this connection, else None."""
+        warm = self._warm
+        if warm is None or self._pump is not None:
+            return None
+        if not warm.connection.alive or warm.connection.spec.connection_key() != spec.connection_key():
+            return None
+        self._warm = None
+        metrics.WARM_POOL_USED.inc()
+        log.info("agent.from_warm_pool")
+        return warm.connection
 
     async def _rewind(self, command: RewindFiles) -> None:
         """Preview or restore the files as before a checkpoint, on this session's CLI (connected for the
@@ -501,7 +518,7 @@ class SessionActor:
             await self._disconnect()
         return {**answer, "applied": True}
 
-    async def _on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
+    async def on_hook(self, event: str, data: dict[str, Any], tool_use_id: str | None) -> dict[str, Any]:
         """A hook event of this session's CLI: ask the tenant's webhooks, log each call as HookFired."""
         run, pump, tenant_id = self.current_run, self._pump, self._tenant_id
         if tenant_id is None:
@@ -530,6 +547,10 @@ class SessionActor:
             self._signals.get_nowait()
 
     async def _disconnect(self, *, interrupt_first: bool = True) -> None:
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            # Never used: nothing of its session is lost (its folders stay, they are the session's).
+            await warm.connection.close(interrupt_first=False)
         pump, self._pump = self._pump, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
@@ -692,6 +713,47 @@ class SessionActor:
         if payload.get("is_error"):
             return Outcome("FAILED", error=_result_error(payload), result=payload, cost_usd=cost, usage=usage)
         return Outcome("COMPLETED", result=payload, cost_usd=cost, usage=usage)
+
+
+def agent_spec(
+    session_id: str,
+    workspace: str,
+    options: RunOptions,
+    *,
+    hook_events: tuple[str, ...],
+    mcp_servers: dict[str, Any] | None = None,
+    setting_sources: tuple[str, ...] = (),
+    resume: bool = False,
+    fork_from: str | None = None,
+    resume_at: str | None = None,
+) -> AgentSpec:
+    """The CLI connection a run of these options needs (the warm pool starts its CLIs with it too, so
+    a pooled CLI fits a run exactly when their connection keys are equal)."""
+    return AgentSpec(
+        session_id=session_id,
+        cwd=workspace,
+        resume=resume,
+        fork_from=fork_from,
+        resume_at=resume_at,
+        # Set per connection from its Launch (_ensure_connection).
+        env={},
+        model=options.model,
+        fallback_model=options.fallback_model,
+        system_prompt=options.system_prompt,
+        system_prompt_preset=options.system_prompt_preset,
+        thinking=options.thinking,
+        effort=options.effort,
+        mcp_servers=mcp_servers,
+        setting_sources=setting_sources,
+        permission_mode=options.permission_mode,
+        allowed_tools=tuple(options.allowed_tools or ()),
+        disallowed_tools=tuple(options.disallowed_tools or ()),
+        max_turns=options.max_turns,
+        max_budget_usd=options.max_budget_usd,
+        output_schema=options.output_schema,
+        agents=options.agents,
+        hook_events=hook_events,
+    )
 
 
 def _relative(path: str, workspace: str) -> str:

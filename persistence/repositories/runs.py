@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -133,6 +134,34 @@ class RunRepository:
             .where(Run.tenant_id == tenant_id, Run.status.in_(ACTIVE_STATUSES))
         )
         return int(result.scalar_one())
+
+    async def count_queued(self, *, tenant_id: str | None = None) -> int:
+        """Runs waiting QUEUED, the tenant's or everyone's."""
+        stmt = sa.select(sa.func.count()).select_from(Run).where(Run.status == "QUEUED")
+        if tenant_id is not None:
+            stmt = stmt.where(Run.tenant_id == tenant_id)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def queue_positions(self, keys: Sequence[tuple[datetime, str]]) -> dict[str, int]:
+        """Where each queued run (by created_at, id) stands in the deployment's queue: 1 is next. The
+        dispatchers take the oldest queued run first, so the position is the number of queued runs
+        created before it, plus one (an estimate: a session's later runs wait for its earlier ones)."""
+        if not keys:
+            return {}
+        last = max(keys)
+        stmt = (
+            sa.select(Run.created_at, Run.id)
+            .where(
+                Run.status == "QUEUED",
+                sa.or_(Run.created_at < last[0], sa.and_(Run.created_at == last[0], Run.id <= last[1])),
+            )
+            .order_by(Run.created_at, Run.id)
+        )
+        ahead = [(row.created_at, row.id) for row in await self.session.execute(stmt)]
+        positions: dict[str, int] = {}
+        for key in keys:
+            positions[key[1]] = bisect.bisect_left(ahead, key) + 1
+        return positions
 
     async def claimable(self, owner: str, *, now: datetime, limit: int) -> Sequence[Run]:
         """The oldest QUEUED run of each session nobody else is running, oldest sessions first."""

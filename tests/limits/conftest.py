@@ -17,6 +17,7 @@ NO_LIMITS = {
     "rate_limit_runs_per_minute_per_key": 0,
     "rate_limit_runs_per_minute_per_tenant": 0,
     "max_active_runs_per_tenant": 0,
+    "max_queued_runs_per_tenant": 0,
 }
 
 

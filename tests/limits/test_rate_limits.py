@@ -96,3 +96,30 @@ async def test_too_many_requests_get_429_with_retry_after(limited_stack: Stack) 
     assert other_response.status_code == 200
     # The server runs in this process: its metrics are this registry's.
     assert REGISTRY.get_sample_value("agent_rate_limited_total", {"limit": "requests"}) == refused + 1
+
+
+@pytest.mark.parametrize("limits", [{"max_queued_runs_per_tenant": 2}])
+async def test_queued_runs_per_tenant_are_bounded_and_show_their_position(limited_stack: Stack) -> None:
+    # The stack executes no runs: every run waits QUEUED, in the order it was started.
+    position = "query($id: ID!) { run(id: $id) { status queuePosition } }"
+    async with limited_stack.client() as client, limited_stack.client(limited_stack.other_key) as other:
+        first = await start_ok(client, prompt="one")
+        theirs = await start_ok(other, prompt="another tenant's")
+        second = await start_ok(client, prompt="two")
+        refused = await start_run(client, prompt="three")
+        positions = [
+            (await client.execute(position, {"id": started["run"]["id"]}))["run"]
+            for started in (first, second)
+        ]
+        aborted = await client.execute(INTERRUPT_RUN, {"runId": first["run"]["id"]})
+        moved_up = (await other.execute(position, {"id": theirs["run"]["id"]}))["run"]
+        finished = (await client.execute(position, {"id": first["run"]["id"]}))["run"]
+        again = await start_run(client, prompt="three, again")
+    assert_rate_limited(refused)
+    assert "2 runs waiting in the queue" in refused["message"]
+    # The queue is the deployment's: the other tenant's run stands between the two.
+    assert positions == [{"status": "QUEUED", "queuePosition": 1}, {"status": "QUEUED", "queuePosition": 3}]
+    assert aborted["interruptRun"]["outcome"] == "ABORTED"
+    assert moved_up == {"status": "QUEUED", "queuePosition": 1}
+    assert finished == {"status": "INTERRUPTED", "queuePosition": None}
+    assert again["__typename"] == "StartRunSuccess"
