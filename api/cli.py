@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scripted = commands.add_parser(
         "scripted-model",
-        help="run the scripted stand-in for the Anthropic Messages API alone; prints how to point a CLI at it",
+        help="run the scripted stand-in for the Messages API alone; prints how to point a CLI at it",
     )
     scripted.add_argument("--host", default="127.0.0.1", help="a loopback address")
     scripted.add_argument("--port", type=int, default=8788, help="0 picks a free port")
