@@ -214,3 +214,6 @@ def test_the_compose_file_names_files_that_exist() -> None:
     assert contexts == {"."}
     assert (REPO_ROOT / "Dockerfile").exists()
     assert Path(REPO_ROOT / ".gitignore").read_text().count("\n.env\n") == 1
+    # The passwords' .env and the tests' node_modules stay out of the image's build context.
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert {".env", "**/node_modules", ".venv"} <= set(ignored)
