@@ -13,6 +13,7 @@ import structlog
 
 from api.request_ids import accepted_request_id
 from tests.conftest import Stack
+from tests.documents import start_ok, wait_for_run
 from tests.support.graphql_ws import GraphQLWSClient
 
 PENDING = "{ permissionRequests { id } }"
@@ -86,6 +87,18 @@ async def test_log_lines_of_a_request_carry_its_id(stack: Stack) -> None:
     mine = [entry for entry in logs if entry.get("request_id") == "find-me-1"]
     # The client error is logged at info, one line, under the request's id.
     assert [entry["event"] for entry in mine] == ["graphql.client_error"], logs
+
+
+async def test_a_run_outlives_the_request_that_started_it_and_does_not_log_under_its_id(stack: Stack) -> None:
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        async with stack.client() as client:
+            started = await start_ok(client, prompt="[scenario:echo]")
+            await wait_for_run(client, started["run"]["id"])
+    run_id = started["run"]["id"]
+    run_lines = [entry for entry in logs if entry.get("run_id") == run_id]
+    assert {"run.started", "run.finished"} <= {entry["event"] for entry in run_lines}, logs
+    # The session's actor and the fan-out run in contexts of their own, not the startRun request's.
+    assert all("request_id" not in entry for entry in run_lines), run_lines
 
 
 @pytest.mark.usefixtures("failing_listing")
