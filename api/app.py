@@ -20,7 +20,10 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 
 from api.auth import Authenticator, bearer_token
 from api.body_limit import BodyLimitMiddleware
@@ -35,6 +38,7 @@ from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.key_watch import REVOKED_CLOSE_CODE, KeyWatch
 from api.limits import Limits
+from api.request_ids import RequestIdMiddleware, current_request_id, new_request_id
 from api.runtime.run_manager import RunManager
 from api.sandbox.launcher import AgentLauncher
 from api.services import Services
@@ -112,6 +116,14 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(
                 code=TRY_AGAIN_LATER, reason="the database is unavailable; try again shortly"
             )
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # The operation's task copies the context here, so its log lines and masked errors carry its id:
+        # the socket's request id and the operation's number on it.
+        self.operations_started = getattr(self, "operations_started", 0) + 1
+        connection_id = current_request_id() or new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=f"{connection_id}.{self.operations_started}"):
+            await super().handle_subscribe(message)
 
     async def handle(self) -> None:
         watch = self.context.services.key_watch
@@ -245,6 +257,8 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
     app.include_router(router, prefix="/graphql")
     mount_web(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Outermost, so every response (a 413 or a 401 included) carries the id its log lines have.
+    app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(RateLimited, _too_many_requests)
 
     @app.get("/healthz", include_in_schema=False)

@@ -133,6 +133,14 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(doctor.run(settings, scripted_model=args.scripted_model))
 
 
+def _scripted_model(args: argparse.Namespace) -> int:
+    """The stand-in model alone, for a frontend team or a CLI of one's own (no API server, no database)."""
+    from api.scripted_model.__main__ import serve_until_signalled
+
+    asyncio.run(serve_until_signalled(args.host, args.port))
+    return 0
+
+
 def _export_schema() -> int:
     from graphql_schema.schema import export_sdl
 
@@ -152,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run against the built-in scripted model (no Anthropic key)",
     )
+
+    scripted = commands.add_parser(
+        "scripted-model",
+        help="run the scripted stand-in for the Messages API alone; prints how to point a CLI at it",
+    )
+    scripted.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    scripted.add_argument("--port", type=int, default=8788, help="0 picks a free port")
 
     commands.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
     commands.add_parser("export-schema", help="print the GraphQL SDL")
@@ -178,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "export-schema":
         return _export_schema()
+    if args.command == "scripted-model":
+        return _scripted_model(args)
     settings = Settings()
     if args.command == "serve":
         return _serve(args, settings)

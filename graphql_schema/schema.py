@@ -23,6 +23,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.utils.logging import StrawberryLogger
 
 from api.errors import ServiceError
+from api.request_ids import current_request_id
 from api.settings import Settings
 from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
@@ -70,6 +71,17 @@ def _should_mask(error: GraphQLError) -> bool:
     if original is None or isinstance(original, GraphQLError):
         return False
     return not isinstance(original, ServiceError)
+
+
+class MaskWithRequestId(MaskErrors):
+    """"Unexpected error.", with the request id its traceback is logged under (`extensions.requestId`)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        request_id = current_request_id()
+        if request_id is not None:
+            masked.extensions = {**(masked.extensions or {}), "requestId": request_id}
+        return masked
 
 
 class ApiSchema(Schema):
@@ -126,7 +138,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         LoadersExtension,
-        lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
+        lambda: MaskWithRequestId(should_mask_error=_should_mask, error_message="Unexpected error."),
         ErrorCodes,
         InputChecks,
     ]

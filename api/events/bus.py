@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +184,10 @@ class EventBus:
             stack = contextlib.AsyncExitStack()
             subscriber: Subscriber = await stack.enter_async_context(self._broadcast.subscribe(channel))
             state.subscription = stack
-            state.pump = asyncio.create_task(self._pump(state, subscriber), name=f"bus-pump:{channel}")
+            # Shared by every watcher of the channel: not under the request id of the first one.
+            state.pump = asyncio.create_task(
+                self._pump(state, subscriber), name=f"bus-pump:{channel}", context=contextvars.Context()
+            )
 
     async def _release(self, channel: str, state: _Channel) -> None:
         async with state.lock:

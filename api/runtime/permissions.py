@@ -186,14 +186,16 @@ class PermissionBroker:
             )
             await session.commit()
         await self.event_log.publish(records)
-        log.info("permission.requested", request_id=request_id, tool_name=ask.tool_name, run_id=run_id)
+        log.info(
+            "permission.requested", permission_request_id=request_id, tool_name=ask.tool_name, run_id=run_id
+        )
         try:
             decided = await self._await_decision(request_id, now + self.timeout)
         except asyncio.CancelledError:
             # The SDK cancels the callback when the run is interrupted; the request must not stay pending.
             await asyncio.shield(self._settle_quietly([request_id], "CANCELLED", "the run was interrupted"))
             raise
-        log.info("permission.answered", request_id=request_id, status=decided.status)
+        log.info("permission.answered", permission_request_id=request_id, status=decided.status)
         PERMISSION_WAIT_SECONDS.labels(status=decided.status).observe(
             max(0.0, (utcnow() - now).total_seconds())
         )
@@ -216,7 +218,7 @@ class PermissionBroker:
                     row = await PermissionRepository(session).get(request_id)
             except (SQLAlchemyError, OSError):
                 # A database hiccup: keep waiting; the deadline still holds.
-                log.warning("permission.read_failed", request_id=request_id, exc_info=True)
+                log.warning("permission.read_failed", permission_request_id=request_id, exc_info=True)
                 continue
             if row is not None and row.status != PENDING:
                 return row

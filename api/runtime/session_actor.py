@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -123,7 +124,10 @@ class SessionActor:
             current_run=self._run_and_tenant,
             before_request=self._flush_log,
         )
-        self.task = asyncio.create_task(self._main(), name=f"session-{session_id}")
+        # A fresh context: the actor outlives whatever request started it and must not log under its id.
+        self.task = asyncio.create_task(
+            self._main(), name=f"session-{session_id}", context=contextvars.Context()
+        )
 
     @property
     def busy(self) -> bool:

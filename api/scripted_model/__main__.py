@@ -1,4 +1,5 @@
-"""``python -m api.scripted_model --host 127.0.0.1 --port 8788``: the scripted model on its own."""
+"""``claude-agent-api scripted-model`` (or ``python -m api.scripted_model``) ``--host 127.0.0.1 --port 8788``:
+the scripted model on its own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import signal
 from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
 
 
-async def _serve(host: str, port: int) -> None:
+async def serve_until_signalled(host: str, port: int) -> None:
+    """Serves until SIGINT or SIGTERM; prints the URL, then the environment a CLI needs, each on a line."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="debug logs every request with its headers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_serve(args.host, args.port))
+    asyncio.run(serve_until_signalled(args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -222,3 +222,40 @@ class TestDoctor:
         assert "migrate" in done.stdout.split(lines["database"])[1].splitlines()[1]
         assert lines["model"].startswith("skip model       --scripted-model")
         assert lines["redis"].startswith("skip")
+
+
+async def test_scripted_model_command_serves_the_stand_in_alone() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "scripted-model",
+        "--port",
+        "0",
+        cwd=ROOT,
+        env=minimal_env({}),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        second = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        base_url = first.rsplit(" ", 1)[1].strip()
+        assert first.startswith("scripted model listening on http://127.0.0.1:")
+        assert f"ANTHROPIC_BASE_URL={base_url}" in second
+        async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30) as http:
+            reply = await http.post(
+                "/v1/messages",
+                headers={"x-api-key": "scripted-model-key", "anthropic-version": "2023-06-01"},
+                json={
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "hello, frontend"}],
+                },
+            )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["content"][0]["text"] == "You said: hello, frontend"
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

@@ -1,4 +1,5 @@
-"""Headless Chromium for the browser tests; they skip, saying why, where Debian's chromium is missing."""
+"""Headless Chromium for the browser tests; where Debian's chromium is missing they skip, saying why, and
+fail in CI (tests/support/tools.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Chromium, Page, chromium_path
+from tests.support.browser import Chromium, Page
+from tests.support.tools import require_tool
 
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("chromium is not installed (scripts/bootstrap installs it when run as root with apt-get)")
+    executable = require_tool(
+        "chromium", "chromium-browser", why="scripts/bootstrap installs it when run as root with apt-get"
+    )
     browser = Chromium(executable, tmp_path / "chromium-profile")
     try:
         yield await browser.start()
