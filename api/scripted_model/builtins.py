@@ -17,7 +17,7 @@ from api.scripted_model.scenario import (
 MAX_MANY_BLOCKS = 100_000
 SLOW_WORDS = 50
 SLOW_TOKENS_PER_SECOND = 20.0
-BUILTIN_NAMES = "echo, thinking, write-file, slow, many:N, error:STATUS"
+BUILTIN_NAMES = "echo, thinking, write-file, slow, many:N, error:STATUS, stall, malformed"
 
 
 def builtin_scenario(name: str, prompt_text: str, cwd: str | None) -> Scenario:
@@ -59,6 +59,8 @@ def builtin_scenario(name: str, prompt_text: str, cwd: str | None) -> Scenario:
         return Scenario(name, (Step(content=tuple(TextBlock(f"block {i + 1}") for i in range(count))),))
     if base == "error":
         return Scenario(name, (error_step(_int_arg(name, arg)),))
+    if base in ("stall", "malformed") and not arg:
+        return Scenario(name, (Step(content=(TextBlock("this answer breaks off"),), stream_fault=base),))
     raise ScenarioError(f"unknown scenario {name!r}; built-in scenarios: {BUILTIN_NAMES}")
 
 
