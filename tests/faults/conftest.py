@@ -9,7 +9,6 @@ previous one stopped, so one failure does not cascade.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,11 +20,16 @@ from tests.support.cluster import Cluster, cluster
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.servers import ApiServer, PostgresServer, RedisServer
 
+RUN_TIMEOUT_SECONDS = 30
+
 # Short leases so an orphaned run is noticed in seconds; no retries in the CLI, so a model error is final.
 CLUSTER_ENV = {
     "LEASE_SECONDS": "3",
     "DISPATCH_POLL_SECONDS": "0.5",
     "CLAUDE_CODE_MAX_RETRIES": "0",
+    # What ends a run whose model stream stalls: the CLI's own stream-idle watchdog cannot be set below
+    # 300 s. Every other scenario's run is far shorter.
+    "RUN_TIMEOUT_SECONDS": str(RUN_TIMEOUT_SECONDS),
 }
 
 
@@ -51,23 +55,6 @@ class FaultCluster:
         assert self.cluster.redis is not None
         return self.cluster.redis
 
-    @contextlib.asynccontextmanager
-    async def runner_with(self, env: dict[str, str]) -> AsyncIterator[None]:
-        """The runner restarted with `env` added to its environment, and restarted without it after."""
-        saved = dict(self.runner.env)
-        await self.runner.stop()
-        self.runner.env.update(env)
-        try:
-            await self.runner.start()
-            await self.cluster.wait_ready(timeout=60)
-            yield
-        finally:
-            await self.runner.stop()
-            self.runner.env.clear()
-            self.runner.env.update(saved)
-            await self.runner.start()
-            await self.cluster.wait_ready(timeout=60)
-
     def client(self, replica: ApiServer | None = None) -> GraphQLHttpClient:
         return GraphQLHttpClient((replica or self.other).base_url, self.cluster.key)
 
@@ -84,7 +71,8 @@ def _servers_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+# One cluster for the package: a replica start costs seconds, more on a loaded machine.
+@pytest.fixture(scope="package")
 async def faults(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultCluster]:
     missing = _servers_missing()
     if missing:
@@ -115,7 +103,7 @@ async def healthy(faults: FaultCluster) -> FaultCluster:
     for replica in faults.cluster.replicas:
         if not replica.running:
             await replica.stop()
-            await replica.start()
+            await replica.start(timeout=120)
     await faults.cluster.wait_ready(timeout=60)
     return faults
 
