@@ -8,6 +8,7 @@ from api.scripted_model.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    StreamFault,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
@@ -59,9 +60,15 @@ def builtin_scenario(name: str, prompt_text: str, cwd: str | None) -> Scenario:
         return Scenario(name, (Step(content=tuple(TextBlock(f"block {i + 1}") for i in range(count))),))
     if base == "error":
         return Scenario(name, (error_step(_int_arg(name, arg)),))
-    if base in ("stall", "malformed") and not arg:
-        return Scenario(name, (Step(content=(TextBlock("this answer breaks off"),), stream_fault=base),))
+    if base == "stall" and not arg:
+        return _broken_stream(name, "stall")
+    if base == "malformed" and not arg:
+        return _broken_stream(name, "malformed")
     raise ScenarioError(f"unknown scenario {name!r}; built-in scenarios: {BUILTIN_NAMES}")
+
+
+def _broken_stream(name: str, fault: StreamFault) -> Scenario:
+    return Scenario(name, (Step(content=(TextBlock("this answer breaks off"),), stream_fault=fault),))
 
 
 def _int_arg(name: str, arg: str) -> int:
