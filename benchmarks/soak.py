@@ -149,7 +149,13 @@ class Watcher:
         while True:
             dropping = asyncio.ensure_future(self._drop.wait())
             receiving = asyncio.ensure_future(sub.next(timeout=3600))
-            done, _ = await asyncio.wait({dropping, receiving}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({dropping, receiving}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # Stopped: neither future may outlive the watcher (or log an unretrieved exception).
+                dropping.cancel()
+                receiving.cancel()
+                raise
             if dropping in done:
                 receiving.cancel()
                 # It may have ended with the socket at the same moment: retrieve that, resume either way.

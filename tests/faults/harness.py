@@ -44,8 +44,11 @@ class Recovery:
 RECOVERIES: list[Recovery] = []
 
 
-def record(scenario: str, seconds: float, measured: str, watcher: ResumingClient, outcome: str) -> None:
+def record(
+    scenario: str, seconds: float, measured: str, watcher: ResumingClient, run: dict[str, Any]
+) -> None:
     """Keep (and print) how long the client took to recover: `measured` says from what to what."""
+    outcome = run["status"] + (f" ({run['error']})" if run.get("error") else "")
     recovery = Recovery(
         scenario,
         seconds,

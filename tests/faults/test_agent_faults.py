@@ -48,7 +48,7 @@ async def test_the_cli_killed(healthy: FaultCluster) -> None:
     assert run["status"] == "FAILED"
     assert watcher.final_at is not None
     recovered = watcher.final_at - killed_at
-    record("CLI SIGKILL", recovered, "kill -> FAILED at the client", watcher, run["status"])
+    record("CLI SIGKILL", recovered, "kill -> FAILED at the client", watcher, run)
     assert recovered < 60
 
 
@@ -66,7 +66,7 @@ async def test_the_model_answers_an_error_mid_run(healthy: FaultCluster, status:
     assert len(tool_calls) >= 3
     assert watcher.final_at is not None
     took = watcher.final_at - watcher.run_started_at
-    record(f"model HTTP {status}", took, RUN_TO_VERDICT, watcher, run["status"])
+    record(f"model HTTP {status}", took, RUN_TO_VERDICT, watcher, run)
     assert took < 60
 
 
@@ -80,7 +80,7 @@ async def test_the_model_stream_is_malformed(healthy: FaultCluster) -> None:
     assert "JSON" in run["error"], run["error"]
     assert watcher.final_at is not None
     took = watcher.final_at - watcher.run_started_at
-    record("model stream malformed", took, RUN_TO_VERDICT, watcher, run["status"])
+    record("model stream malformed", took, RUN_TO_VERDICT, watcher, run)
     assert took < 60
 
 
@@ -96,5 +96,5 @@ async def test_the_model_stream_stalls(healthy: FaultCluster) -> None:
     assert run["error"] == "the run exceeded its time limit"
     assert watcher.final_at is not None
     took = watcher.final_at - watcher.run_started_at
-    record("model stream stall", took, RUN_TO_VERDICT, watcher, run["status"])
+    record("model stream stall", took, RUN_TO_VERDICT, watcher, run)
     assert took < RUN_TIMEOUT_SECONDS + 60

@@ -36,7 +36,7 @@ async def test_redis_stopped_for_five_seconds(healthy: FaultCluster) -> None:
         run = await assert_lossless_and_final(watched.watcher, client, watched.run_id)
     watcher = watched.watcher
     recovered = max(0.0, watcher.arrival_of(head) - back_at)
-    record("Redis down 5 s", recovered, "Redis back -> client at the log's head", watcher, run["status"])
+    record("Redis down 5 s", recovered, "Redis back -> client at the log's head", watcher, run)
     # Redis carries only wake-ups; the log is in PostgreSQL, so the run itself is unaffected.
     assert run["status"] == "COMPLETED"
     assert recovered < 60
@@ -56,5 +56,5 @@ async def test_postgresql_stopped_and_restarted(healthy: FaultCluster) -> None:
     assert watcher.final_at is not None
     recovered = max(0.0, watcher.final_at - back_at)
     measured = "PostgreSQL back -> final at the client"
-    record("PostgreSQL down 5 s", recovered, measured, watcher, run["status"])
+    record("PostgreSQL down 5 s", recovered, measured, watcher, run)
     assert recovered < 90

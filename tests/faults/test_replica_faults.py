@@ -28,7 +28,7 @@ async def test_sigkill_of_the_running_replica(healthy: FaultCluster) -> None:
     assert "stopped responding" in run["error"]
     assert watcher.final_at is not None
     recovered = watcher.final_at - killed_at
-    record("replica SIGKILL", recovered, "kill -> final at the client", watcher, run["status"])
+    record("replica SIGKILL", recovered, "kill -> final at the client", watcher, run)
     # The orphan is noticed after its lease expires (3 s here); generous for a loaded machine.
     assert recovered < 90
 
@@ -47,7 +47,7 @@ async def test_sigterm_of_the_running_replica(healthy: FaultCluster) -> None:
     assert watcher.interruptions, "the client was never cut off"
     assert watcher.final_at is not None
     recovered = watcher.final_at - signalled_at
-    record("replica SIGTERM", recovered, "SIGTERM -> final at the client", watcher, run["status"])
+    record("replica SIGTERM", recovered, "SIGTERM -> final at the client", watcher, run)
     if run["status"] == "FAILED":
         assert run["error"] == "the server shut down during the run"
     assert recovered < 60
