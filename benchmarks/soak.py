@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.documents import INTERRUPT_RUN, RUN, SESSION_EVENTS, START_RUN
 from tests.support.cluster import Cluster, cluster, paced_scenario
 from tests.support.graphql_ws import GraphQLWSClient, Subscription
@@ -71,8 +73,6 @@ class Api:
     """GraphQL over HTTP to either replica at random."""
 
     def __init__(self, c: Cluster, tally: Tally, rng: random.Random) -> None:
-        import httpx
-
         self.replicas = c.replicas
         self.tally = tally
         self.rng = rng

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,8 +213,8 @@ async def assert_lossless_and_final(
 
 
 def describe(seqs: list[int]) -> str:
-    seen: set[int] = set()
-    duplicates = sorted({s for s in seqs if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
+    counts = Counter(seqs)
+    duplicates = sorted(seq for seq, n in counts.items() if n > 1)
     missing = sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))
     return f"{len(seqs)} events, duplicates {duplicates[:10]}, missing {missing[:10]}"
 

@@ -41,7 +41,7 @@ async def test_fuzzing_the_graphql_api_finds_no_server_error_and_no_masked_error
             "--workers", "2",
             "--no-color",
         ]  # fmt: skip
-        done = await asyncio_run(args, env, tmp_path)
+        done = await run_schemathesis(args, env, tmp_path)
         server_log = replica.log_text()
     output = done.stdout
     print(output[-3000:])
@@ -52,7 +52,9 @@ async def test_fuzzing_the_graphql_api_finds_no_server_error_and_no_masked_error
     assert "Traceback" not in server_log, server_log[-3000:]
 
 
-async def asyncio_run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+async def run_schemathesis(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
         args,
