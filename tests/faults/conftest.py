@@ -18,7 +18,7 @@ import pytest
 from tests.faults.harness import RECOVERIES, ResumingClient
 from tests.support.cluster import Cluster, cluster
 from tests.support.graphql_http import GraphQLHttpClient
-from tests.support.servers import ApiServer, PostgresServer, RedisServer
+from tests.support.servers import ApiServer, PostgresServer, RedisServer, postgres_binary
 
 RUN_TIMEOUT_SECONDS = 30
 
@@ -65,8 +65,10 @@ class FaultCluster:
 
 
 def _servers_missing() -> str | None:
-    for binary in ("redis-server", "initdb", "postgres", "pg_isready"):
-        if shutil.which(binary) is None:
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed"
+    for binary in ("initdb", "postgres", "pg_isready"):
+        if postgres_binary(binary) is None:
             return f"{binary} is not installed"
     return None
 
