@@ -27,8 +27,8 @@ CLUSTER_ENV = {
     "LEASE_SECONDS": "3",
     "DISPATCH_POLL_SECONDS": "0.5",
     "CLAUDE_CODE_MAX_RETRIES": "0",
-    # What ends a run whose model stream stalls: the CLI's own stream-idle watchdog cannot be set below
-    # 300 s. Every other scenario's run is far shorter.
+    # What ends a run whose model stream stalls: the CLI's own stream-idle watchdog clamps its timeout to
+    # at least 300 s. Every other scenario's run is far shorter.
     "RUN_TIMEOUT_SECONDS": str(RUN_TIMEOUT_SECONDS),
 }
 
