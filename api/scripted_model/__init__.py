@@ -20,12 +20,16 @@ Script format
     ``{"steps": [Step, ...]}``; a Step is ``{"content": [Block, ...], "stop_reason": "end_turn" |
     "tool_use" | "max_tokens", "usage": {"input_tokens": int, "output_tokens": int}, "delay_ms": int,
     "tokens_per_second": float, "error": {"status": int, "type": str, "message": str},
-    "stream_error_after_ms": int}``. All keys are optional but a step needs content or an error.
+    "stream_error_after_ms": int, "stream_fault": "stall" | "malformed"}``. All keys are optional but a
+    step needs content or an error.
     ``stop_reason`` defaults to tool_use when a tool_use block is present, else end_turn.
     ``delay_ms`` delays the status line. ``tokens_per_second`` paces text and thinking deltas (one
     word per delta). ``error`` alone answers that HTTP error; with ``stream_error_after_ms`` the
     content streams and an SSE ``error`` event (default overloaded_error) ends it after that many ms
-    (a non-streaming request gets the HTTP error). A Block is ``{"type": "text", "text": str}``,
+    (a non-streaming request gets the HTTP error). ``stream_fault`` breaks the stream after the first
+    delta: ``stall`` keeps it open and silent (for at most 300 s), ``malformed`` sends an event whose JSON
+    is cut off and ends it; a non-streaming request stalls or gets a cut-off JSON body. A Block is
+    ``{"type": "text", "text": str}``,
     ``{"type": "thinking", "thinking": str, "signature"?: str}`` or ``{"type": "tool_use", "name": str,
     "input": {...}, "id"?: str}``; missing tool ids are ``toolu_scripted...``, stable for a retried
     request and distinct across turns.
@@ -44,6 +48,8 @@ Built-in scenarios
                       AssistantMessage per block); 1 <= N <= 100000.
     ``error:STATUS``  HTTP error STATUS (400, 401, 403, 404, 413, 429, 500 or 529) with the matching
                       Anthropic error type.
+    ``stall``         a text stream that stops after its first delta and stays open (``stream_fault``).
+    ``malformed``     a text stream whose second delta is cut-off JSON (``stream_fault``).
 
 Side requests
     ``HEAD/GET /api/hello`` (connectivity probe) answers 200. Tool-less ``/v1/messages`` requests with a

@@ -28,6 +28,7 @@ from api.scripted_model.scenario import (
     parse_scenario,
 )
 from api.scripted_model.sse import (
+    STALL_SECONDS,
     Reply,
     error_body,
     message_json,
@@ -178,6 +179,11 @@ async def _respond(reply: Reply, *, stream: bool) -> Response:
     await _sleep_ms(step.delay_ms)
     if step.error is not None and step.stream_error_after_ms is None:
         return _error_response(step.error)
+    if step.stream_fault is not None and not stream:
+        # The CLI's non-streaming retry breaks the same way, or the fault would turn into a success.
+        if step.stream_fault == "stall":
+            await asyncio.sleep(STALL_SECONDS)
+        return Response(b'{"id": "msg_', media_type="application/json")
     if step.stream_error_after_ms is not None and not stream:
         # The CLI retries a broken stream without streaming; that retry fails too, or the scripted
         # failure would silently turn into a success.

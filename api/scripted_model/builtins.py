@@ -8,6 +8,7 @@ from api.scripted_model.scenario import (
     Scenario,
     ScenarioError,
     Step,
+    StreamFault,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
@@ -17,7 +18,7 @@ from api.scripted_model.scenario import (
 MAX_MANY_BLOCKS = 100_000
 SLOW_WORDS = 50
 SLOW_TOKENS_PER_SECOND = 20.0
-BUILTIN_NAMES = "echo, recall, thinking, write-file, slow, many:N, error:STATUS"
+BUILTIN_NAMES = "echo, recall, thinking, write-file, slow, many:N, error:STATUS, stall, malformed"
 
 
 def builtin_scenario(
@@ -66,7 +67,15 @@ def builtin_scenario(
         return Scenario(name, (Step(content=tuple(TextBlock(f"block {i + 1}") for i in range(count))),))
     if base == "error":
         return Scenario(name, (error_step(_int_arg(name, arg)),))
+    if base == "stall" and not arg:
+        return _broken_stream(name, "stall")
+    if base == "malformed" and not arg:
+        return _broken_stream(name, "malformed")
     raise ScenarioError(f"unknown scenario {name!r}; built-in scenarios: {BUILTIN_NAMES}")
+
+
+def _broken_stream(name: str, fault: StreamFault) -> Scenario:
+    return Scenario(name, (Step(content=(TextBlock("this answer breaks off"),), stream_fault=fault),))
 
 
 def _int_arg(name: str, arg: str) -> int:

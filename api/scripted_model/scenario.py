@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens"]
+# How a stream can break other than with an API error: it stops sending (but stays open), or it sends
+# bytes that are not a valid event.
+StreamFault = Literal["stall", "malformed"]
 
 _STOP_REASONS: frozenset[str] = frozenset({"end_turn", "tool_use", "max_tokens"})
+_STREAM_FAULTS: frozenset[str] = frozenset({"stall", "malformed"})
 _ERROR_STATUSES: frozenset[int] = frozenset({400, 401, 403, 404, 413, 429, 500, 529})
 
 # The Anthropic API's error type for each HTTP status, used when a script gives only the status.
@@ -87,6 +91,7 @@ class Step:
     tokens_per_second: float | None = None
     error: StepError | None = None
     stream_error_after_ms: int | None = None
+    stream_fault: StreamFault | None = None
 
     @property
     def effective_stop_reason(self) -> StopReason:
@@ -152,6 +157,7 @@ def _parse_step(data: Any, where: str) -> Step:
             "tokens_per_second",
             "error",
             "stream_error_after_ms",
+            "stream_fault",
         },
         where,
     )
@@ -183,6 +189,10 @@ def _parse_step(data: Any, where: str) -> Step:
         assert status is not None
         error = error_step(status, _optional_str(err.get("message")), _optional_str(err.get("type"))).error
 
+    fault = obj.get("stream_fault")
+    if fault is not None and fault not in _STREAM_FAULTS:
+        raise ScenarioError(f"{where}.stream_fault must be one of {sorted(_STREAM_FAULTS)}")
+
     if not content and error is None:
         raise ScenarioError(f"{where} needs content or an error")
     return Step(
@@ -195,6 +205,7 @@ def _parse_step(data: Any, where: str) -> Step:
         stream_error_after_ms=_optional_int(
             obj.get("stream_error_after_ms"), f"{where}.stream_error_after_ms"
         ),
+        stream_fault=fault,
     )
 
 

@@ -31,6 +31,15 @@ _TOKEN = re.compile(r"\S+\s*|\s+")
 # consumers see more than one delta per block.
 _UNPACED_DELTAS = 3
 _DEFAULT_STREAM_ERROR = StepError(529, ERROR_TYPE_BY_STATUS[529], "scripted mid-stream overload")
+# A stalled stream stays open this long at most, so a client that never gives up cannot pin the server.
+STALL_SECONDS = 300.0
+# Events sent before a stream fault: message_start, ping, the first block's start and its first delta,
+# so the client has begun a message when the stream breaks.
+_EVENTS_BEFORE_FAULT = 4
+# An event whose data is cut off mid-JSON, as from a broken proxy.
+MALFORMED_EVENT = (
+    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"te\n\n'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,10 @@ def paced_duration(reply: Reply) -> float:
 async def stream_reply(reply: Reply) -> AsyncIterator[bytes]:
     """Play the SSE schedule of a reply, in real time."""
     schedule = _content_schedule(reply)
+    if reply.step.stream_fault is not None:
+        async for chunk in _faulty_stream(schedule[:_EVENTS_BEFORE_FAULT], reply.step.stream_fault):
+            yield chunk
+        return
     error_at = (
         reply.step.stream_error_after_ms / 1000 if reply.step.stream_error_after_ms is not None else None
     )
@@ -114,6 +127,16 @@ async def stream_reply(reply: Reply) -> AsyncIterator[bytes]:
     if error_at is not None:
         await _sleep_until(start + error_at)
         yield _sse("error", error_body(stream_error(reply.step)))
+
+
+async def _faulty_stream(head: list[tuple[float, bytes]], fault: str) -> AsyncIterator[bytes]:
+    for _, event in head:
+        yield event
+    if fault == "malformed":
+        yield MALFORMED_EVENT
+        return
+    # Stalled: the connection stays open and silent; the server cancels this when the client leaves.
+    await asyncio.sleep(STALL_SECONDS)
 
 
 def stream_error(step: Step) -> StepError:

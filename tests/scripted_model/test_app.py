@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest
 
 from api.scripted_model.app import create_scripted_model_app
 from api.scripted_model.server import ScriptedModelServer
+from api.scripted_model.sse import MALFORMED_EVENT
 
 TITLE_SCHEMA = {
     "type": "object",
@@ -116,7 +118,7 @@ async def test_unknown_scenario_is_a_400(http: httpx.AsyncClient) -> None:
     assert response.json()["error"] == {
         "type": "invalid_request_error",
         "message": "unknown scenario 'nope'; built-in scenarios: echo, recall, thinking, write-file, slow, "
-        "many:N, error:STATUS",
+        "many:N, error:STATUS, stall, malformed",
     }
 
 
@@ -130,6 +132,36 @@ async def test_stream_error_replaces_the_end_of_the_message(http: httpx.AsyncCli
         "/v1/messages", json=conversation("[scenario]" + json.dumps(script), stream=False)
     )
     assert fallback.status_code == 529
+
+
+async def test_a_malformed_stream_ends_with_an_event_cut_short(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/messages", json=conversation("[scenario:malformed]"))
+    assert response.status_code == 200
+    assert response.text.startswith("event: message_start")
+    assert response.text.endswith(MALFORMED_EVENT.decode())
+    assert "message_stop" not in response.text
+    # The CLI's non-streaming retry gets a cut-off body too.
+    fallback = await http.post("/v1/messages", json=conversation("[scenario:malformed]", stream=False))
+    assert fallback.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(fallback.text)
+
+
+async def test_a_stalled_stream_stays_open_and_silent_after_its_first_delta() -> None:
+    body = conversation("[scenario:stall]")
+    async with (
+        ScriptedModelServer() as server,
+        httpx.AsyncClient(headers={"x-api-key": "test-key"}, trust_env=False) as client,
+        client.stream("POST", f"{server.base_url}/v1/messages", json=body) as response,
+    ):
+        chunks = response.aiter_raw()
+        received = b""
+        while b"content_block_delta" not in received:
+            received += await asyncio.wait_for(anext(chunks), 10)
+        # Nothing more: a stall, not a slow stream (the server holds it for minutes).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(chunks), 1.5)
+    assert b"message_stop" not in received
 
 
 async def test_delay_and_pacing(http: httpx.AsyncClient) -> None:

@@ -156,6 +156,12 @@ async def test_mid_stream_error(agent: Agent) -> None:
     assert "scripted mid-stream overload" in turn.texts[-1]
 
 
+async def test_a_malformed_stream_fails_the_turn(agent: Agent) -> None:
+    turn = await agent.turn("[scenario:malformed]")
+    assert turn.result.is_error
+    assert "JSON" in turn.texts[-1]
+
+
 async def test_delay(agent: Agent) -> None:
     turn = await agent.turn(script(text_step("late", delay_ms=700)))
     assert turn.texts == ["late"]

@@ -91,6 +91,7 @@ class TestParse:
             {"steps": [{"content": [{"type": "text", "text": "x"}], "tokens_per_second": 0}]},
             {"steps": [{"error": {"status": 418}}]},
             {"steps": [{"content": [{"type": "text", "text": "x"}], "delay": 5}]},
+            {"steps": [{"content": [{"type": "text", "text": "x"}], "stream_fault": "slow"}]},
         ],
     )
     def test_rejects_bad_scripts(self, script: dict[str, Any]) -> None:

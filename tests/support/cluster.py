@@ -70,19 +70,21 @@ async def cluster(
     private_redis: bool = False,
     env: Mapping[str, str] | None = None,
     per_replica: Sequence[Mapping[str, str]] = (),
+    database_url: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start `replicas` API processes with the built-in scripted model.
 
-    embedded: one process on SQLite + in-process fan-out. Otherwise a fresh PostgreSQL database and the
-    shared Redis (or a private redis-server the test may stop and start).
+    embedded: one process on SQLite + in-process fan-out. Otherwise a fresh PostgreSQL database (or
+    `database_url`, an empty database the caller owns, e.g. on a private server) and the shared Redis
+    (or a private redis-server the test may stop and start).
     """
     data_dir = work_dir / "data"
     redis = RedisServer(work_dir / "redis") if private_redis and not embedded else None
-    database_url = (
-        f"sqlite+aiosqlite:///{data_dir / 'claude-agent-api.sqlite3'}"
-        if embedded
-        else await create_postgres_database("caga_cluster")
-    )
+    owns_database = database_url is None
+    if embedded:
+        database_url = f"sqlite+aiosqlite:///{data_dir / 'claude-agent-api.sqlite3'}"
+    elif database_url is None:
+        database_url = await create_postgres_database("caga_cluster")
     servers: list[ApiServer] = []
     try:
         base_env = {"DATA_DIR": str(data_dir), "CATCHUP_POLL_SECONDS": "2", **(env or {})}
@@ -110,7 +112,7 @@ async def cluster(
         await asyncio.gather(*(server.stop() for server in servers), return_exceptions=True)
         if redis is not None:
             redis.stop()
-        if not embedded:
+        if not embedded and owns_database:
             await drop_postgres_database(database_url)
 
 

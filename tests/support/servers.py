@@ -455,6 +455,26 @@ async def drop_postgres_database(name: str) -> None:
         await conn.close()
 
 
+def postgres_binary(name: str) -> str | None:
+    """A PostgreSQL server program (initdb, postgres, pg_isready): on PATH, else from Debian's versioned
+    folder, which is not on PATH by default (the newest version wins)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    return str(candidates[-1]) if candidates else None
+
+
+def _postgres_program(name: str) -> str:
+    found = postgres_binary(name)
+    if found is None:
+        raise ServerStartError(f"{name} not found on PATH or under /usr/lib/postgresql/*/bin")
+    return found
+
+
 class PostgresServer:
     """A private PostgreSQL server (its own initdb, its own loopback port) for tests that stop or restart
     the database; the shared one on 5432 is never touched.
@@ -493,13 +513,13 @@ class PostgresServer:
             raise RuntimeError(f"postgres on port {self.port} is already running")
         if not self._initialised:
             subprocess.run(
-                [*self._user_args, "initdb", "-D", str(self.data_dir), "-A", "trust", "-U", POSTGRES_USER,
-                 "-E", "UTF8", "--no-sync"],
+                [*self._user_args, _postgres_program("initdb"), "-D", str(self.data_dir), "-A", "trust",
+                 "-U", POSTGRES_USER, "-E", "UTF8", "--no-sync"],
                 env=minimal_env(), cwd=self.work_dir, check=True, capture_output=True,
             )  # fmt: skip
             self._initialised = True
         args = [
-            *self._user_args, "postgres", "-D", str(self.data_dir), "-p", str(self.port),
+            *self._user_args, _postgres_program("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.work_dir}",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
@@ -513,8 +533,9 @@ class PostgresServer:
             time.sleep(0.05)
 
     def _accepts(self) -> bool:
+        args = ["-q", "-h", POSTGRES_HOST, "-p", str(self.port), "-U", POSTGRES_USER, "-t", "1"]
         ready = subprocess.run(
-            ["pg_isready", "-q", "-h", POSTGRES_HOST, "-p", str(self.port), "-U", POSTGRES_USER, "-t", "1"],
+            [_postgres_program("pg_isready"), *args],
             env=minimal_env(),
             check=False,
         )
