@@ -2,8 +2,8 @@
 
 The queue lives in the database (runs in status QUEUED), so any replica can take a run and a lost
 wake-up only delays. A run executes on the replica that holds its session's lease (docs/architecture.md,
-decision 4); a replica that dies lets its leases lapse, and its running runs are marked FAILED by whoever
-notices.
+decision 4; api/runtime/leases.py); a replica that dies lets its leases lapse, and its running runs are
+marked FAILED by whichever replica's reaper notices first.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,15 +20,14 @@ from api.control import commands
 from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
-from api.runtime import lifecycle, metrics, permissions
+from api.runtime import lifecycle, metrics
+from api.runtime.leases import LeaseKeeper, OrphanReaper
 from api.runtime.session_actor import SessionActor
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
 from api.webhooks.dispatcher import WebhookDispatcher
 from persistence.database import Database
-from persistence.models import utcnow
 from persistence.repositories.runs import RunRepository
-from persistence.repositories.sessions import SessionRepository
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +55,10 @@ class RunManager:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[Any]] = set()
-        self._lease = timedelta(seconds=settings.lease_seconds)
+        self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
+        self.reaper = OrphanReaper(
+            settings, event_log, is_local=lambda session_id: session_id in self._actors, on_reaped=self.nudge
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -67,7 +68,8 @@ class RunManager:
         control_ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
-            asyncio.create_task(self._lease_loop(), name="run-leases"),
+            asyncio.create_task(self.leases.run(), name="run-leases"),
+            asyncio.create_task(self.reaper.run(), name="run-reaper"),
             asyncio.create_task(self._control_loop(control_ready), name="run-control"),
         ]
         with contextlib.suppress(TimeoutError):
@@ -111,17 +113,23 @@ class RunManager:
             return True
         if not self.can_execute:
             return False
-        async with self.db.session() as session:
-            claimed = await SessionRepository(session).claim_lease(
-                session_id, self.replica, now=utcnow(), ttl=self._lease
-            )
-            await session.commit()
-        if not claimed:
+        token = await self.leases.claim(session_id)
+        if token is None:
             return False
-        actor = self._actors.get(session_id)
-        if actor is None or actor.closing:
-            self._actors[session_id] = SessionActor(self, session_id)
+        self._actor_for(session_id, token)
         return True
+
+    def _actor_for(self, session_id: str, token: int) -> SessionActor:
+        """The session's actor under the lease token just claimed: a new one when there is none, or
+        when the one there holds an older generation (the lease was lost meanwhile: its CLI is stale)."""
+        actor = self._actors.get(session_id)
+        if actor is not None and not actor.closing and actor.lease_token != token:
+            actor.retire()
+            actor = None
+        if actor is None or actor.closing:
+            actor = SessionActor(self, session_id, token)
+            self._actors[session_id] = actor
+        return actor
 
     @property
     def can_execute(self) -> bool:
@@ -143,17 +151,17 @@ class RunManager:
         self._running = max(0, self._running - 1)
         self.nudge()
 
-    async def release_lease(self, session_id: str) -> None:
+    async def release_lease(self, session_id: str, token: int) -> None:
+        """An actor is gone (its CLI stopped): free the lease it held, unless a newer actor uses it."""
         if session_id in self._actors:
             return
-        try:
-            async with self.db.session() as session:
-                await SessionRepository(session).release_lease(session_id, self.replica)
-                await session.commit()
-        except Exception:
-            # An unreleased lease simply expires.
-            log.warning("lease.release_failed", session_id=session_id, exc_info=True)
+        await self.leases.release(session_id, token)
         self.nudge()
+
+    def _lease_lost(self, session_id: str, reason: str) -> None:
+        actor = self._actors.get(session_id)
+        if actor is not None:
+            actor.lose_lease(reason)
 
     @property
     def running(self) -> int:
@@ -167,7 +175,6 @@ class RunManager:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.dispatch_poll_seconds)
             self._wake.clear()
             try:
-                await self._reap_orphans()
                 await self._poll_interrupts()
                 await self._admit()
             except Exception:
@@ -182,7 +189,7 @@ class RunManager:
         if free <= 0:
             return
         async with self.db.session() as session:
-            candidates = await RunRepository(session).claimable(self.replica, now=utcnow(), limit=free)
+            candidates = await RunRepository(session).claimable(self.replica, limit=free)
         for run in candidates:
             if self._running >= self.settings.max_concurrent_runs:
                 return
@@ -192,16 +199,17 @@ class RunManager:
             if (actor is None or not actor.has_agent) and not self._room_for_an_agent():
                 # Every CLI the budget allows is in use: the run waits QUEUED (here or elsewhere).
                 return
-            transition = await lifecycle.begin(self.event_log, run, replica=self.replica, lease=self._lease)
+            sent = self.leases.now()
+            transition = await lifecycle.begin(
+                self.event_log, run, replica=self.replica, lease_seconds=self.settings.lease_seconds
+            )
             if transition is None:
                 continue
+            assert transition.lease_token is not None
+            self.leases.note_claimed(run.session_id, transition.lease_token, sent)
             self._running += 1
             await lifecycle.announce(self.event_log, transition)
-            actor = self._actors.get(run.session_id)
-            if actor is None or actor.closing:
-                actor = SessionActor(self, run.session_id)
-                self._actors[run.session_id] = actor
-            actor.submit(transition.run)
+            self._actor_for(run.session_id, transition.lease_token).submit(transition.run)
 
     def live_agents(self) -> int:
         return sum(1 for actor in self._actors.values() if actor.has_agent)
@@ -219,25 +227,6 @@ class RunManager:
                 return True
         return False
 
-    async def _reap_orphans(self) -> None:
-        async with self.db.session() as session:
-            orphans = await RunRepository(session).orphaned(now=utcnow())
-        for run in orphans:
-            if run.session_id in self._actors:
-                continue
-            transition = await lifecycle.finish(
-                self.event_log,
-                run.id,
-                status="FAILED",
-                error=f"replica {run.replica} stopped responding during the run (its lease expired)",
-            )
-            if transition is not None:
-                log.warning("run.orphan_failed", run_id=run.id, replica=run.replica)
-                await permissions.cancel_pending(
-                    self.event_log, run.id, "the replica running the session stopped responding"
-                )
-            await lifecycle.announce(self.event_log, transition)
-
     async def _poll_interrupts(self) -> None:
         busy = [actor.current_run.id for actor in self._actors.values() if actor.current_run is not None]
         if not busy:
@@ -250,29 +239,6 @@ class RunManager:
 
     def _interrupt_local(self, run_id: str) -> bool:
         return any(actor.interrupt(run_id) for actor in self._actors.values())
-
-    async def _lease_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
-            if not self._actors:
-                continue
-            held = list(self._actors)
-            try:
-                async with self.db.session() as session:
-                    renewed = await SessionRepository(session).renew_leases(
-                        self.replica, held, now=utcnow(), ttl=self._lease
-                    )
-                    await session.commit()
-            except Exception:
-                # Retried on the next beat, well within the lease.
-                log.warning("lease.renew_failed", exc_info=True)
-                continue
-            for session_id in set(held) - renewed:
-                actor = self._actors.get(session_id)
-                if actor is not None and not actor.closing:
-                    # Another replica reaped our run and may start the session's CLI: two must never run.
-                    log.error("lease.lost", session_id=session_id)
-                    actor.abandon(f"replica {self.replica} lost the session's lease during the run")
 
     async def _control_loop(self, ready: asyncio.Event) -> None:
         while True:
