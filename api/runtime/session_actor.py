@@ -113,6 +113,7 @@ class SessionActor:
         self._lease_lost = False
         self._give_up = False
         self._launch: Launch | None = None
+        self._stopping: asyncio.Task[None] | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
         self.permissions = PermissionBroker(
@@ -353,6 +354,9 @@ class SessionActor:
         """Write the run's outcome, retrying through a short database outage."""
         delay = 0.5
         for attempt in range(1, RECORD_ATTEMPTS + 1):
+            if self._lease_lost:
+                # The lease lapsed unrenewed meanwhile: the run is the next holder's or a reaper's.
+                return False
             try:
                 transition = await lifecycle.finish(
                     self.manager.event_log,
@@ -560,13 +564,24 @@ class SessionActor:
             self._signals.get_nowait()
 
     async def _disconnect(self, *, interrupt_first: bool = True) -> None:
+        """Stop the CLI. The stop runs as a task of its own, so cancelling the caller (a lease lost
+        mid-stop) cannot leave the process running; a later call waits for the same stop."""
         pump, self._pump = self._pump, None
+        launch, self._launch = self._launch, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
-            await pump.close(interrupt_first=interrupt_first)
-        launch, self._launch = self._launch, None
-        if launch is not None:
+            self._stopping = asyncio.create_task(self._stop(pump, launch, interrupt_first))
+        elif launch is not None:
             self.manager.launcher.release(launch)
+        if self._stopping is not None and not self._stopping.done():
+            await asyncio.shield(self._stopping)
+
+    async def _stop(self, pump: ConnectionPump, launch: Launch | None, interrupt_first: bool) -> None:
+        try:
+            await pump.close(interrupt_first=interrupt_first)
+        finally:
+            if launch is not None:
+                self.manager.launcher.release(launch)
 
     def _hold_model_pass(self, held: bool) -> None:
         """A CLI may call the model only while one of its session's runs executes."""
