@@ -73,6 +73,7 @@ class ConnectionPump:
         # The session lease's holder writes the log; once the token is stale, nothing more is written.
         self._fence = fence
         self._on_lease_lost = on_lease_lost
+        self._fence_refused = False
         self._ended = False
         self._inbox: asyncio.Queue[AgentOutput | ConnectionLost | _Flush] = asyncio.Queue()
         self._tasks = [
@@ -101,6 +102,8 @@ class ConnectionPump:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH_LIMIT and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
+            if self._fence_refused:
+                return
             try:
                 await self._commit_batch(batch)
             except StaleLease:
@@ -171,6 +174,12 @@ class ConnectionPump:
                 await self.event_log.publish([record])
                 if item.is_result:
                     self._on_signal(ResultSeen(item, record))
+
+    def terminate(self) -> None:
+        """Kill the CLI at once and write nothing more (its lease moved on); close() still reaps it."""
+        self._ended = True
+        self._fence_refused = True
+        self.connection.terminate()
 
     async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the

@@ -178,6 +178,9 @@ class SessionActor:
             return
         log.error("lease.actor_stopping", session_id=self.session_id, reason=reason)
         self._lease_lost = True
+        if self._pump is not None:
+            # Now, not after the task unwinds: the lease may lapse within a second or two.
+            self._pump.terminate()
         # Still registered until its task ends, so this replica starts no other CLI for the session
         # meanwhile (and its own reaper leaves the run to the others, or to the moment it is gone).
         self.closing = True
