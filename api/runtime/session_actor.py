@@ -114,6 +114,7 @@ class SessionActor:
         self._give_up = False
         self._launch: Launch | None = None
         self._stopping: asyncio.Task[None] | None = None
+        self._closing_pump: ConnectionPump | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
         self.permissions = PermissionBroker(
@@ -178,9 +179,11 @@ class SessionActor:
             return
         log.error("lease.actor_stopping", session_id=self.session_id, reason=reason)
         self._lease_lost = True
-        if self._pump is not None:
-            # Now, not after the task unwinds: the lease may lapse within a second or two.
-            self._pump.terminate()
+        for pump in (self._pump, self._closing_pump):
+            if pump is not None:
+                # Now, not after the task unwinds (nor after a graceful stop already under way): the
+                # lease may lapse within a second or two.
+                pump.terminate()
         # Still registered until its task ends, so this replica starts no other CLI for the session
         # meanwhile (and its own reaper leaves the run to the others, or to the moment it is gone).
         self.closing = True
@@ -308,17 +311,20 @@ class SessionActor:
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
-            if self._lease_lost:
-                await self._end_without_record()
-            else:
-                await self._settle(run, outcome, stop_first=stop_first)
-            metrics.RUNS_RUNNING.dec()
-            metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
-            metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
-            structlog.contextvars.unbind_contextvars("run_id", "session_id")
-            self.current_run = None
-            self.last_active = asyncio.get_running_loop().time()
-            self.manager.run_finished()
+            try:
+                if self._lease_lost:
+                    await self._end_without_record()
+                else:
+                    await self._settle(run, outcome, stop_first=stop_first)
+            finally:
+                # Even when a lost lease cancels the settling: the run no longer counts here.
+                metrics.RUNS_RUNNING.dec()
+                metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
+                metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
+                structlog.contextvars.unbind_contextvars("run_id", "session_id")
+                self.current_run = None
+                self.last_active = asyncio.get_running_loop().time()
+                self.manager.run_finished()
 
     async def _end_without_record(self) -> None:
         """The lease moved on mid-run: kill the CLI (no interrupt: nothing it says can be written) and
@@ -580,9 +586,11 @@ class SessionActor:
             await asyncio.shield(self._stopping)
 
     async def _stop(self, pump: ConnectionPump, launch: Launch | None, interrupt_first: bool) -> None:
+        self._closing_pump = pump
         try:
             await pump.close(interrupt_first=interrupt_first)
         finally:
+            self._closing_pump = None
             if launch is not None:
                 self.manager.launcher.release(launch)
 

@@ -147,6 +147,9 @@ async def test_a_replica_that_cannot_renew_stops_its_cli_before_the_lease_lapses
             )
             print(f"\nrenewal failure: CLI stopped {gone - stopped:.2f}s after the database went away, "
                   f"{expires.timestamp() - gone:.2f}s before the lease could lapse")  # fmt: skip
+            # Back only once the lease has lapsed: the holder, having given the session up, must not
+            # write its outcome even though it could now (the database is the truth, the lease its).
+            await asyncio.sleep(max(0.0, expires.timestamp() - time.time()) + 0.5)
             await asyncio.to_thread(pg.start)
             failed = await wait_for_run(client, run_id, timeout=60)
             # The cut-off holder wrote nothing (not even "the database was unavailable"): the reaper did.
