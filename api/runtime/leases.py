@@ -108,8 +108,10 @@ class LeaseKeeper:
         if not held:
             return True
         sent = self.now()
+        # A database that hangs rather than refuses must not hold this past the moment to stop the CLIs.
+        timeout = min(self.settings.lease_renew_seconds, max(0.05, self._time_to_stop()))
         try:
-            async with asyncio.timeout(self.settings.lease_renew_seconds):
+            async with asyncio.timeout(timeout):
                 async with self.db.session() as session:
                     renewed = await LeaseRepository(session).renew(self.replica, held, ttl_seconds=self.ttl)
                     await session.commit()
@@ -139,17 +141,21 @@ class LeaseKeeper:
                     "answer), so it stopped the agent",
                 )
 
+    def _time_to_stop(self) -> float:
+        """Seconds until the first held lease must be given up unless renewed (inf when none is held)."""
+        if not self._valid_until:
+            return float("inf")
+        return min(self._valid_until.values()) - STOP_MARGIN_SECONDS - self.now()
+
     def _next_wait(self, renewed: bool) -> float:
         wait = self.settings.lease_renew_seconds if renewed else self.settings.lease_renew_seconds / 4
-        if self._valid_until:
-            soonest = min(self._valid_until.values()) - STOP_MARGIN_SECONDS - self.now()
-            wait = min(wait, max(0.05, soonest))
-        return wait
+        return min(wait, max(0.05, self._time_to_stop()))
 
     async def run(self) -> None:
         renewed = True
         while True:
             await asyncio.sleep(self._next_wait(renewed))
+            self.stop_unrenewed()
             renewed = await self.renew_once()
             self.stop_unrenewed()
 

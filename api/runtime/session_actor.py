@@ -579,6 +579,7 @@ class SessionActor:
         launch, self._launch = self._launch, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
+            self._closing_pump = pump
             self._stopping = asyncio.create_task(self._stop(pump, launch, interrupt_first))
         elif launch is not None:
             self.manager.launcher.release(launch)
@@ -586,11 +587,11 @@ class SessionActor:
             await asyncio.shield(self._stopping)
 
     async def _stop(self, pump: ConnectionPump, launch: Launch | None, interrupt_first: bool) -> None:
-        self._closing_pump = pump
         try:
             await pump.close(interrupt_first=interrupt_first)
         finally:
-            self._closing_pump = None
+            if self._closing_pump is pump:
+                self._closing_pump = None
             if launch is not None:
                 self.manager.launcher.release(launch)
 

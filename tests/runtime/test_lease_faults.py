@@ -157,7 +157,18 @@ async def test_a_replica_that_cannot_renew_stops_its_cli_before_the_lease_lapses
             assert failed["error"] == orphan_error(stack.settings.replica_id)
             again = await start_ok(client, prompt="still there?", sessionId=session_id)
             done = await wait_for_run(client, again["run"]["id"], timeout=60)
-        assert done["status"] == "COMPLETED"
+            assert done["status"] == "COMPLETED"
+            # Its CLI idles now, writing nothing: only the lease keeper can notice the next outage.
+            assert cli_pids(session_id)
+            expires = await _lease_expiry(url, session_id)
+            await asyncio.to_thread(pg.stop)
+            stopped = time.time()
+            gone = await until_no_cli(session_id)
+            assert gone < expires.timestamp(), (
+                f"the idle CLI ran {gone - expires.timestamp():.2f}s past the lease's expiry"
+            )
+            print(f"renewal failure, idle CLI: stopped {gone - stopped:.2f}s after the database went away, "
+                  f"{expires.timestamp() - gone:.2f}s before the lease could lapse")  # fmt: skip
     finally:
         if stack is not None:
             await stack.api.stop()
