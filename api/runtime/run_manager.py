@@ -54,6 +54,7 @@ class RunManager:
         self._running = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[Any]] = set()
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
         self.reaper = OrphanReaper(
@@ -66,9 +67,9 @@ class RunManager:
         self.settings.tenants_dir.mkdir(parents=True, exist_ok=True)
         metrics.LIVE_AGENTS_LIMIT.set(self.settings.effective_max_live_agents)
         control_ready = asyncio.Event()
+        self._lease_task = asyncio.create_task(self.leases.run(), name="run-leases")
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
-            asyncio.create_task(self.leases.run(), name="run-leases"),
             asyncio.create_task(self.reaper.run(), name="run-reaper"),
             asyncio.create_task(self._control_loop(control_ready), name="run-control"),
         ]
@@ -84,6 +85,10 @@ class RunManager:
         for actor in actors:
             actor.task.cancel()
         await asyncio.gather(*(actor.task for actor in actors), return_exceptions=True)
+        # Renewed to the last: the actors write their runs' outcomes under their leases as they stop.
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
         await self.webhooks.close()
 
     # -- what the control plane calls ----------------------------------------------------------------
