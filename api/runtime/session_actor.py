@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -329,10 +328,7 @@ class SessionActor:
     async def _end_without_record(self) -> None:
         """The lease moved on mid-run: kill the CLI (no interrupt: nothing it says can be written) and
         leave; the run's outcome is the new holder's or a reaper's to write."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.shield(
-                asyncio.wait_for(self._disconnect(interrupt_first=False), STOP_BEFORE_RECORD_SECONDS)
-            )
+        await self._disconnect_within(STOP_BEFORE_RECORD_SECONDS, interrupt_first=False)
         self._give_up = True
         log.warning("run.left_to_new_holder", reason=self._abandon_reason)
 
@@ -342,8 +338,7 @@ class SessionActor:
             # Stop the CLI and commit what it said before the run reads as over: the final status is
             # the run's last event, and another replica may hold the lease next. Bounded, so a
             # shutdown ends on time (the pump's tasks are cancelled past it; nothing more is written).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.shield(asyncio.wait_for(self._disconnect(), STOP_BEFORE_RECORD_SECONDS))
+            await self._disconnect_within(STOP_BEFORE_RECORD_SECONDS)
         # Nothing the run asked stays pending once it is over (its waiting calls deny).
         await asyncio.shield(
             self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")
@@ -585,6 +580,15 @@ class SessionActor:
             self.manager.launcher.release(launch)
         if self._stopping is not None and not self._stopping.done():
             await asyncio.shield(self._stopping)
+
+    async def _disconnect_within(self, seconds: float, *, interrupt_first: bool = True) -> None:
+        """_disconnect, bounded: past `seconds` the stop is cancelled, and the pump's tasks with it, so
+        nothing more is written after what the caller writes next (the run's outcome)."""
+        try:
+            await asyncio.shield(asyncio.wait_for(self._disconnect(interrupt_first=interrupt_first), seconds))
+        except TimeoutError:
+            if self._stopping is not None:
+                self._stopping.cancel()
 
     async def _stop(self, pump: ConnectionPump, launch: Launch | None, interrupt_first: bool) -> None:
         try:
