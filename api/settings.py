@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -211,7 +211,18 @@ class Settings(BaseSettings):
     )
 
     # Leases: a session runs on one replica at a time (docs/architecture.md, decision 4).
-    lease_seconds: float = Field(default=30.0, gt=1)
+    lease_seconds: float = Field(
+        default=6.0,
+        gt=1,
+        description="A session's lease on the replica running its CLI, in the database's clock; a replica "
+        "that dies frees its sessions after at most this.",
+    )
+    lease_renew_seconds: float = Field(
+        default=2.0, gt=0, description="How often a replica renews its leases (less than half LEASE_SECONDS)."
+    )
+    orphan_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often a replica looks for runs whose replica lost the lease."
+    )
     dispatch_poll_seconds: float = Field(default=2.0, gt=0)
 
     # Fan-out and subscriptions.
@@ -264,6 +275,13 @@ class Settings(BaseSettings):
     replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
+
+    @model_validator(mode="after")
+    def _renewal_fits_the_lease(self) -> Settings:
+        # One renewal may fail and the next still lands in time; past that the holder stops its CLIs.
+        if self.lease_renew_seconds * 2 >= self.lease_seconds:
+            raise ValueError("LEASE_RENEW_SECONDS must be less than half of LEASE_SECONDS")
+        return self
 
     @field_validator("log_format")
     @classmethod

@@ -108,7 +108,11 @@ class AgentSession(Base):
     # A fork's parent session id until the fork's own transcript exists (its first connection forks it).
     fork_source_id: Mapped[str | None] = mapped_column(sa.String(36))
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
+    # In the database's clock, never a replica's (persistence/repositories/leases.py).
     lease_expires_at: Mapped[datetime | None]
+    # The lease's generation: raised on every claim by a new holder and on every reaping, and checked
+    # by each write of the holder, so a replica that lost the lease cannot write (the fencing token).
+    lease_token: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class Run(Base):

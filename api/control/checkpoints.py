@@ -75,6 +75,7 @@ class CheckpointControl:
             active = await runs.active_for_session(session_id)
             if active:
                 raise SessionBusy(session_id, active[0].id)
+            live = await agent_is_live(session, session_id)
             if not dry_run:
                 await audit.record(
                     session,
@@ -85,7 +86,7 @@ class CheckpointControl:
                     details={"checkpointId": checkpoint_id, "runId": run.id, "conversation": conversation},
                 )
                 await session.commit()
-        if not agent_is_live(row) and self.manager.can_execute:
+        if not live and self.manager.can_execute:
             # Nobody runs the session: this replica takes it (its lease, its sandbox) for the rewind.
             # One that cannot start agents sends the command to all; the first to take the lease acts.
             await self.manager.adopt(session_id)

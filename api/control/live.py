@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from api import audit
 from api.auth import Principal
 from api.control.commands import Command, GetContextUsage, SetModel, SetPermissionMode
@@ -14,17 +16,18 @@ from api.runtime.policy import check_model, check_permission_mode
 from api.runtime.tool_policy import PolicyBook
 from api.settings import Settings
 from persistence.database import Database
-from persistence.models import AgentSession, utcnow
+from persistence.models import AgentSession
+from persistence.repositories.leases import LeaseRepository
 from persistence.repositories.sessions import SessionRepository
 
 # How long a read of the live agent waits for the replica running it.
 LIVE_READ_TIMEOUT_SECONDS = 10.0
 
 
-def agent_is_live(row: AgentSession) -> bool:
-    """Some replica holds the session's lease: its agent runs there (busy or idle)."""
-    expires = row.lease_expires_at
-    return row.lease_owner is not None and expires is not None and expires > utcnow()
+async def agent_is_live(session: AsyncSession, session_id: str) -> bool:
+    """Some replica holds the session's lease, by the database's clock: its agent runs there (busy or
+    idle)."""
+    return await LeaseRepository(session).is_live(session_id)
 
 
 class LiveControl:
@@ -63,7 +66,7 @@ class LiveControl:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
             if row is None:
                 raise NotFound("Session", session_id)
-            if not agent_is_live(row):
+            if not await agent_is_live(session, session_id):
                 raise SessionNotLive(session_id)
             await audit.record(
                 session,
@@ -82,7 +85,8 @@ class LiveControl:
         is not the caller's, has no live agent, or its replica did not answer in time."""
         async with self.db.session() as session:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
-        if row is None or not agent_is_live(row):
+            live = row is not None and await agent_is_live(session, session_id)
+        if not live:
             return None
         command = GetContextUsage(session_id, reply_to=f"reply:{uuid.uuid4()}")
         return await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)

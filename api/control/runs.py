@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from api import audit
@@ -24,6 +24,7 @@ from api.runtime.tool_policy import PolicyBook
 from api.runtime.warm_pool import WarmCli
 from api.settings import Settings
 from persistence.models import AgentSession, Run, utcnow
+from persistence.repositories.leases import LeaseRepository
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
@@ -114,6 +115,8 @@ class RunControl:
         async with self.db.session() as session:
             sessions, runs = SessionRepository(session), RunRepository(session)
             created = request.session_id is None
+            warm_token: int | None = None
+            claim_sent = 0.0
             if request.session_id is None:
                 row = await sessions.create(
                     session_id=warm.session_id if warm is not None else str(uuid.uuid4()),
@@ -123,11 +126,9 @@ class RunControl:
                 )
                 if warm is not None:
                     # Ours from the start: the pooled CLI lives on this replica, so its run must too.
-                    await sessions.claim_lease(
-                        row.id,
-                        self.manager.replica,
-                        now=now,
-                        ttl=timedelta(seconds=self.settings.lease_seconds),
+                    claim_sent = self.manager.leases.now()
+                    warm_token = await LeaseRepository(session).claim(
+                        row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
                     )
                 await audit.record(
                     session, actor=principal, action="session.create", target_type="Session", target_id=row.id
@@ -168,9 +169,10 @@ class RunControl:
                 details={"sessionId": row.id, "onBusy": request.on_busy, "promptChars": len(request.prompt)},
             )
             await session.commit()
-            if warm is not None:
+            if warm is not None and warm_token is not None:
                 # At once, before the dispatcher here can start the session cold.
-                self.manager.install_warm(warm)
+                self.manager.leases.note_claimed(row.id, warm_token, claim_sent)
+                self.manager.install_warm(warm, warm_token)
             fresh = await sessions.get(row.id)
         assert fresh is not None
         return run, fresh, records, created

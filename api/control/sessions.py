@@ -123,9 +123,10 @@ class SessionControl:
             if row is None:
                 raise NotFound("Session", session_id)
             active = await RunRepository(session).active_for_session(session_id)
+            live = await agent_is_live(session, session_id)
         if active:
             raise SessionBusy(session_id, active[0].id)
-        if agent_is_live(row):
+        if live:
             answer = await self.router.ask(
                 CloseSession(session_id, reply_to=f"reply:{uuid.uuid4()}"), timeout=CLOSE_TIMEOUT_SECONDS
             )
@@ -139,7 +140,7 @@ class SessionControl:
             active = await RunRepository(session).active_for_session(session_id)
             if active:
                 raise SessionBusy(session_id, active[0].id)
-            if agent_is_live(row):
+            if await agent_is_live(session, session_id):
                 # Its replica did not stop the agent in time: the folder must not vanish under it.
                 raise SessionBusy(session_id, None)
             gone = snapshot(row)

@@ -16,6 +16,7 @@ from api.events.records import EventRecord, NewEvent, session_channel, tenant_ch
 from persistence.database import Database
 from persistence.models import utcnow
 from persistence.repositories.events import EventRepository
+from persistence.repositories.leases import Fence
 
 log = structlog.get_logger(__name__)
 
@@ -28,24 +29,36 @@ class EventLog:
         self.bus = bus
 
     async def append(
-        self, session_id: str, items: Sequence[NewEvent], *, publish: bool = True
+        self, session_id: str, items: Sequence[NewEvent], *, publish: bool = True, fence: Fence | None = None
     ) -> list[EventRecord]:
-        """Append in a transaction of its own, commit, then publish (unless the caller will)."""
+        """Append in a transaction of its own, commit, then publish (unless the caller will).
+
+        `fence`: the writer holds the session's lease; raises StaleLease (nothing written) if it no
+        longer does."""
         if not items:
             return []
         async with self.db.session() as session:
-            records = await self.append_in(session, session_id, items)
+            records = await self.append_in(session, session_id, items, fence=fence)
             await session.commit()
         if publish:
             await self.publish(records)
         return records
 
     async def append_in(
-        self, session: AsyncSession, session_id: str, items: Sequence[NewEvent], *, at: datetime | None = None
+        self,
+        session: AsyncSession,
+        session_id: str,
+        items: Sequence[NewEvent],
+        *,
+        at: datetime | None = None,
+        fence: Fence | None = None,
     ) -> list[EventRecord]:
         """Append inside the caller's unit of work; the caller commits, then calls publish()."""
         rows = await EventRepository(session).append(
-            session_id, [(item.run_id, item.kind.value, item.payload) for item in items], at=at or utcnow()
+            session_id,
+            [(item.run_id, item.kind.value, item.payload) for item in items],
+            at=at or utcnow(),
+            fence=fence,
         )
         metrics.EVENTS_APPENDED.inc(len(rows))
         return [EventRecord.from_model(row) for row in rows]

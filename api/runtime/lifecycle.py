@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.events.log import EventLog
 from api.events.records import EventKind, EventRecord, NewEvent
 from persistence.models import Run, utcnow
+from persistence.repositories.leases import Fence, LeaseRepository
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
@@ -26,6 +26,8 @@ class Transition:
     run: Run
     records: list[EventRecord]
     tenant_id: str
+    # begin(): the fencing token of the lease the run executes under.
+    lease_token: int | None = None
 
 
 async def _session_status_after(session: AsyncSession, session_id: str) -> str:
@@ -35,11 +37,12 @@ async def _session_status_after(session: AsyncSession, session_id: str) -> str:
     return "QUEUED" if active else "IDLE"
 
 
-async def begin(event_log: EventLog, run: Run, *, replica: str, lease: timedelta) -> Transition | None:
+async def begin(event_log: EventLog, run: Run, *, replica: str, lease_seconds: float) -> Transition | None:
     """QUEUED → RUNNING on this replica, taking the session's lease; None if someone else got there."""
     async with event_log.db.session() as session:
         now = utcnow()
-        if not await SessionRepository(session).claim_lease(run.session_id, replica, now=now, ttl=lease):
+        token = await LeaseRepository(session).claim(run.session_id, replica, ttl_seconds=lease_seconds)
+        if token is None:
             return None
         moved = await RunRepository(session).transition(
             run.id,
@@ -56,7 +59,7 @@ async def begin(event_log: EventLog, run: Run, *, replica: str, lease: timedelta
         await session.commit()
         fresh = await RunRepository(session).get(run.id)
     assert fresh is not None
-    return Transition(fresh, records, fresh.tenant_id)
+    return Transition(fresh, records, fresh.tenant_id, lease_token=token)
 
 
 async def finish(
@@ -69,8 +72,14 @@ async def finish(
     cost_usd: float | None = None,
     usage: dict[str, Any] | None = None,
     from_statuses: tuple[str, ...] = ("RUNNING",),
+    fence: Fence | None = None,
+    orphan: bool = False,
 ) -> Transition | None:
-    """RUNNING (or QUEUED) → a terminal status, with the reason in run.error and in the log."""
+    """RUNNING (or QUEUED) → a terminal status, with the reason in run.error and in the log.
+
+    `fence`: the run's lease holder writes its outcome; raises StaleLease (nothing written) when the
+    lease has moved on. `orphan`: a reaper settles a run whose replica lost the lease; it first fences
+    that replica off (LeaseRepository.fence_off), and leaves the run alone if the replica renewed."""
     async with event_log.db.session() as session:
         runs = RunRepository(session)
         run = await runs.get(run_id)
@@ -78,7 +87,12 @@ async def finish(
             return None
         sessions = SessionRepository(session)
         # The session before the run, as begin() takes them (SessionRepository.lock).
-        await sessions.lock(run.session_id)
+        if fence is not None:
+            await LeaseRepository(session).check(run.session_id, fence)
+        else:
+            await sessions.lock(run.session_id)
+        if orphan and not await LeaseRepository(session).fence_off(run.session_id, run.replica):
+            return None
         now = utcnow()
         values: dict[str, Any] = {"status": status, "finished_at": now, "error": error}
         if result is not None:
@@ -93,7 +107,7 @@ async def finish(
             await sessions.add_cost(run.session_id, cost_usd)
         await sessions.set_status(run.session_id, await _session_status_after(session, run.session_id), now)
         records = await event_log.append_in(
-            session, run.session_id, [status_event(run_id, status, error)], at=now
+            session, run.session_id, [status_event(run_id, status, error)], at=now, fence=fence
         )
         await session.commit()
         fresh = await runs.get(run_id)

@@ -26,6 +26,7 @@ from api.events.records import EventKind, EventRecord, NewEvent
 from api.runtime.metrics import PERMISSION_WAIT_SECONDS
 from api.runtime.sdk_adapter import ToolPermissionAnswer, ToolPermissionAsk
 from persistence.models import PermissionRequest, utcnow
+from persistence.repositories.leases import Fence, StaleLease
 from persistence.repositories.permissions import PENDING, Decision, PermissionRepository
 from persistence.repositories.sessions import SessionRepository
 
@@ -127,6 +128,8 @@ class PermissionBroker:
         poll_seconds: float,
         current_run: Callable[[], tuple[str | None, str | None]],
         before_request: Callable[[], Awaitable[None]],
+        fence: Fence | None = None,
+        on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
         self.event_log = event_log
         self.db = event_log.db
@@ -135,6 +138,8 @@ class PermissionBroker:
         self.poll_seconds = poll_seconds
         self._current_run = current_run
         self._before_request = before_request
+        self._fence = fence
+        self._on_lease_lost = on_lease_lost
         self._waiting: dict[str, asyncio.Event] = {}
 
     def poke(self, request_id: str) -> bool:
@@ -154,6 +159,11 @@ class PermissionBroker:
         self._waiting[request_id] = asyncio.Event()
         try:
             return await self._ask(request_id, run_id, tenant_id, ask)
+        except StaleLease:
+            # Another replica holds the session now: this CLI is being stopped; the tool must not run.
+            if self._on_lease_lost is not None:
+                self._on_lease_lost()
+            return ToolPermissionAnswer(allow=False, message="The session moved to another server.")
         finally:
             self._waiting.pop(request_id, None)
 
@@ -183,6 +193,7 @@ class PermissionBroker:
                 self.session_id,
                 [NewEvent(run_id, EventKind.PERMISSION_REQUESTED, {"request": snapshot(row)})],
                 at=now,
+                fence=self._fence,
             )
             await session.commit()
         await self.event_log.publish(records)

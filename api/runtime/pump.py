@@ -17,6 +17,7 @@ from api.events.log import EventLog
 from api.events.records import EventRecord, NewEvent
 from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentOutput
 from persistence.models import utcnow
+from persistence.repositories.leases import Fence, StaleLease
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,8 @@ class ConnectionPump:
         *,
         last_seq: int,
         on_signal: Callable[[PumpSignal], None],
+        fence: Fence | None = None,
+        on_lease_lost: Callable[[], None] | None = None,
     ) -> None:
         self.connection = connection
         self.event_log = event_log
@@ -67,6 +70,10 @@ class ConnectionPump:
         self.current_run_id: str | None = None
         self.last_seq = last_seq
         self._on_signal = on_signal
+        # The session lease's holder writes the log; once the token is stale, nothing more is written.
+        self._fence = fence
+        self._on_lease_lost = on_lease_lost
+        self._fence_refused = False
         self._ended = False
         self._inbox: asyncio.Queue[AgentOutput | ConnectionLost | _Flush] = asyncio.Queue()
         self._tasks = [
@@ -95,8 +102,19 @@ class ConnectionPump:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH_LIMIT and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
+            if self._fence_refused:
+                return
             try:
                 await self._commit_batch(batch)
+            except StaleLease:
+                log.error("lease.write_refused", session_id=self.session_id)
+                self._ended = True
+                for item in batch:
+                    if isinstance(item, _Flush) and not item.done.done():
+                        item.done.set_result(None)
+                if self._on_lease_lost is not None:
+                    self._on_lease_lost()
+                return
             except Exception:
                 # The database is the truth: if it is unreachable, the run cannot be recorded honestly.
                 log.exception("pump.write_failed", session_id=self.session_id)
@@ -128,6 +146,7 @@ class ConnectionPump:
                 self.session_id,
                 [NewEvent(run_id, output.kind, output.payload) for output in durable],
                 publish=False,
+                fence=self._fence,
             )
         )
         for item in batch:
@@ -155,6 +174,12 @@ class ConnectionPump:
                 await self.event_log.publish([record])
                 if item.is_result:
                     self._on_signal(ResultSeen(item, record))
+
+    def terminate(self) -> None:
+        """Kill the CLI at once and write nothing more (its lease moved on); close() still reaps it."""
+        self._ended = True
+        self._fence_refused = True
+        self.connection.terminate()
 
     async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the

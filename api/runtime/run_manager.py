@@ -2,8 +2,8 @@
 
 The queue lives in the database (runs in status QUEUED), so any replica can take a run and a lost
 wake-up only delays. A run executes on the replica that holds its session's lease (docs/architecture.md,
-decision 4); a replica that dies lets its leases lapse, and its running runs are marked FAILED by whoever
-notices.
+decision 4; api/runtime/leases.py); a replica that dies lets its leases lapse, and its running runs are
+marked FAILED by whichever replica's reaper notices first.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,7 +20,8 @@ from api.control import commands
 from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
-from api.runtime import capacity, lifecycle, metrics, permissions
+from api.runtime import capacity, lifecycle, metrics
+from api.runtime.leases import LeaseKeeper, OrphanReaper
 from api.runtime.mcp_registry import McpRegistry
 from api.runtime.session_actor import SessionActor
 from api.runtime.warm_pool import WarmCli, WarmPool
@@ -29,9 +29,7 @@ from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
 from api.webhooks.dispatcher import WebhookDispatcher
 from persistence.database import Database
-from persistence.models import utcnow
 from persistence.repositories.runs import RunRepository
-from persistence.repositories.sessions import SessionRepository
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +58,13 @@ class RunManager:
         self._running = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[Any]] = set()
-        self._lease = timedelta(seconds=settings.lease_seconds)
         self.warm_pool = WarmPool(self)
+        self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
+        self.reaper = OrphanReaper(
+            settings, event_log, is_local=lambda session_id: session_id in self._actors, on_reaped=self.nudge
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -70,9 +72,10 @@ class RunManager:
         self.settings.tenants_dir.mkdir(parents=True, exist_ok=True)
         capacity.publish(self)
         control_ready = asyncio.Event()
+        self._lease_task = asyncio.create_task(self.leases.run(), name="run-leases")
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
-            asyncio.create_task(self._lease_loop(), name="run-leases"),
+            asyncio.create_task(self.reaper.run(), name="run-reaper"),
             asyncio.create_task(self._control_loop(control_ready), name="run-control"),
         ]
         with contextlib.suppress(TimeoutError):
@@ -89,6 +92,10 @@ class RunManager:
         for actor in actors:
             actor.task.cancel()
         await asyncio.gather(*(actor.task for actor in actors), return_exceptions=True)
+        # Renewed to the last: the actors write their runs' outcomes under their leases as they stop.
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
         await self.webhooks.close()
 
     # -- what the control plane calls ----------------------------------------------------------------
@@ -118,17 +125,23 @@ class RunManager:
             return True
         if not self.can_execute:
             return False
-        async with self.db.session() as session:
-            claimed = await SessionRepository(session).claim_lease(
-                session_id, self.replica, now=utcnow(), ttl=self._lease
-            )
-            await session.commit()
-        if not claimed:
+        token = await self.leases.claim(session_id)
+        if token is None:
             return False
-        actor = self._actors.get(session_id)
-        if actor is None or actor.closing:
-            self._actors[session_id] = SessionActor(self, session_id)
+        self._actor_for(session_id, token)
         return True
+
+    def _actor_for(self, session_id: str, token: int) -> SessionActor:
+        """The session's actor under the lease token just claimed: a new one when there is none, or
+        when the one there holds an older generation (the lease was lost meanwhile: its CLI is stale)."""
+        actor = self._actors.get(session_id)
+        if actor is not None and not actor.closing and actor.lease_token != token:
+            actor.retire()
+            actor = None
+        if actor is None or actor.closing:
+            actor = SessionActor(self, session_id, token)
+            self._actors[session_id] = actor
+        return actor
 
     @property
     def can_execute(self) -> bool:
@@ -150,17 +163,17 @@ class RunManager:
         self._running = max(0, self._running - 1)
         self.nudge()
 
-    async def release_lease(self, session_id: str) -> None:
+    async def release_lease(self, session_id: str, token: int) -> None:
+        """An actor is gone (its CLI stopped): free the lease it held, unless a newer actor uses it."""
         if session_id in self._actors:
             return
-        try:
-            async with self.db.session() as session:
-                await SessionRepository(session).release_lease(session_id, self.replica)
-                await session.commit()
-        except Exception:
-            # An unreleased lease simply expires.
-            log.warning("lease.release_failed", session_id=session_id, exc_info=True)
+        await self.leases.release(session_id, token)
         self.nudge()
+
+    def _lease_lost(self, session_id: str, reason: str) -> None:
+        actor = self._actors.get(session_id)
+        if actor is not None:
+            actor.lose_lease(reason)
 
     @property
     def running(self) -> int:
@@ -174,7 +187,6 @@ class RunManager:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.dispatch_poll_seconds)
             self._wake.clear()
             try:
-                await self._reap_orphans()
                 await self._poll_interrupts()
                 await self._admit()
                 await capacity.count_queue(self.db)
@@ -190,7 +202,7 @@ class RunManager:
         if free <= 0:
             return
         async with self.db.session() as session:
-            candidates = await RunRepository(session).claimable(self.replica, now=utcnow(), limit=free)
+            candidates = await RunRepository(session).claimable(self.replica, limit=free)
         for run in candidates:
             if self._running >= self.settings.max_concurrent_runs:
                 return
@@ -200,16 +212,17 @@ class RunManager:
             if (actor is None or not actor.has_agent) and not self._room_for_an_agent():
                 # Every CLI the budget allows is in use: the run waits QUEUED (here or elsewhere).
                 return
-            transition = await lifecycle.begin(self.event_log, run, replica=self.replica, lease=self._lease)
+            sent = self.leases.now()
+            transition = await lifecycle.begin(
+                self.event_log, run, replica=self.replica, lease_seconds=self.settings.lease_seconds
+            )
             if transition is None:
                 continue
+            assert transition.lease_token is not None
+            self.leases.note_claimed(run.session_id, transition.lease_token, sent)
             self._running += 1
             await lifecycle.announce(self.event_log, transition)
-            actor = self._actors.get(run.session_id)
-            if actor is None or actor.closing:
-                actor = SessionActor(self, run.session_id)
-                self._actors[run.session_id] = actor
-            actor.submit(transition.run)
+            self._actor_for(run.session_id, transition.lease_token).submit(transition.run)
 
     def live_agents(self) -> int:
         """CLIs alive or starting on this replica, the warm pool's included: what the budget counts."""
@@ -225,7 +238,7 @@ class RunManager:
         """Whether the warm pool may start one more CLI: only into room nobody else uses."""
         return self.can_execute and self.live_agents() < self.settings.effective_max_live_agents
 
-    def install_warm(self, cli: WarmCli) -> None:
+    def install_warm(self, cli: WarmCli, token: int) -> None:
         """startRun made a session of a pooled CLI (its lease is ours): give the session an actor that
         holds the CLI, so the dispatcher here runs it without a new one."""
         actor = self._actors.get(cli.session_id)
@@ -233,7 +246,7 @@ class RunManager:
             # The dispatcher was faster and started the session cold: the pooled CLI is surplus.
             self.warm_pool.discard(cli, remove_files=False)
             return
-        actor = SessionActor(self, cli.session_id)
+        actor = SessionActor(self, cli.session_id, token)
         actor.adopt_warm(cli)
         self._actors[cli.session_id] = actor
         self.nudge()
@@ -254,25 +267,6 @@ class RunManager:
                 return True
         return False
 
-    async def _reap_orphans(self) -> None:
-        async with self.db.session() as session:
-            orphans = await RunRepository(session).orphaned(now=utcnow())
-        for run in orphans:
-            if run.session_id in self._actors:
-                continue
-            transition = await lifecycle.finish(
-                self.event_log,
-                run.id,
-                status="FAILED",
-                error=f"replica {run.replica} stopped responding during the run (its lease expired)",
-            )
-            if transition is not None:
-                log.warning("run.orphan_failed", run_id=run.id, replica=run.replica)
-                await permissions.cancel_pending(
-                    self.event_log, run.id, "the replica running the session stopped responding"
-                )
-            await lifecycle.announce(self.event_log, transition)
-
     async def _poll_interrupts(self) -> None:
         busy = [actor.current_run.id for actor in self._actors.values() if actor.current_run is not None]
         if not busy:
@@ -285,29 +279,6 @@ class RunManager:
 
     def _interrupt_local(self, run_id: str) -> bool:
         return any(actor.interrupt(run_id) for actor in self._actors.values())
-
-    async def _lease_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
-            if not self._actors:
-                continue
-            held = list(self._actors)
-            try:
-                async with self.db.session() as session:
-                    renewed = await SessionRepository(session).renew_leases(
-                        self.replica, held, now=utcnow(), ttl=self._lease
-                    )
-                    await session.commit()
-            except Exception:
-                # Retried on the next beat, well within the lease.
-                log.warning("lease.renew_failed", exc_info=True)
-                continue
-            for session_id in set(held) - renewed:
-                actor = self._actors.get(session_id)
-                if actor is not None and not actor.closing:
-                    # Another replica reaped our run and may start the session's CLI: two must never run.
-                    log.error("lease.lost", session_id=session_id)
-                    actor.abandon(f"replica {self.replica} lost the session's lease during the run")
 
     async def _control_loop(self, ready: asyncio.Event) -> None:
         while True:

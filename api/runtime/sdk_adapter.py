@@ -7,6 +7,7 @@ Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -525,6 +526,16 @@ class AgentConnection:
         except Exception as exc:
             # Best effort: a dead or stuck CLI is dealt with by closing it.
             log.warning("agent.interrupt_failed", error=str(exc))
+
+    def terminate(self) -> None:
+        """SIGTERM the CLI process now (its sandbox dies with it), without the SDK's 5 s grace after
+        stdin closes: for a session whose lease moved on, where nothing the CLI still says may be
+        written. close() then reaps it. Best effort: the SDK's process handle is private."""
+        transport = getattr(self._client, "_transport", None)
+        process = getattr(transport, "_process", None)
+        if process is not None and getattr(process, "returncode", 0) is None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                process.terminate()
 
     async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI. `interrupt_first=False` for a CLI that already ignored an interrupt."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import uuid
@@ -45,6 +44,7 @@ from api.runtime.sdk_adapter import (
 from api.runtime.transcript_store import restore_transcript, session_store_for
 from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
+from persistence.repositories.leases import StaleLease
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 
@@ -91,9 +91,14 @@ _INTERRUPTED = _Interrupted()
 
 
 class SessionActor:
-    def __init__(self, manager: RunManager, session_id: str) -> None:
+    """Runs one session's CLI under one generation of its lease (`lease_token`): every write it makes
+    carries that token, and the first refused one, or a lease the keeper lost, stops it at once."""
+
+    def __init__(self, manager: RunManager, session_id: str, lease_token: int) -> None:
         self.manager = manager
         self.session_id = session_id
+        self.lease_token = lease_token
+        self.fence = manager.leases.fence(lease_token)
         self.current_run: Run | None = None
         self.closing = False
         # None asks _main to leave (evict()).
@@ -108,8 +113,12 @@ class SessionActor:
         self._interrupt = asyncio.Event()
         self._cost_so_far = 0.0
         self._abandon_reason: str | None = None
+        # The lease moved on (another holder, a reaper, or it could not be renewed): write nothing more.
+        self._lease_lost = False
         self._give_up = False
         self._launch: Launch | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._closing_pump: ConnectionPump | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
         # The session's transcripts in the database (SESSION_STORE=database), else None.
@@ -123,6 +132,8 @@ class SessionActor:
             poll_seconds=manager.settings.dispatch_poll_seconds,
             current_run=self._run_and_tenant,
             before_request=self._flush_log,
+            fence=self.fence,
+            on_lease_lost=self._write_refused,
         )
         # A fresh context: the actor outlives whatever request started it and must not log under its id.
         self.task = asyncio.create_task(
@@ -180,6 +191,33 @@ class SessionActor:
         """Stop at once: the current run ends FAILED with `reason` and the CLI is closed."""
         self._abandon_reason = reason
         self.task.cancel()
+
+    def lose_lease(self, reason: str) -> None:
+        """The lease is gone or about to lapse: kill the CLI at once and write nothing, since another
+        replica may hold the session already; whoever holds it next (or a reaper) settles the run."""
+        if self._lease_lost:
+            return
+        log.error("lease.actor_stopping", session_id=self.session_id, reason=reason)
+        self._lease_lost = True
+        for pump in (self._pump, self._closing_pump):
+            if pump is not None:
+                # Now, not after the task unwinds (nor after a graceful stop already under way): the
+                # lease may lapse within a second or two.
+                pump.terminate()
+        # Still registered until its task ends, so this replica starts no other CLI for the session
+        # meanwhile (and its own reaper leaves the run to the others, or to the moment it is gone).
+        self.closing = True
+        self.abandon(reason)
+
+    def _write_refused(self) -> None:
+        self.lose_lease(f"replica {self.manager.replica} lost the session's lease during the run")
+
+    def retire(self) -> None:
+        """An idle actor whose lease generation is over (this replica claimed the session anew): leave,
+        stopping its CLI; the session's next actor connects afresh."""
+        self.closing = True
+        self.manager.forget_actor(self)
+        self._queue.put_nowait(None)
 
     async def handle(self, command: Command) -> bool:
         """The one entry point for control commands; False when this actor cannot act on it."""
@@ -261,8 +299,8 @@ class SessionActor:
         finally:
             self.closing = True
             self.manager.forget_actor(self)
-            await self._disconnect()
-            await self.manager.release_lease(self.session_id)
+            await self._disconnect(interrupt_first=not self._lease_lost)
+            await self.manager.release_lease(self.session_id, self.lease_token)
             if closed_for is not None:
                 # Only now: the CLI is gone and the lease free, so the caller may remove the session.
                 await self._reply(closed_for, {"closed": True})
@@ -293,38 +331,57 @@ class SessionActor:
             log.exception("run.crashed")
             outcome = Outcome("FAILED", error=f"internal error: {type(exc).__name__}")
         finally:
-            if stop_first or self._abandon_reason is not None:
-                # Stop the CLI and commit what it said before the run reads as over: the final status is
-                # the run's last event, and another replica may hold the lease next. Bounded, so a
-                # shutdown ends on time (the pump's tasks are cancelled past it; nothing more is written).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.shield(asyncio.wait_for(self._disconnect(), STOP_BEFORE_RECORD_SECONDS))
-            # Nothing the run asked stays pending once it is over (its waiting calls deny).
-            await asyncio.shield(
-                self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")
-            )
-            if self._pump is not None:
-                self._pump.current_run_id = None
-            self._hold_model_pass(False)
-            if await asyncio.shield(self._record(run, outcome)):
-                self._run_recorded = True
-            else:
-                # The outcome could not be written: give the session up, so the lease lapses and
-                # whichever replica reaps the run settles it, rather than leave it RUNNING forever.
-                self._give_up = True
-            log.info("run.finished", status=outcome.status, error=outcome.error)
-            metrics.RUNS_RUNNING.dec()
-            metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
-            metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
-            structlog.contextvars.unbind_contextvars("run_id", "session_id")
-            self.current_run = None
-            self.last_active = asyncio.get_running_loop().time()
-            self.manager.run_finished()
+            try:
+                if self._lease_lost:
+                    await self._end_without_record()
+                else:
+                    await self._settle(run, outcome, stop_first=stop_first)
+            finally:
+                # Even when a lost lease cancels the settling: the run no longer counts here.
+                metrics.RUNS_RUNNING.dec()
+                metrics.RUNS_FINISHED.labels(status=outcome.status).inc()
+                metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
+                structlog.contextvars.unbind_contextvars("run_id", "session_id")
+                self.current_run = None
+                self.last_active = asyncio.get_running_loop().time()
+                self.manager.run_finished()
+
+    async def _end_without_record(self) -> None:
+        """The lease moved on mid-run: kill the CLI (no interrupt: nothing it says can be written) and
+        leave; the run's outcome is the new holder's or a reaper's to write."""
+        await self._disconnect_within(STOP_BEFORE_RECORD_SECONDS, interrupt_first=False)
+        self._give_up = True
+        log.warning("run.left_to_new_holder", reason=self._abandon_reason)
+
+    async def _settle(self, run: Run, outcome: Outcome, *, stop_first: bool) -> None:
+        """Stop what must stop, cancel what the run left pending, and write its outcome."""
+        if stop_first or self._abandon_reason is not None:
+            # Stop the CLI and commit what it said before the run reads as over: the final status is
+            # the run's last event, and another replica may hold the lease next. Bounded, so a
+            # shutdown ends on time (the pump's tasks are cancelled past it; nothing more is written).
+            await self._disconnect_within(STOP_BEFORE_RECORD_SECONDS)
+        # Nothing the run asked stays pending once it is over (its waiting calls deny).
+        await asyncio.shield(
+            self.permissions.cancel_run(run.id, f"the run ended: {outcome.error or outcome.status}")
+        )
+        if self._pump is not None:
+            self._pump.current_run_id = None
+        self._hold_model_pass(False)
+        if await asyncio.shield(self._record(run, outcome)):
+            self._run_recorded = True
+        else:
+            # The outcome could not be written: give the session up, so the lease lapses and
+            # whichever replica reaps the run settles it, rather than leave it RUNNING forever.
+            self._give_up = True
+        log.info("run.finished", status=outcome.status, error=outcome.error)
 
     async def _record(self, run: Run, outcome: Outcome) -> bool:
         """Write the run's outcome, retrying through a short database outage."""
         delay = 0.5
         for attempt in range(1, RECORD_ATTEMPTS + 1):
+            if self._lease_lost:
+                # The lease lapsed unrenewed meanwhile: the run is the next holder's or a reaper's.
+                return False
             try:
                 transition = await lifecycle.finish(
                     self.manager.event_log,
@@ -334,9 +391,15 @@ class SessionActor:
                     result=outcome.result,
                     cost_usd=outcome.cost_usd,
                     usage=outcome.usage,
+                    fence=self.fence,
                 )
                 await lifecycle.announce(self.manager.event_log, transition)
                 return True
+            except StaleLease:
+                # Another replica holds the session now: the run is its (or a reaper's) to settle.
+                log.error("run.record_refused", run_id=run.id)
+                self._lease_lost = True
+                return False
             except Exception:
                 log.warning("run.record_failed", attempt=attempt, exc_info=True)
                 if attempt < RECORD_ATTEMPTS:
@@ -429,6 +492,8 @@ class SessionActor:
                 self.session_id,
                 last_seq=last_seq,
                 on_signal=self._signals.put_nowait,
+                fence=self.fence,
+                on_lease_lost=self._write_refused,
             )
         return self._pump
 
@@ -551,17 +616,40 @@ class SessionActor:
             self._signals.get_nowait()
 
     async def _disconnect(self, *, interrupt_first: bool = True) -> None:
+        """Stop the CLI. The stop runs as a task of its own, so cancelling the caller (a lease lost
+        mid-stop) cannot leave the process running; a later call waits for the same stop."""
         warm, self._warm = self._warm, None
         if warm is not None:
             # Never used: nothing of its session is lost (its folders stay, they are the session's).
             await warm.connection.close(interrupt_first=False)
         pump, self._pump = self._pump, None
+        launch, self._launch = self._launch, None
         if pump is not None:
             metrics.LIVE_SESSIONS.dec()
-            await pump.close(interrupt_first=interrupt_first)
-        launch, self._launch = self._launch, None
-        if launch is not None:
+            self._closing_pump = pump
+            self._stopping = asyncio.create_task(self._stop(pump, launch, interrupt_first))
+        elif launch is not None:
             self.manager.launcher.release(launch)
+        if self._stopping is not None and not self._stopping.done():
+            await asyncio.shield(self._stopping)
+
+    async def _disconnect_within(self, seconds: float, *, interrupt_first: bool = True) -> None:
+        """_disconnect, bounded: past `seconds` the stop is cancelled, and the pump's tasks with it, so
+        nothing more is written after what the caller writes next (the run's outcome)."""
+        try:
+            await asyncio.shield(asyncio.wait_for(self._disconnect(interrupt_first=interrupt_first), seconds))
+        except TimeoutError:
+            if self._stopping is not None:
+                self._stopping.cancel()
+
+    async def _stop(self, pump: ConnectionPump, launch: Launch | None, interrupt_first: bool) -> None:
+        try:
+            await pump.close(interrupt_first=interrupt_first)
+        finally:
+            if self._closing_pump is pump:
+                self._closing_pump = None
+            if launch is not None:
+                self.manager.launcher.release(launch)
 
     def _hold_model_pass(self, held: bool) -> None:
         """A CLI may call the model only while one of its session's runs executes."""

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession, Event
+from persistence.repositories.leases import Fence, StaleLease
 
 
 class EventRepository:
@@ -22,21 +23,30 @@ class EventRepository:
         items: Sequence[tuple[str | None, str, dict[str, Any]]],
         *,
         at: datetime,
+        fence: Fence | None = None,
     ) -> list[Event]:
         """Append `(run_id, kind, payload)` items with the next seqs, in one statement pair.
 
         The UPDATE … RETURNING takes the session row's lock until commit, so two writers cannot
-        interleave: seqs are gapless and committed in order.
+        interleave: seqs are gapless and committed in order. With a `fence` (a lease holder's write)
+        the same UPDATE checks the lease's token, and StaleLease means nothing was written.
         """
         if not items:
             return []
+        condition = AgentSession.id == session_id
+        if fence is not None:
+            condition = sa.and_(condition, fence.matches())
         result = await self.session.execute(
             sa.update(AgentSession)
-            .where(AgentSession.id == session_id)
+            .where(condition)
             .values(last_seq=AgentSession.last_seq + len(items), updated_at=at)
             .returning(AgentSession.last_seq)
         )
-        last = result.scalar_one()
+        last = result.scalar_one_or_none()
+        if last is None:
+            if fence is not None:
+                raise StaleLease(session_id, fence)
+            raise sa.exc.NoResultFound(f"no session {session_id}")
         first = last - len(items) + 1
         events = [
             Event(

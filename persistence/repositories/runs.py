@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession, Run
+from persistence.repositories.leases import LeaseRepository
 
 ACTIVE_STATUSES = ("QUEUED", "RUNNING")
 
@@ -163,7 +164,7 @@ class RunRepository:
             positions[key[1]] = bisect.bisect_left(ahead, key) + 1
         return positions
 
-    async def claimable(self, owner: str, *, now: datetime, limit: int) -> Sequence[Run]:
+    async def claimable(self, owner: str, *, limit: int) -> Sequence[Run]:
         """The oldest QUEUED run of each session nobody else is running, oldest sessions first."""
         running = sa.select(Run.session_id).where(Run.status == "RUNNING")
         stmt = (
@@ -172,11 +173,7 @@ class RunRepository:
             .where(
                 Run.status == "QUEUED",
                 Run.session_id.not_in(running),
-                sa.or_(
-                    AgentSession.lease_owner.is_(None),
-                    AgentSession.lease_owner == owner,
-                    AgentSession.lease_expires_at < now,
-                ),
+                LeaseRepository(self.session).claimable_by(owner),
             )
             .order_by(Run.created_at, Run.id)
             .limit(limit * 4)
@@ -191,14 +188,18 @@ class RunRepository:
                 break
         return runs
 
-    async def orphaned(self, *, now: datetime) -> Sequence[Run]:
-        """RUNNING runs whose session lease has lapsed: their replica is gone."""
+    async def orphaned(self) -> Sequence[Run]:
+        """RUNNING runs whose replica no longer holds the session's lease: it lapsed (by the database's
+        clock: the replica is gone or cut off), or another replica took it."""
         stmt = (
             sa.select(Run)
             .join(AgentSession, AgentSession.id == Run.session_id)
             .where(
                 Run.status == "RUNNING",
-                sa.or_(AgentSession.lease_expires_at.is_(None), AgentSession.lease_expires_at < now),
+                sa.or_(
+                    LeaseRepository(self.session).lapsed(),
+                    AgentSession.lease_owner.is_distinct_from(Run.replica),
+                ),
             )
         )
         return (await self.session.execute(stmt)).scalars().all()

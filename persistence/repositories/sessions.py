@@ -1,10 +1,10 @@
-"""Sessions, and the lease that says which replica runs a session's CLI."""
+"""Sessions (their leases: persistence/repositories/leases.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -181,46 +181,6 @@ class SessionRepository:
             sa.update(AgentSession)
             .where(AgentSession.id == session_id)
             .values(total_cost_usd=AgentSession.total_cost_usd + cost_usd)
-        )
-
-    async def claim_lease(self, session_id: str, owner: str, *, now: datetime, ttl: timedelta) -> bool:
-        """Take or renew the lease when it is free, expired or already ours."""
-        result = await self.session.execute(
-            sa.update(AgentSession)
-            .where(
-                AgentSession.id == session_id,
-                sa.or_(
-                    AgentSession.lease_owner.is_(None),
-                    AgentSession.lease_owner == owner,
-                    AgentSession.lease_expires_at < now,
-                ),
-            )
-            .values(lease_owner=owner, lease_expires_at=now + ttl)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-    async def renew_leases(
-        self, owner: str, session_ids: Sequence[str], *, now: datetime, ttl: timedelta
-    ) -> set[str]:
-        """Extend our leases; returns the ids still ours (a lease another replica took is not)."""
-        if not session_ids:
-            return set()
-        result = await self.session.execute(
-            sa.update(AgentSession)
-            .where(AgentSession.id.in_(session_ids), AgentSession.lease_owner == owner)
-            .values(lease_expires_at=now + ttl)
-            .returning(AgentSession.id)
-            .execution_options(synchronize_session=False)
-        )
-        return set(result.scalars().all())
-
-    async def release_lease(self, session_id: str, owner: str) -> None:
-        await self.session.execute(
-            sa.update(AgentSession)
-            .where(AgentSession.id == session_id, AgentSession.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
         )
 
 

@@ -22,9 +22,8 @@ from tests.support.servers import ApiServer, PostgresServer, RedisServer, postgr
 
 RUN_TIMEOUT_SECONDS = 30
 
-# Short leases so an orphaned run is noticed in seconds; no retries in the CLI, so a model error is final.
+# The default leases notice an orphaned run within seconds; no retries in the CLI, so a model error is final.
 CLUSTER_ENV = {
-    "LEASE_SECONDS": "3",
     "DISPATCH_POLL_SECONDS": "0.5",
     "CLAUDE_CODE_MAX_RETRIES": "0",
     # What ends a run whose model stream stalls: the CLI's own stream-idle watchdog clamps its timeout to

@@ -7,12 +7,10 @@ import contextlib
 import json
 import os
 import signal
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from persistence.models import utcnow
 from tests.conftest import Stack
 from tests.documents import (
     INTERRUPT_RUN,
@@ -27,6 +25,7 @@ from tests.documents import (
 )
 from tests.support.cluster import paced_scenario
 from tests.support.graphql_ws import GraphQLWSClient
+from tests.support.leases import take_over
 
 
 def cli_pids(session_id: str) -> list[int]:
@@ -196,10 +195,8 @@ async def test_the_agent_never_sees_the_servers_secrets(
         assert "postgresql" not in listing
 
 
-@pytest.mark.parametrize("special_stack", [{"lease_seconds": 3.0}], indirect=True)
+@pytest.mark.parametrize("special_stack", [{"lease_seconds": 3.0, "lease_renew_seconds": 1.0}], indirect=True)
 async def test_a_replica_that_loses_its_lease_stops_the_cli_at_once(special_stack: Stack) -> None:
-    from persistence.repositories.sessions import SessionRepository
-
     async with (
         special_stack.client() as client,
         GraphQLWSClient.connect(special_stack.api.ws_url, token=special_stack.key) as ws,
@@ -213,12 +210,7 @@ async def test_a_replica_that_loses_its_lease_stops_the_cli_at_once(special_stac
         ] != "SystemMessage":
             pass
         # Another replica took the lease (as after a long database outage on this one).
-        async with special_stack.api.services.db.session() as session:
-            await SessionRepository(session).release_lease(session_id, special_stack.settings.replica_id)
-            assert await SessionRepository(session).claim_lease(
-                session_id, "another-replica", now=utcnow(), ttl=timedelta(seconds=60)
-            )
-            await session.commit()
+        await take_over(special_stack.api.services.db, session_id)
         failed = await wait_for_run(client, run_id, timeout=30)
     assert failed["status"] == "FAILED"
     assert "lost the session's lease" in failed["error"]

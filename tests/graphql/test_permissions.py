@@ -7,7 +7,6 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import pytest
 
 from api.scripted_model.server import ScriptedModelServer
 from persistence.database import Database
-from persistence.models import utcnow
 from persistence.repositories.permissions import PermissionRepository
-from persistence.repositories.sessions import SessionRepository
 from tests.conftest import Stack, start_stack
 from tests.documents import (
     INTERRUPT_RUN,
@@ -31,6 +28,7 @@ from tests.documents import (
 )
 from tests.support.graphql_http import GraphQLHttpClient
 from tests.support.graphql_ws import GraphQLWSClient, Subscription
+from tests.support.leases import take_over
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -483,18 +481,13 @@ async def test_a_server_shutdown_cancels_what_its_runs_wait_for(
     assert not (workspace(stack, session_id) / "hello.txt").exists()
 
 
-@pytest.mark.parametrize("special_stack", [{"lease_seconds": 3.0}], indirect=True)
+@pytest.mark.parametrize("special_stack", [{"lease_seconds": 3.0, "lease_renew_seconds": 1.0}], indirect=True)
 async def test_a_lost_lease_cancels_what_the_run_waits_for(special_stack: Stack) -> None:
     stack = special_stack
     async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
         session_id, run_id, (sub, request) = await _pending_write(stack, ws, client)
         # Another replica took the lease (as after a long database outage on this one).
-        async with stack.api.services.db.session() as session:
-            await SessionRepository(session).release_lease(session_id, stack.settings.replica_id)
-            assert await SessionRepository(session).claim_lease(
-                session_id, "another-replica", now=utcnow(), ttl=timedelta(seconds=60)
-            )
-            await session.commit()
+        await take_over(stack.api.services.db, session_id)
         after = await collect_until_run_ends(sub, run_id)
         run = await wait_for_run(client, run_id)
         late = await decide(client, request["id"], "ALLOW")

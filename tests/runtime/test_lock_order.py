@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from api.runtime import lifecycle
 from persistence.database import Database
 from persistence.migrations import upgrade_head
 from persistence.models import utcnow
+from persistence.repositories.leases import LeaseRepository
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
@@ -72,11 +72,11 @@ async def test_starting_and_finishing_a_run_at_once_do_not_deadlock(
             at=utcnow(),
         )
         await session.commit()
-    monkeypatch.setattr(SessionRepository, "claim_lease", holding(SessionRepository.claim_lease))
+    monkeypatch.setattr(LeaseRepository, "claim", holding(LeaseRepository.claim))
     monkeypatch.setattr(RunRepository, "transition", holding(RunRepository.transition))
 
     started, finished = await asyncio.gather(
-        lifecycle.begin(event_log, run, replica="r1", lease=timedelta(seconds=30)),
+        lifecycle.begin(event_log, run, replica="r1", lease_seconds=30),
         lifecycle.finish(event_log, run.id, status="INTERRUPTED", from_statuses=("QUEUED",)),
     )
     # Exactly one of them took the run, and neither died of "deadlock detected".

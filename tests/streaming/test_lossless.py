@@ -271,8 +271,8 @@ async def test_a_replica_killed_mid_run_fails_its_run_and_the_session_resumes_el
     tmp_path: Path,
 ) -> None:
     _needs_services("replicated")
-    # Short leases so the survivor notices quickly; replica 1 runs nothing until replica 0 is gone.
-    env = {"LEASE_SECONDS": "3", "DISPATCH_POLL_SECONDS": "0.5"}
+    # The default leases (6 s, reaped within 1 s); replica 1 runs nothing until replica 0 is gone.
+    env = {"DISPATCH_POLL_SECONDS": "0.5"}
     async with cluster(tmp_path, env=env, per_replica=[{}, {"EXECUTE_RUNS": "false"}]) as c:
         doomed, survivor = c.replicas
         async with (

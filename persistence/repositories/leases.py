@@ -1,0 +1,160 @@
+"""Session leases in the database's clock, with a fencing token (docs/architecture.md, decision 4).
+
+A lease says which replica runs a session's CLI. Its times are the database's (PostgreSQL's
+clock_timestamp(), SQLite's own 'now'), never a replica's, so replicas whose clocks disagree still agree
+on when a lease lapses. Its `lease_token` is a generation number, raised whenever a new holder takes the
+lease and whenever a reaper fences off a lapsed one; the holder's writes carry the token it took and are
+refused once the row holds another one (`Fence`, `StaleLease`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from persistence.models import AgentSession, UTCDateTime
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a holder's write must match in the session row: its replica id and the token it took."""
+
+    owner: str
+    token: int
+
+    def matches(self) -> sa.ColumnElement[bool]:
+        return sa.and_(AgentSession.lease_owner == self.owner, AgentSession.lease_token == self.token)
+
+
+class StaleLease(Exception):
+    """A write carried a fencing token the session's lease no longer has: another replica (or a reaper)
+    took the session over, so this holder must stop and write nothing more."""
+
+    def __init__(self, session_id: str, fence: Fence) -> None:
+        super().__init__(f"session {session_id}: lease token {fence.token} of {fence.owner} is stale")
+        self.session_id = session_id
+        self.fence = fence
+
+
+def db_now(dialect: str) -> sa.ColumnElement[Any]:
+    """The database's current time, comparable with the stored lease times."""
+    if dialect == "postgresql":
+        # Not now(): that is the transaction's start, which a long transaction would hold back.
+        return sa.func.clock_timestamp(type_=UTCDateTime())
+    # SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff' text; %f gives milliseconds only.
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now").op("||")("000")
+
+
+def db_later(dialect: str, seconds: float) -> sa.ColumnElement[Any]:
+    """The database's current time plus `seconds`."""
+    if dialect == "postgresql":
+        return sa.func.clock_timestamp(type_=UTCDateTime()) + sa.literal(
+            timedelta(seconds=seconds), sa.Interval()
+        )
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds").op("||")("000")
+
+
+class LeaseRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.dialect = session.get_bind().dialect.name
+
+    def _lapsed(self) -> sa.ColumnElement[bool]:
+        return sa.or_(
+            AgentSession.lease_expires_at.is_(None), AgentSession.lease_expires_at < db_now(self.dialect)
+        )
+
+    def claimable_by(self, owner: str) -> sa.ColumnElement[bool]:
+        """The session's lease is free, lapsed or already `owner`'s (a WHERE clause on sessions)."""
+        return sa.or_(AgentSession.lease_owner.is_(None), AgentSession.lease_owner == owner, self._lapsed())
+
+    def lapsed(self) -> sa.ColumnElement[bool]:
+        """The session's lease is free or has expired, in the database's clock."""
+        return self._lapsed()
+
+    async def claim(self, session_id: str, owner: str, *, ttl_seconds: float) -> int | None:
+        """Take the lease (free, lapsed, or already ours) for `ttl_seconds`; returns its token, None when
+        another replica holds it. A new holder, or a lapsed lease, starts a new generation; a live lease
+        of ours keeps its token (an idle CLI of this replica goes on serving the session)."""
+        ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(self._lapsed()))
+        result = await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id, self.claimable_by(owner))
+            .values(
+                lease_owner=owner,
+                lease_expires_at=db_later(self.dialect, ttl_seconds),
+                lease_token=sa.case(
+                    (ours_and_live, AgentSession.lease_token), else_=AgentSession.lease_token + 1
+                ),
+            )
+            .returning(AgentSession.lease_token)
+            .execution_options(synchronize_session=False)
+        )
+        token = result.scalar_one_or_none()
+        return int(token) if token is not None else None
+
+    async def renew(self, owner: str, tokens: Mapping[str, int], *, ttl_seconds: float) -> set[str]:
+        """Extend our leases; returns the ids still ours under the token we hold (not one another
+        replica took, nor one fenced off by a reaper)."""
+        if not tokens:
+            return set()
+        result = await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id.in_(list(tokens)), AgentSession.lease_owner == owner)
+            .values(lease_expires_at=db_later(self.dialect, ttl_seconds))
+            .returning(AgentSession.id, AgentSession.lease_token)
+            .execution_options(synchronize_session=False)
+        )
+        return {session_id for session_id, token in result.all() if tokens.get(session_id) == token}
+
+    async def release(self, session_id: str, fence: Fence) -> None:
+        """Give the lease up, if it is still the one `fence` names."""
+        await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id, fence.matches())
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def check(self, session_id: str, fence: Fence) -> None:
+        """Raise StaleLease unless the lease is still the one `fence` names; locks the session row
+        until the transaction ends, so the answer holds for the rest of it."""
+        result = await self.session.execute(
+            sa.select(AgentSession.id).where(AgentSession.id == session_id, fence.matches()).with_for_update()
+        )
+        if result.scalar_one_or_none() is None:
+            raise StaleLease(session_id, fence)
+
+    async def fence_off(self, session_id: str, holder: str | None) -> bool:
+        """Before a reaper settles a run of `holder`: True when that replica can no longer write the
+        session. A lapsed lease gets a new generation (and no owner), so whatever the old holder still
+        sends is refused; a lease another replica has taken is fenced already. False when `holder`
+        renewed in time after all."""
+        result = await self.session.execute(
+            sa.update(AgentSession)
+            .where(AgentSession.id == session_id, self._lapsed())
+            .values(lease_owner=None, lease_expires_at=None, lease_token=AgentSession.lease_token + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            return True
+        owner = await self.session.execute(
+            sa.select(AgentSession.lease_owner).where(AgentSession.id == session_id)
+        )
+        return owner.scalar_one_or_none() != holder
+
+    async def is_live(self, session_id: str) -> bool:
+        """Some replica holds the session's lease, by the database's clock: its agent runs there."""
+        result = await self.session.execute(
+            sa.select(AgentSession.id).where(
+                AgentSession.id == session_id,
+                AgentSession.lease_owner.is_not(None),
+                sa.not_(self._lapsed()),
+            )
+        )
+        return result.scalar_one_or_none() is not None
