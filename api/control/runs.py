@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from api import audit
 from api.auth import Principal
+from api.control.budgets import DailyBudgets
 from api.control.commands import Interrupt
 from api.control.router import CommandRouter
 from api.errors import NotFound, PolicyViolation, SessionBusy
@@ -60,6 +61,7 @@ class RunControl:
         self.db = event_log.db
         self.manager = manager
         self.policy = PolicyBook.from_settings(settings)
+        self.budgets = DailyBudgets(self.policy)
         self.router = CommandRouter(manager)
 
     async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
@@ -74,6 +76,8 @@ class RunControl:
         to_interrupt: list[str] = []
         async with self.db.session() as session:
             sessions, runs = SessionRepository(session), RunRepository(session)
+            # Before anything is written: a refused run leaves no trace.
+            await self.budgets.check(session, principal, now)
             created = request.session_id is None
             if request.session_id is None:
                 row = await sessions.create(
