@@ -58,17 +58,9 @@ class UsageRepository:
     ) -> list[UsageBucket]:
         """The tenant's runs created in [since, until), summed per group, in the order of the keys."""
         dialect = self.session.get_bind().dialect.name
-        keys: dict[UsageDimension, sa.ColumnElement[Any]] = {}
-        for dimension in group_by:
-            keys[dimension] = _key(dimension, dialect).label(dimension.value.lower())
-        sums = [sa.func.count().label("run_count"), sa.func.sum(Run.cost_usd).label("cost_usd")]
-        sums += [sa.func.sum(Run.usage[key].as_integer()).label(key) for key in TOKEN_KEYS]
-        statement = sa.select(*keys.values(), *sums).where(
-            Run.tenant_id == tenant_id, Run.created_at >= since, Run.created_at < until
-        )
-        if keys:
-            statement = statement.group_by(*keys.values()).order_by(*keys.values())
+        statement = self.summing(tenant_id, since=since, until=until, group_by=group_by, dialect=dialect)
         rows = (await self.session.execute(statement)).mappings().all()
+        keys = set(group_by)
         return [
             UsageBucket(
                 day=_as_date(row["day"]) if UsageDimension.DAY in keys else None,
@@ -82,6 +74,26 @@ class UsageRepository:
             # Without groups an empty range still answers one row of zeros: no bucket for it.
             if row["run_count"]
         ]
+
+    @staticmethod
+    def summing(
+        tenant_id: str,
+        *,
+        since: datetime,
+        until: datetime,
+        group_by: Sequence[UsageDimension],
+        dialect: str = "sqlite",
+    ) -> sa.Select[Any]:
+        """The statement of `buckets`: one range of ix_runs_tenant_id_created_at, grouped."""
+        keys = [_key(dimension, dialect).label(dimension.value.lower()) for dimension in group_by]
+        sums = [sa.func.count().label("run_count"), sa.func.sum(Run.cost_usd).label("cost_usd")]
+        sums += [sa.func.sum(Run.usage[key].as_integer()).label(key) for key in TOKEN_KEYS]
+        statement = sa.select(*keys, *sums).where(
+            Run.tenant_id == tenant_id, Run.created_at >= since, Run.created_at < until
+        )
+        if keys:
+            statement = statement.group_by(*keys).order_by(*keys)
+        return statement
 
     async def cost_since(self, tenant_id: str, since: datetime) -> float:
         """What the tenant's runs created since then have cost so far (runs still going count as 0)."""

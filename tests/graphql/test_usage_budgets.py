@@ -315,3 +315,19 @@ class TestBudgets:
             asked = await finished(b, prompt="hello", maxBudgetUsd=0.25)
             assert await stored_budget(stack, asked["id"]) == 0.25
             assert (await b.execute(BUDGET))["budget"]["spentTodayUsd"] > 0.001
+
+
+RESULT = "query Run($id: ID!) { run(id: $id) { status costUsd result { subtype isError totalCostUsd } } }"
+
+
+@pytest.mark.parametrize("special_stack", [{"default_run_budget_usd": 0.0001}], indirect=True)
+async def test_the_default_run_budget_reaches_the_agent(special_stack: Stack) -> None:
+    """A run that asks for no budget gets DEFAULT_RUN_BUDGET_USD, and the agent itself enforces it: a turn
+    that costs more ends with error_max_budget_usd."""
+    async with special_stack.client() as client:
+        started = await start_ok(client, prompt=fixed(5000, 200))
+        await wait_for_run(client, started["run"]["id"], timeout=120)
+        run = (await client.execute(RESULT, {"id": started["run"]["id"]}))["run"]
+        assert run["result"]["subtype"] == "error_max_budget_usd", run
+        assert run["costUsd"] > 0.0001
+        assert await stored_budget(special_stack, started["run"]["id"]) == 0.0001
