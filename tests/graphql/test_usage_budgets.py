@@ -331,3 +331,20 @@ async def test_the_default_run_budget_reaches_the_agent(special_stack: Stack) ->
         assert run["result"]["subtype"] == "error_max_budget_usd", run
         assert run["costUsd"] > 0.0001
         assert await stored_budget(special_stack, started["run"]["id"]) == 0.0001
+
+
+@pytest.mark.parametrize("special_stack", [{"default_run_budget_usd": 0.03}], indirect=True)
+async def test_the_run_budget_is_each_runs_own_not_the_sessions(special_stack: Stack) -> None:
+    """Turns of one session that each cost less than the budget, but together more, all complete: the
+    agent's limit is on its running total, so each run gets a connection that leaves it its whole budget
+    (and its cost stays its own)."""
+    async with special_stack.client() as client:
+        first = await finished(client, prompt=fixed(5000, 200))
+        assert first["status"] == "COMPLETED", first
+        cost = (await run_figures(client, first["id"]))["costUsd"]
+        assert 0.015 < cost < 0.03, cost
+        for _ in range(2):
+            more = await finished(client, prompt=fixed(5000, 200), sessionId=first["session_id"])
+            run = (await client.execute(RESULT, {"id": more["id"]}))["run"]
+            assert run["result"]["subtype"] == "success", run
+            assert close(run["costUsd"], cost), (run, cost)
