@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=None, description="redis://…; unset means in-process fan-out (one replica)."
     )
     data_dir: Path = Field(default=Path("./var"), description="Workspaces and agent state.")
+    session_store: Literal["files", "database"] = Field(
+        default="files",
+        description="Where agent transcripts are kept: files (only under DATA_DIR, which replicas must "
+        "share) or database (also mirrored to the database, so any replica resumes a session; file "
+        "checkpoints and rewindFiles are then off).",
+    )
 
     # Logging: console for a developer's terminal, JSON everywhere else.
     log_format: str = Field(default="auto", description="console, json or auto (console on a TTY).")
@@ -78,6 +84,16 @@ class Settings(BaseSettings):
         default=None, description="Per-tenant tool rules (JSON, narrower) and budgets."
     )
     max_turns_cap: int = Field(default=100, ge=1)
+    mcp_servers_file: Path | None = Field(
+        default=None,
+        description="The registry of MCP servers (JSON) callers may choose by name with mcpServers; "
+        "unset: none.",
+    )
+    agent_setting_sources: list[Literal["user", "project", "local"]] = Field(
+        default_factory=list,
+        description="Claude Code settings files every agent CLI loads (user: the session's config dir, "
+        "project and local: its workspace, CLAUDE.md with project). Empty: none. JSON list.",
+    )
     # Budgets (api/control/budgets.py); POLICY_FILE may set other figures per tenant.
     max_run_budget_usd: float | None = Field(
         default=None, gt=0, description="The largest maxBudgetUsd a caller may ask for; unset: no cap."

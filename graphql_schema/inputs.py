@@ -51,6 +51,50 @@ class InterruptOutcome(Enum):
     )
 
 
+@strawberry.enum(description="How much effort the model puts into its answer; it guides thinking depth.")
+class Effort(Enum):
+    LOW = strawberry.enum_value("LOW", description="Minimal thinking, fastest answers.")
+    MEDIUM = strawberry.enum_value("MEDIUM", description="Moderate thinking.")
+    HIGH = strawberry.enum_value("HIGH", description="Deep reasoning.")
+    XHIGH = strawberry.enum_value(
+        "XHIGH", description="Deeper still, on models that offer it (others treat it as HIGH)."
+    )
+    MAX = strawberry.enum_value("MAX", description="The most effort the model offers.")
+
+
+@strawberry.enum(description="Whether and how the model thinks before it answers.")
+class ThinkingMode(Enum):
+    ADAPTIVE = strawberry.enum_value(
+        "ADAPTIVE", description="The model decides when and how much to think (on models that support it)."
+    )
+    ENABLED = strawberry.enum_value("ENABLED", description="Thinking with a fixed budget of budgetTokens.")
+    DISABLED = strawberry.enum_value("DISABLED", description="No extended thinking.")
+
+
+@strawberry.enum(description="What thinking blocks carry.")
+class ThinkingDisplay(Enum):
+    SUMMARIZED = strawberry.enum_value("SUMMARIZED", description="A summary of the thinking as text.")
+    OMITTED = strawberry.enum_value("OMITTED", description="The signature only, no text.")
+
+
+@strawberry.input(description="Extended thinking for a run.")
+class ThinkingInput:
+    mode: ThinkingMode = strawberry.field(description="Adaptive, a fixed budget, or off.")
+    budget_tokens: int | None = strawberry.field(
+        default=None, description="With ENABLED only, and required there: from 1024 to 128000 tokens."
+    )
+    display: ThinkingDisplay | None = strawberry.field(
+        default=None, description="What thinking blocks carry; absent: the CLI's default. Not with DISABLED."
+    )
+
+
+@strawberry.input(description="Claude Code's own system prompt, with text of yours after it.")
+class SystemPromptPresetInput:
+    append: str | None = strawberry.field(
+        default=None, description="Appended to Claude Code's system prompt; absent: the prompt as it is."
+    )
+
+
 @strawberry.input(description="A subagent the main agent may delegate to.")
 class AgentDefinitionInput:
     name: str = strawberry.field(description="The subagent's name: letters, digits, _ and -, up to 64.")
@@ -74,8 +118,24 @@ class StartRunInput:
     model: str | None = strawberry.field(
         default=None, description="The model to run; absent: the server's default."
     )
+    fallback_model: str | None = strawberry.field(
+        default=None,
+        description="The model the CLI switches to when the main one is overloaded; must differ from it.",
+    )
     system_prompt: str | None = strawberry.field(
-        default=None, description="Replaces the default system prompt."
+        default=None,
+        description="Replaces the default system prompt (absent, and no systemPromptPreset: the SDK's "
+        "minimal prompt).",
+    )
+    system_prompt_preset: SystemPromptPresetInput | None = strawberry.field(
+        default=None,
+        description="Claude Code's own system prompt, optionally with text appended; not with systemPrompt.",
+    )
+    thinking: ThinkingInput | None = strawberry.field(
+        default=None, description="Extended thinking; absent: the CLI's default for the model."
+    )
+    effort: Effort | None = strawberry.field(
+        default=None, description="How much effort the model puts in; absent: the CLI's default."
     )
     permission_mode: PermissionMode | None = strawberry.field(
         default=None, description="How the agent asks before using tools; absent: DEFAULT."
@@ -99,7 +159,10 @@ class StartRunInput:
         default=None, description="A JSON Schema; the result's structuredOutput follows it."
     )
     mcp_servers: list[str] | None = strawberry.field(
-        default=None, description="Names from the operator's registry."
+        default=None,
+        description="MCP servers the agent may use, by name from the operator's registry (never a command "
+        "or URL); their tools are named mcp__<server>__<tool> and follow the tool policy. An unregistered "
+        "or, for this tenant, unallowed name is a PolicyViolationError (rule mcp_servers).",
     )
     agents: list[AgentDefinitionInput] | None = strawberry.field(
         default=None, description="Subagents the agent may delegate to."

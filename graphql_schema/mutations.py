@@ -62,7 +62,21 @@ def _request(data: StartRunInput) -> RunRequest:
         session_id=str(data.session_id) if data.session_id is not None else None,
         title=data.title,
         model=data.model,
+        fallback_model=data.fallback_model,
         system_prompt=data.system_prompt,
+        system_prompt_preset=(
+            {"append": data.system_prompt_preset.append} if data.system_prompt_preset is not None else None
+        ),
+        thinking=(
+            {
+                "mode": data.thinking.mode.name,
+                "budget_tokens": data.thinking.budget_tokens,
+                "display": data.thinking.display.name if data.thinking.display else None,
+            }
+            if data.thinking is not None
+            else None
+        ),
+        effort=data.effort.name if data.effort else None,
         permission_mode=data.permission_mode.name if data.permission_mode else None,
         allowed_tools=data.allowed_tools,
         disallowed_tools=data.disallowed_tools,

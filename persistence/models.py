@@ -119,7 +119,7 @@ class Run(Base):
         sa.Index("ix_runs_status_created_at", "status", "created_at"),
         sa.Index("ix_runs_session_id_created_at_id", "session_id", "created_at", "id"),
         sa.Index("ix_runs_tenant_id_status", "tenant_id", "status"),
-        # The usage report and the daily budget: a tenant's runs of a period (migration 0006).
+        # The usage report and the daily budget: a tenant's runs of a period (migration 0007).
         sa.Index("ix_runs_tenant_id_created_at", "tenant_id", "created_at"),
     )
 
@@ -229,3 +229,58 @@ class PermissionRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+
+
+class TranscriptEntry(Base):
+    """One line of an agent transcript mirrored by the SDK (SESSION_STORE=database), in append order.
+
+    Rows belong to one of our sessions (`owner_session_id`) and its tenant: the store that reads and
+    writes them is bound to that pair, so a session never sees another's transcript. Within it, the
+    SDK's own key (`project_key`, `transcript_id`, `subpath`; '' for the main transcript) is kept
+    verbatim. `id` orders the lines; `uuid` (when the line has one) makes a retried batch harmless.
+    """
+
+    __tablename__ = "transcript_entries"
+    __table_args__ = (
+        sa.Index(
+            "ix_transcript_entries_key_id",
+            "owner_session_id",
+            "project_key",
+            "transcript_id",
+            "subpath",
+            "id",
+        ),
+        sa.Index(
+            "uq_transcript_entries_key_uuid",
+            "owner_session_id",
+            "project_key",
+            "transcript_id",
+            "subpath",
+            "uuid",
+            unique=True,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    owner_session_id: Mapped[str] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
+    project_key: Mapped[str] = mapped_column(sa.String(255))
+    transcript_id: Mapped[str] = mapped_column(sa.String(255))
+    subpath: Mapped[str] = mapped_column(sa.String(500))
+    uuid: Mapped[str | None] = mapped_column(sa.String(255))
+    entry: Mapped[dict[str, Any]]
+
+
+class Transcript(Base):
+    """A main transcript of the store: its last write time (epoch ms) and the SDK's folded summary."""
+
+    __tablename__ = "transcripts"
+
+    owner_session_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    transcript_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    mtime_ms: Mapped[int] = mapped_column(sa.BigInteger)
+    summary: Mapped[dict[str, Any] | None]

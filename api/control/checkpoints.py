@@ -8,21 +8,33 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
+import structlog
+
 from api import audit
 from api.auth import Principal
 from api.control.commands import RewindFiles
 from api.control.live import agent_is_live
 from api.control.router import CommandRouter
 from api.control.sessions import check_title
-from api.errors import CheckpointUnavailable, NotFound, SessionBusy, ValidationFailed
+from api.errors import CheckpointUnavailable, NotFound, PolicyViolation, SessionBusy, ValidationFailed
 from api.events.log import EventLog
 from api.runtime.run_manager import RunManager
 from api.runtime.sdk_adapter import transcript_message, transcript_path
+from api.runtime.transcript_store import copy_for_fork, restore_transcript, session_store_for
 from api.sandbox.layout import SessionPaths, copy_tree, remove_tree
 from api.settings import Settings
 from persistence.models import AgentSession, utcnow
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
+
+log = structlog.get_logger(__name__)
+
+# What rewindFiles answers when transcripts go to the database: the SDK keeps file checkpoints only
+# beside a transcript on local disk, and refuses them together with a session store.
+REWIND_NEEDS_FILES = (
+    "rewindFiles needs SESSION_STORE=files: with SESSION_STORE=database the agent keeps no file "
+    "checkpoints (the SDK refuses file checkpointing together with a session store)"
+)
 
 # A rewind may have to start the session's agent first (a second or more on a loaded machine).
 REWIND_TIMEOUT_SECONDS = 60.0
@@ -54,6 +66,8 @@ class CheckpointControl:
             row = await SessionRepository(session).get(session_id, tenant_id=principal.tenant_id)
             if row is None:
                 raise NotFound("Session", session_id)
+            if self.settings.session_store != "files":
+                raise PolicyViolation(REWIND_NEEDS_FILES, rule="session_store")
             runs = RunRepository(session)
             run = await runs.by_checkpoint(session_id, checkpoint_id)
             if run is None or run.started_at is None:
@@ -113,6 +127,10 @@ class CheckpointControl:
         if active:
             raise SessionBusy(session_id, active[0].id)
         source = SessionPaths.of(self.settings.data_dir, principal.tenant_id, session_id)
+        parent_store = session_store_for(self.settings, self.db, principal.tenant_id, session_id)
+        if parent_store is not None:
+            # The parent may have run on another replica: its conversation is in the store.
+            await restore_transcript(parent_store, str(source.agent_dir), str(source.workspace), session_id)
         transcript = transcript_path(str(source.agent_dir), str(source.workspace), session_id)
         if not await asyncio.to_thread(transcript.exists):
             raise ValidationFailed("the session has no conversation to fork yet", field="sessionId")
@@ -123,6 +141,7 @@ class CheckpointControl:
             raise NotFound("Message", at_message_id)
         child_id = str(uuid.uuid4())
         child = await asyncio.to_thread(self.manager.launcher.paths, principal.tenant_id, child_id)
+        created = False
         try:
             await asyncio.to_thread(_copy_for_fork, source, child, session_id)
             async with self.db.session() as session:
@@ -149,11 +168,33 @@ class CheckpointControl:
                     details={"forkedFrom": session_id, "atMessageId": at_message_id},
                 )
                 await session.commit()
+            created = True
+            child_store = session_store_for(self.settings, self.db, principal.tenant_id, child_id)
+            if parent_store is not None and child_store is not None:
+                # After the commit: the store's rows belong to the new session's row. The fork's first
+                # run, on whichever replica, restores this copy and forks from it.
+                await copy_for_fork(
+                    parent_store,
+                    child_store,
+                    (str(child.agent_dir), str(child.workspace)),
+                    session_id,
+                )
         except BaseException:
+            if created:
+                await self._forget_fork(child_id)
             await asyncio.to_thread(remove_tree, child.root)
             raise
         await self.event_log.publish_session_change(principal.tenant_id, child_id, "CREATED")
         return row
+
+    async def _forget_fork(self, child_id: str) -> None:
+        """A fork whose conversation could not be copied to the store is no fork: its row goes."""
+        try:
+            async with self.db.session() as session:
+                await SessionRepository(session).delete(child_id)
+                await session.commit()
+        except Exception:
+            log.error("fork.row_left", session_id=child_id, exc_info=True)
 
 
 def _copy_for_fork(source: SessionPaths, child: SessionPaths, parent_id: str) -> None:

@@ -22,6 +22,7 @@ from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
 from api.runtime import lifecycle, metrics, permissions
+from api.runtime.mcp_registry import McpRegistry
 from api.runtime.session_actor import SessionActor
 from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
@@ -52,6 +53,8 @@ class RunManager:
         self.replica = settings.replica_id
         self.launcher = launcher
         self.webhooks = WebhookDispatcher(settings, db)
+        # Validated at start: a broken registry stops the server with the file's name.
+        self.mcp_registry = McpRegistry.load(settings.mcp_servers_file)
         self._actors: dict[str, SessionActor] = {}
         self._running = 0
         self._wake = asyncio.Event()

@@ -1,6 +1,7 @@
-"""The only module that imports claude_agent_sdk: options in, plain event dicts out.
+"""The only module that drives claude_agent_sdk: options in, plain event dicts out.
 
-Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file.
+Everything else in the service speaks `AgentSpec` and `AgentOutput`, so an SDK upgrade touches this file
+(and persistence/session_store.py, which implements the SDK's SessionStore protocol with its types).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import claude_agent_sdk
 import structlog
@@ -40,7 +41,15 @@ from claude_agent_sdk import (
     UserMessage,
     project_key_for_directory,
 )
-from claude_agent_sdk.types import CanUseToolShadowedWarning, PermissionRuleValue, RateLimitEvent
+from claude_agent_sdk.types import (
+    CanUseToolShadowedWarning,
+    PermissionRuleValue,
+    RateLimitEvent,
+    SessionKey,
+    SessionStore,
+    SessionStoreEntry,
+    SystemPromptPreset,
+)
 
 from api.events.records import EventKind
 
@@ -66,7 +75,17 @@ class AgentSpec:
     # A sandbox launcher, or None for the bundled CLI started directly (SANDBOX=off).
     cli_path: str | None = None
     model: str | None = None
+    fallback_model: str | None = None
     system_prompt: str | None = None
+    # Claude Code's own system prompt instead of system_prompt: {} or {"append": str}.
+    system_prompt_preset: dict[str, Any] | None = None
+    # The SDK's ThinkingConfig and EffortLevel.
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
+    # The operator's configs of the servers the run chose (McpServerConfig by name).
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    # The operator's choice (AGENT_SETTING_SOURCES); empty: no settings file configures the agent.
+    setting_sources: tuple[str, ...] = ()
     permission_mode: str | None = None
     allowed_tools: tuple[str, ...] = ()
     disallowed_tools: tuple[str, ...] = ()
@@ -260,6 +279,26 @@ class _Stderr:
         return "\n".join(list(self.lines)[-count:])
 
 
+class MirrorOnly:
+    """A session store as the SDK is handed it: every transcript line the CLI writes goes to `store`,
+    and `load` finds nothing.
+
+    Given a store that loads, the SDK resumes by writing the transcript to a temporary CLAUDE_CONFIG_DIR
+    of the server's and pointing the CLI there, a folder the sandbox does not show the agent. The
+    session actor writes it into the session's own agent dir instead (api/runtime/transcript_store.py),
+    and the CLI resumes from that file as it does without a store.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def append(self, key: SessionKey, entries: list[SessionStoreEntry]) -> None:
+        await self._store.append(key, entries)
+
+    async def load(self, key: SessionKey) -> list[SessionStoreEntry] | None:
+        return None
+
+
 class AgentConnection:
     """One live CLI process for one session, owned by one task (the session actor)."""
 
@@ -269,11 +308,13 @@ class AgentConnection:
         hooks: HookProvider | None = None,
         *,
         ask_permission: PermissionAsker | None = None,
+        session_store: SessionStore | None = None,
     ) -> None:
         self.spec = spec
         self._hooks = hooks
         self._stderr = _Stderr(spec.session_id)
         self._ask_permission = ask_permission
+        self._session_store = session_store
         self._client = ClaudeSDKClient(self._options(spec))
         self._connected = False
 
@@ -283,7 +324,11 @@ class AgentConnection:
             cli_path=spec.cli_path,
             env=spec.env,
             model=spec.model,
-            system_prompt=spec.system_prompt,
+            fallback_model=spec.fallback_model,
+            system_prompt=_system_prompt(spec),
+            thinking=spec.thinking,  # type: ignore[arg-type]
+            effort=spec.effort,  # type: ignore[arg-type]
+            mcp_servers=dict(spec.mcp_servers or {}),  # type: ignore[arg-type]
             permission_mode=spec.permission_mode,  # type: ignore[arg-type]
             allowed_tools=list(spec.allowed_tools),
             disallowed_tools=list(spec.disallowed_tools),
@@ -291,11 +336,19 @@ class AgentConnection:
             max_budget_usd=spec.max_budget_usd,
             # Remote prompts are data: no @file expansion, no slash commands (docs/architecture.md, facts).
             verbatim_prompts=True,
-            # Nothing from the workspace or the server's home may configure the agent.
-            setting_sources=[],
+            # Only what the operator chose may configure the agent (none by default); no .mcp.json.
+            setting_sources=list(spec.setting_sources),  # type: ignore[arg-type]
             strict_mcp_config=True,
             include_partial_messages=True,
-            enable_file_checkpointing=True,
+            # The SDK refuses a session store with file checkpointing (checkpoints stay on local disk
+            # and would diverge from the mirrored transcript): that mode has no rewindFiles.
+            enable_file_checkpointing=self._session_store is None,
+            # Duck-typed as the SDK allows: the optional methods it probes for are absent on purpose.
+            session_store=(
+                cast(SessionStore, MirrorOnly(self._session_store))
+                if self._session_store is not None
+                else None
+            ),
             stderr=self._stderr,
             max_buffer_size=MAX_BUFFER_BYTES,
             client_app="claude-agent-graphql-api",
@@ -317,7 +370,9 @@ class AgentConnection:
         if spec.output_schema is not None:
             options.output_format = {"type": "json_schema", "schema": spec.output_schema}
         if spec.agents:
-            options.agents = {name: AgentDefinition(**definition) for name, definition in spec.agents.items()}
+            options.agents = {
+                name: _subagent(definition, spec.disallowed_tools) for name, definition in spec.agents.items()
+            }
         if self._hooks is not None and self._hooks.events:
             options.hooks = _hook_matchers(self._hooks)  # type: ignore[assignment]
         return options
@@ -490,6 +545,24 @@ class AgentConnection:
         if tail:
             parts.append(f"stderr: {tail}")
         return "; ".join(parts)
+
+
+def _system_prompt(spec: AgentSpec) -> str | SystemPromptPreset | None:
+    if spec.system_prompt_preset is None:
+        return spec.system_prompt
+    preset = SystemPromptPreset(type="preset", preset="claude_code")
+    if spec.system_prompt_preset.get("append"):
+        preset["append"] = spec.system_prompt_preset["append"]
+    return preset
+
+
+def _subagent(definition: dict[str, Any], disallowed: tuple[str, ...]) -> AgentDefinition:
+    """A subagent denied what its parent is denied, in its own definition too: the caller's
+    disallowedTools and the operator's denied tools hold inside it whatever tools it lists."""
+    agent = AgentDefinition(**definition)
+    if disallowed:
+        agent.disallowedTools = [*(agent.disallowedTools or []), *disallowed]
+    return agent
 
 
 def _hook_matchers(provider: HookProvider) -> dict[str, list[HookMatcher]]:

@@ -23,6 +23,7 @@ from api.control.commands import (
     SetModel,
     SetPermissionMode,
 )
+from api.errors import PolicyViolation
 from api.events.records import EventKind
 from api.runtime import lifecycle, metrics
 from api.runtime.permissions import PermissionBroker
@@ -40,6 +41,7 @@ from api.runtime.sdk_adapter import (
     transcript_message,
     transcript_path,
 )
+from api.runtime.transcript_store import restore_transcript, session_store_for
 from api.webhooks.dispatcher import HookCall, unavailable_output
 from persistence.models import Run
 from persistence.repositories.runs import RunRepository
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from api.runtime.run_manager import RunManager
     from api.sandbox.launcher import Launch
     from api.sandbox.layout import SessionPaths
+    from persistence.session_store import DatabaseSessionStore
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +114,8 @@ class SessionActor:
         self._launch: Launch | None = None
         self._paths: SessionPaths | None = None
         self._tenant_id: str | None = None
+        # The session's transcripts in the database (SESSION_STORE=database), else None.
+        self._store: DatabaseSessionStore | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
             session_id,
@@ -335,6 +340,13 @@ class SessionActor:
         self._tenant_id = tenant_id
         async with self.manager.db.session() as session:
             row = await SessionRepository(session).get(self.session_id)
+        self._store = session_store_for(self.manager.settings, self.manager.db, tenant_id, self.session_id)
+        if self._store is not None and self._pump is None:
+            # The session may have run on another replica last: its transcript comes from the store.
+            # (A live CLI of ours wrote the file itself, and holds the conversation.)
+            await restore_transcript(self._store, agent_dir, workspace, self.session_id)
+            if row is not None and row.fork_source_id is not None:
+                await restore_transcript(self._store, agent_dir, workspace, row.fork_source_id)
         resume = await asyncio.to_thread(transcript_exists, agent_dir, workspace, self.session_id)
         fork_from = None
         # A fork's first connection: its parent's transcript was copied here (SessionControl.fork).
@@ -354,7 +366,13 @@ class SessionActor:
             # Set per connection from its Launch (_ensure_connection).
             env={},
             model=options.model,
+            fallback_model=options.fallback_model,
             system_prompt=options.system_prompt,
+            system_prompt_preset=options.system_prompt_preset,
+            thinking=options.thinking,
+            effort=options.effort,
+            mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
+            setting_sources=tuple(self.manager.settings.agent_setting_sources),
             permission_mode=options.permission_mode,
             allowed_tools=tuple(options.allowed_tools or ()),
             disallowed_tools=tuple(options.disallowed_tools or ()),
@@ -395,10 +413,16 @@ class SessionActor:
                 path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
                 cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
             limit = cost_so_far + spec.max_budget_usd if spec.max_budget_usd is not None else None
+            env = launch.env
+            if self._store is not None:
+                # The SDK maps each mirrored line's file to its store key relative to the CLAUDE_CONFIG_DIR
+                # it reads here; a sandbox launcher sets the CLI's own inside and clears this one.
+                env = {**env, "CLAUDE_CONFIG_DIR": str(self._paths.agent_dir)}
             connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path, max_budget_usd=limit),
+                dataclasses.replace(spec, env=env, cli_path=launch.cli_path, max_budget_usd=limit),
                 hooks,
                 ask_permission=self.permissions.ask,
+                session_store=self._store,
             )
             await connection.connect()
             metrics.LIVE_SESSIONS.inc()
@@ -439,6 +463,9 @@ class SessionActor:
         spec = await self._spec(row.tenant_id, latest.options)
         assert self._paths is not None
         agent_dir = str(self._paths.agent_dir)
+        if self._store is not None:
+            # CheckpointControl refuses it first; this holds for a command that reached us anyway.
+            return {"error": "SESSION_STORE=database keeps no file checkpoints"}
         if not spec.resume:
             return {"error": "the agent has no transcript for this session, so no file checkpoints"}
         before: str | None = None
@@ -535,7 +562,11 @@ class SessionActor:
             self._launch.grant.open = held
 
     async def _execute(self, run: Run) -> Outcome:
-        spec = await self._spec(run.tenant_id, run.options)
+        try:
+            spec = await self._spec(run.tenant_id, run.options)
+        except PolicyViolation as exc:
+            # The registry changed (a restart) between queueing and running: the run cannot have it.
+            return Outcome("FAILED", error=exc.message)
         try:
             pump = await self._ensure_connection(spec)
         except AgentFailure as exc:
@@ -566,6 +597,12 @@ class SessionActor:
         if spec.fork_from is not None:
             # The fork's own transcript holds the conversation now; the parent's copy has served.
             await asyncio.to_thread(remove_transcript, agent_dir, spec.cwd, spec.fork_from)
+            if self._store is not None:
+                try:
+                    await self._store.delete_transcript(spec.fork_from)
+                except Exception:
+                    # Unused from now on (the fork resumes its own transcript); it goes with the session.
+                    log.warning("session.fork_copy_not_removed", exc_info=True)
 
     async def _send_and_wait(self, run: Run, pump: ConnectionPump) -> Outcome:
         pump.current_run_id = run.id

@@ -14,7 +14,11 @@ Policy file (POLICY_FILE), JSON:
     {"tenants": {"acme": {"allowedTools": ["Read", "Grep", "Bash(npm test:*)"],
                           "permissionModes": ["DEFAULT", "PLAN"],
                           "deniedTools": ["WebFetch"],
+                          "mcpServers": ["files"],
                           "dailyBudgetUsd": 50, "maxRunBudgetUsd": 5}}}
+
+`mcpServers` names the servers of the operator's registry (MCP_SERVERS_FILE, api/runtime/mcp_registry.py)
+the tenant may choose; absent: every registered one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import orjson
 
 from api.errors import PolicyViolation
+from api.runtime.mcp_registry import McpRegistry
 from api.settings import Settings
 
 
@@ -38,6 +43,7 @@ class ToolRules:
     allowed_tools: tuple[str, ...] | None = None
     permission_modes: tuple[str, ...] | None = None
     denied_tools: tuple[str, ...] = ()
+    mcp_servers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,14 @@ class ToolPolicy:
     """The rules in force for one tenant: the deployment's, then the tenant's; and the tenant's budgets."""
 
     layers: tuple[tuple[str, ToolRules], ...]
+    mcp: McpRegistry = field(default_factory=McpRegistry)
     budgets: Budgets = field(default_factory=Budgets)
+
+    def check_mcp_servers(self, names: list[str]) -> list[str]:
+        """Registered names every layer allows, or a typed error naming the rule."""
+        for name, rules in self.layers:
+            self.mcp.check_names(names, rules.mcp_servers, name)
+        return list(names)
 
     @property
     def denied_tools(self) -> list[str]:
@@ -122,6 +135,7 @@ class PolicyBook:
 
     deployment: ToolRules
     tenants: dict[str, ToolRules] = field(default_factory=dict)
+    mcp: McpRegistry = field(default_factory=McpRegistry)
     budgets: Budgets = field(default_factory=Budgets)
     # Per tenant, only the budget figures its entry names (a None value: no limit for that tenant).
     tenant_budgets: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -130,7 +144,7 @@ class PolicyBook:
         layers: list[tuple[str, ToolRules]] = [("deployment", self.deployment)]
         if tenant_name in self.tenants:
             layers.append((f"tenant {tenant_name}", self.tenants[tenant_name]))
-        return ToolPolicy(tuple(layers), self.budgets_for(tenant_name))
+        return ToolPolicy(tuple(layers), mcp=self.mcp, budgets=self.budgets_for(tenant_name))
 
     def budgets_for(self, tenant_name: str) -> Budgets:
         overrides = self.tenant_budgets.get(tenant_name)
@@ -145,6 +159,7 @@ class PolicyBook:
             permission_modes=settings.allowed_permission_modes,
             denied_tools=settings.tool_denylist,
             policy_file=settings.policy_file,
+            mcp=McpRegistry.load(settings.mcp_servers_file),
             budgets=Budgets(
                 max_run_usd=settings.max_run_budget_usd,
                 default_run_usd=settings.default_run_budget_usd,
@@ -160,6 +175,7 @@ class PolicyBook:
         permission_modes: list[str],
         denied_tools: list[str],
         policy_file: Path | None,
+        mcp: McpRegistry | None = None,
         budgets: Budgets | None = None,
     ) -> PolicyBook:
         deployment = ToolRules(
@@ -178,13 +194,23 @@ class PolicyBook:
                 where = f"POLICY_FILE {policy_file}: tenants.{tenant}"
                 tenants[tenant] = _rules(raw, where)
                 tenant_budgets[tenant] = _budgets(raw, where)
-        return cls(deployment, tenants, budgets or Budgets(), tenant_budgets)
+        registry = mcp or McpRegistry()
+        for tenant, rules in tenants.items():
+            unknown = [name for name in rules.mcp_servers or () if name not in registry.servers]
+            if unknown:
+                raise ValueError(
+                    f"POLICY_FILE {policy_file}: tenants.{tenant}.mcpServers names unregistered "
+                    f"server(s) {', '.join(unknown)}"
+                )
+        return cls(
+            deployment, tenants, mcp=registry, budgets=budgets or Budgets(), tenant_budgets=tenant_budgets
+        )
 
 
 def _rules(raw: object, where: str) -> ToolRules:
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must be an object")
-    unknown = set(raw) - {"allowedTools", "permissionModes", "deniedTools", *BUDGET_KEYS}
+    unknown = set(raw) - {"allowedTools", "permissionModes", "deniedTools", "mcpServers", *BUDGET_KEYS}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
 
@@ -200,6 +226,7 @@ def _rules(raw: object, where: str) -> ToolRules:
         allowed_tools=strings("allowedTools"),
         permission_modes=strings("permissionModes"),
         denied_tools=strings("deniedTools") or (),
+        mcp_servers=strings("mcpServers"),
     )
 
 

@@ -32,6 +32,9 @@ Script format
 
 Built-in scenarios
     ``echo``          one text block "You said: <prompt text>", streamed in a few deltas.
+    ``recall``        one text block "Earlier prompts (N): <p1> | <p2> ..." listing the prompts of the
+                      turns before this one that the request carries, oldest first ("(none)" if
+                      none): proof that a resumed session's history reached the model.
     ``thinking``      a thinking block (with signature) then a text block.
     ``write-file``    step 0: Write ``hello.txt`` (absolute path under the CLI's cwd, read from the
                       request's environment section; relative if absent) with "hello\\n";

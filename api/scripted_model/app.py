@@ -152,7 +152,7 @@ def _plan_reply(body: dict[str, Any], request_chars: int, record: dict[str, Any]
         return resolve_reply(step, model=model, turn_key="side", step_index=0, request_chars=request_chars)
 
     position = turn_position(body)
-    scenario = _scenario_for(position.prompt_text, position.cwd)
+    scenario = _scenario_for(position.prompt_text, position.cwd, position.earlier_prompts)
     record.update(
         kind="conversation", scenario=scenario.name, step=position.step_index, prompt=position.prompt_text
     )
@@ -165,11 +165,11 @@ def _plan_reply(body: dict[str, Any], request_chars: int, record: dict[str, Any]
     )
 
 
-def _scenario_for(prompt_text: str, cwd: str | None) -> Scenario:
+def _scenario_for(prompt_text: str, cwd: str | None, earlier_prompts: tuple[str, ...]) -> Scenario:
     selector = select_scenario(prompt_text)
     if selector.inline is not None:
         return parse_scenario(selector.inline)
-    return builtin_scenario(selector.name or "echo", prompt_text, cwd)
+    return builtin_scenario(selector.name or "echo", prompt_text, cwd, earlier_prompts)
 
 
 async def _respond(reply: Reply, *, stream: bool) -> Response:

@@ -17,14 +17,21 @@ from api.scripted_model.scenario import (
 MAX_MANY_BLOCKS = 100_000
 SLOW_WORDS = 50
 SLOW_TOKENS_PER_SECOND = 20.0
-BUILTIN_NAMES = "echo, thinking, write-file, slow, many:N, error:STATUS"
+BUILTIN_NAMES = "echo, recall, thinking, write-file, slow, many:N, error:STATUS"
 
 
-def builtin_scenario(name: str, prompt_text: str, cwd: str | None) -> Scenario:
+def builtin_scenario(
+    name: str, prompt_text: str, cwd: str | None, earlier_prompts: tuple[str, ...] = ()
+) -> Scenario:
     """Build the named scenario for this prompt; unknown names raise :class:`ScenarioError`."""
     base, _, arg = name.partition(":")
     if base == "echo" and not arg:
         return Scenario(name, (Step(content=(TextBlock(f"You said: {prompt_text}"),)),))
+    if base == "recall" and not arg:
+        # The model is stateless: what it can recall is exactly the history the CLI resumed and sent.
+        listed = " | ".join(earlier_prompts) if earlier_prompts else "(none)"
+        text = f"Earlier prompts ({len(earlier_prompts)}): {listed}"
+        return Scenario(name, (Step(content=(TextBlock(text),)),))
     if base == "thinking" and not arg:
         return Scenario(
             name,

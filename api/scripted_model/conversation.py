@@ -29,6 +29,8 @@ class TurnPosition:
     step_index: int
     cwd: str | None
     turn_key: str  # identifies the turn (session, position, prompt) for deterministic tool ids
+    # The prompts of the turns before this one, oldest first: what the model was sent of the history.
+    earlier_prompts: tuple[str, ...] = ()
 
 
 def turn_position(body: dict[str, Any]) -> TurnPosition:
@@ -41,7 +43,19 @@ def turn_position(body: dict[str, Any]) -> TurnPosition:
         step_index=_assistant_runs(after),
         cwd=find_cwd(body),
         turn_key=f"{_session_hint(body)}/{anchor}/{prompt}",
+        earlier_prompts=_earlier_prompts(messages[:anchor] if anchor is not None else []),
     )
+
+
+def _earlier_prompts(messages: list[dict[str, Any]]) -> tuple[str, ...]:
+    prompts: list[str] = []
+    for msg in messages:
+        if msg.get("role") != "user" or _has_tool_result(msg):
+            continue
+        text = _user_text(msg)
+        if text:
+            prompts.append(text)
+    return tuple(prompts)
 
 
 def _session_hint(body: dict[str, Any]) -> str:

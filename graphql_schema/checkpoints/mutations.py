@@ -11,9 +11,11 @@ from graphql_schema.context import Info
 from graphql_schema.errors import (
     Error,
     NotFoundError,
+    PolicyViolationError,
     SessionBusyError,
     ValidationError,
     not_found_error,
+    policy_violation_error,
     session_busy_error,
     validation_error,
 )
@@ -70,7 +72,7 @@ class ForkSessionSuccess:
 
 
 RewindFilesResult = Annotated[
-    RewindFilesSuccess | NotFoundError | SessionBusyError | CheckpointUnavailableError,
+    RewindFilesSuccess | NotFoundError | SessionBusyError | CheckpointUnavailableError | PolicyViolationError,
     strawberry.union("RewindFilesResult", description="What the rewind did, or why it did nothing."),
 ]
 ForkSessionResult = Annotated[
@@ -84,7 +86,8 @@ class CheckpointMutations:
     @strawberry.mutation(
         description="Put a session's files back as they were before a run's prompt (or preview it with "
         "dryRun). Refused with SessionBusyError while a run is queued or running. Works whether or not "
-        "the session's agent is running. A FilesRewound event joins the session's log."
+        "the session's agent is running. A FilesRewound event joins the session's log. With "
+        "SESSION_STORE=database there are no file checkpoints: PolicyViolationError, rule session_store."
     )
     async def rewind_files(
         self,
@@ -104,6 +107,8 @@ class CheckpointMutations:
             return not_found_error(exc)
         except errors.SessionBusy as exc:
             return session_busy_error(exc)
+        except errors.PolicyViolation as exc:
+            return policy_violation_error(exc)
         except errors.CheckpointUnavailable as exc:
             return CheckpointUnavailableError(
                 code=exc.code,

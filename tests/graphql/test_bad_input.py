@@ -64,6 +64,17 @@ class TestStartRunValidation:
             ({"maxBudgetUsd": -1.0}, "maxBudgetUsd"),
             ({"allowedTools": ["Bash; rm -rf /"]}, "allowedTools"),
             ({"outputSchema": [1, 2]}, "outputSchema"),
+            ({"model": "claude-sonnet-5", "fallbackModel": "claude-sonnet-5"}, "fallbackModel"),
+            ({"fallbackModel": "no such; model"}, "fallbackModel"),
+            ({"systemPrompt": "mine", "systemPromptPreset": {"append": "and more"}}, "systemPromptPreset"),
+            ({"thinking": {"mode": "ENABLED"}}, "thinking.budgetTokens"),
+            ({"thinking": {"mode": "ENABLED", "budgetTokens": 100}}, "thinking.budgetTokens"),
+            ({"thinking": {"mode": "ADAPTIVE", "budgetTokens": 2048}}, "thinking.budgetTokens"),
+            ({"thinking": {"mode": "DISABLED", "display": "SUMMARIZED"}}, "thinking.display"),
+            (
+                {"agents": [{"name": "helper", "description": "d", "prompt": "p", "model": "x y"}]},
+                "agents.model",
+            ),
         ],
     )
     async def test_out_of_bounds_options_name_their_field(

@@ -115,8 +115,8 @@ async def test_unknown_scenario_is_a_400(http: httpx.AsyncClient) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == {
         "type": "invalid_request_error",
-        "message": "unknown scenario 'nope'; built-in scenarios: echo, thinking, write-file, slow, many:N, "
-        "error:STATUS",
+        "message": "unknown scenario 'nope'; built-in scenarios: echo, recall, thinking, write-file, slow, "
+        "many:N, error:STATUS",
     }
 
 

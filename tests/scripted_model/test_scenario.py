@@ -154,6 +154,31 @@ class TestTurnPosition:
         position = turn_position(body)
         assert (position.prompt_text, position.step_index) == ("two", 0)
 
+    def test_earlier_prompts_are_the_previous_turns_prompts(self) -> None:
+        body = {
+            "messages": [
+                user("one"),
+                assistant("a"),
+                tool_result(),
+                assistant("b"),
+                user("two"),
+                assistant("c"),
+                user("[scenario:recall]"),
+            ]
+        }
+        position = turn_position(body)
+        assert position.earlier_prompts == ("one", "two")
+        text = (
+            builtin_scenario("recall", position.prompt_text, None, position.earlier_prompts)
+            .step(0)
+            .content[0]
+        )
+        assert isinstance(text, TextBlock)
+        assert text.text == "Earlier prompts (2): one | two"
+        first = builtin_scenario("recall", "x", None).step(0).content[0]
+        assert isinstance(first, TextBlock)
+        assert first.text == "Earlier prompts (0): (none)"
+
     def test_prompts_merged_after_a_failed_turn_use_the_last(self) -> None:
         # Measured with CLI 2.1.331: a failed turn's prompt stays in the next user message.
         body = {"messages": [user("[scenario:error:529]\n", "[scenario:thinking]")]}
