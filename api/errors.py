@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class ServiceError(Exception):
     """A failure the client caused or can act on; its message is safe to show."""
@@ -91,3 +93,18 @@ class CheckpointUnavailable(ServiceError):
         super().__init__(f"cannot rewind to checkpoint {checkpoint_id!r}: {reason}")
         self.checkpoint_id = checkpoint_id
         self.reason = reason
+
+
+class BudgetExceeded(ServiceError):
+    """The tenant's runs have spent its budget for the period; no run starts until it resets."""
+
+    code = "BUDGET_EXCEEDED"
+
+    def __init__(self, *, budget_usd: float, spent_usd: float, resets_at: datetime) -> None:
+        super().__init__(
+            f"the daily budget of {budget_usd:g} USD is spent ({spent_usd:.6g} USD today); "
+            f"it resets at {resets_at.isoformat()}"
+        )
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.resets_at = resets_at

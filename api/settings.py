@@ -132,7 +132,9 @@ class Settings(BaseSettings):
     tool_denylist: list[str] = Field(
         default_factory=list, description="Tools denied in every run, whatever the caller asks. JSON list."
     )
-    policy_file: Path | None = Field(default=None, description="Per-tenant tool rules (JSON), narrower.")
+    policy_file: Path | None = Field(
+        default=None, description="Per-tenant tool rules (JSON, narrower) and budgets."
+    )
     max_turns_cap: int = Field(default=100, ge=1)
     mcp_servers_file: Path | None = Field(
         default=None,
@@ -143,6 +145,21 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Claude Code settings files every agent CLI loads (user: the session's config dir, "
         "project and local: its workspace, CLAUDE.md with project). Empty: none. JSON list.",
+    )
+    # Budgets (api/control/budgets.py); POLICY_FILE may set other figures per tenant.
+    max_run_budget_usd: float | None = Field(
+        default=None, gt=0, description="The largest maxBudgetUsd a caller may ask for; unset: no cap."
+    )
+    default_run_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="The maxBudgetUsd of runs that ask for none; unset: MAX_RUN_BUDGET_USD (or no limit).",
+    )
+    tenant_daily_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="What a tenant's runs may cost per UTC day; once spent, startRun is refused until "
+        "midnight UTC. Unset: no daily budget.",
     )
 
     # Confinement of agent CLIs (docs/security.md).

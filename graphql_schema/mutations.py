@@ -23,6 +23,7 @@ from graphql_schema.errors import (
 )
 from graphql_schema.inputs import InterruptOutcome, StartRunInput
 from graphql_schema.types import Run, Session
+from graphql_schema.usage.types import BudgetExceededError, budget_exceeded_error
 
 
 @strawberry.type(description="The run was queued; watch it with sessionEvents.")
@@ -43,7 +44,8 @@ StartRunResult = Annotated[
     | NotFoundError
     | SessionBusyError
     | PolicyViolationError
-    | RateLimitedError,
+    | RateLimitedError
+    | BudgetExceededError,
     strawberry.union("StartRunResult", description="The started run, or why nothing was started."),
 ]
 InterruptRunResult = Annotated[
@@ -117,6 +119,8 @@ class Mutation:
             return policy_violation_error(exc)
         except errors.RateLimited as exc:
             return rate_limited_error(exc)
+        except errors.BudgetExceeded as exc:
+            return budget_exceeded_error(exc)
         return StartRunSuccess(run=Run.from_model(started.run), session=Session.from_model(started.session))
 
     @strawberry.mutation(description="Stop a run: a running one is interrupted, a queued one never starts.")

@@ -67,8 +67,12 @@ class Query:
             created_before=filter.created_before if filter else None,
         )
         async with info.context.services.db.session() as db:
-            rows = await SessionRepository(db).list(query, after=position, limit=limit + 1)
-        edges, page_info = page_of(rows, limit, time_id_cursor, Session.from_model)
+            repository = SessionRepository(db)
+            rows = await repository.list(query, after=position, limit=limit + 1)
+            previous = position is not None and await repository.any_before(query, position)
+        edges, page_info = page_of(
+            rows, limit, time_id_cursor, Session.from_model, has_previous_page=previous
+        )
         return SessionConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="A run of the caller's tenant, or null.")
@@ -128,5 +132,11 @@ class Query:
         )
         async with info.context.services.db.session() as db:
             rows = await AuditRepository(db).list(query, before_id=before_id, limit=limit + 1)
-        edges, page_info = page_of(rows, limit, lambda r: cursors.encode(r.id), AuditEntryType.from_model)
+        edges, page_info = page_of(
+            rows,
+            limit,
+            lambda r: cursors.encode(r.id),
+            AuditEntryType.from_model,
+            has_previous_page=before_id is not None,
+        )
         return AuditEntryConnection(edges=edges, page_info=page_info)

@@ -38,6 +38,7 @@ from graphql_schema.persisted_queries import PersistedQueries, PersistedQuerySto
 from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.sessions.mutations import SessionMutations
 from graphql_schema.subscriptions import Subscription
+from graphql_schema.usage.queries import UsageQueries
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
 
@@ -45,9 +46,9 @@ from graphql_schema.webhooks.queries import WebhookQuery
 # Each domain module owns its operations; the root types only assemble them.
 @strawberry.type(
     description="Everything a caller can read: sessions, runs, events, audit, permission requests, the live "
-    "agent's context, webhooks."
+    "agent's context, webhooks, usage and budgets."
 )
-class Query(CoreQueries, PermissionQueries, LiveQueries, WebhookQuery):
+class Query(CoreQueries, PermissionQueries, LiveQueries, WebhookQuery, UsageQueries):
     pass
 
 

@@ -30,6 +30,15 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(
         description="Pass as `after` to get the next page; null when the page is empty."
     )
+    has_previous_page: bool = strawberry.field(
+        default=False,
+        description="True when items come before this page: it was asked for with `after`, and (for "
+        "sessions, checked) an item matching the filter is at that cursor or before it. False for a "
+        "first page.",
+    )
+    start_cursor: str | None = strawberry.field(
+        default=None, description="The cursor of the page's first item; null when the page is empty."
+    )
 
 
 @strawberry.type(description="A node with the cursor to continue after it.")
@@ -42,11 +51,21 @@ RowT = TypeVar("RowT")
 
 
 def page_of(
-    rows: Sequence[RowT], limit: int, cursor: Callable[[RowT], str], node: Callable[[RowT], NodeT]
+    rows: Sequence[RowT],
+    limit: int,
+    cursor: Callable[[RowT], str],
+    node: Callable[[RowT], NodeT],
+    *,
+    has_previous_page: bool = False,
 ) -> tuple[list[Edge[NodeT]], PageInfo]:
     """Edges and PageInfo from `limit + 1` fetched rows (the extra one only says a next page exists)."""
     edges = [Edge(cursor=cursor(row), node=node(row)) for row in rows[:limit]]
-    return edges, PageInfo(has_next_page=len(rows) > limit, end_cursor=edges[-1].cursor if edges else None)
+    return edges, PageInfo(
+        has_next_page=len(rows) > limit,
+        end_cursor=edges[-1].cursor if edges else None,
+        has_previous_page=has_previous_page,
+        start_cursor=edges[0].cursor if edges else None,
+    )
 
 
 def time_id_cursor(row: AgentSession | RunModel) -> str:
@@ -170,7 +189,9 @@ class Session:
         limit = cursors.page_size(first, default=20, maximum=MAX_PAGE)
         position = cursors.decode_time_id(after) if after else None
         rows = await info.context.loaders.runs_page.load(RunsPage(str(self.id), position, limit + 1))
-        edges, page_info = page_of(rows, limit, time_id_cursor, Run.from_model)
+        edges, page_info = page_of(
+            rows, limit, time_id_cursor, Run.from_model, has_previous_page=position is not None
+        )
         return RunConnection(edges=edges, page_info=page_info)
 
     @strawberry.field(description="Every point the session's files can be rewound to, oldest first.")
@@ -206,7 +227,9 @@ class SessionConnection:
 class SessionFilter:
     status: str | None = strawberry.field(default=None, description="IDLE, QUEUED or RUNNING.")
     title_contains: str | None = strawberry.field(
-        default=None, description="Only sessions whose title contains this text."
+        default=None,
+        description="Only sessions whose title contains this text, ignoring case (ASCII letters on the "
+        "embedded SQLite database).",
     )
     archived: bool | None = strawberry.field(
         default=None, description="true: only archived sessions; false: only the others; absent: both."

@@ -123,6 +123,8 @@ class Run(Base):
         sa.Index("ix_runs_status_created_at", "status", "created_at"),
         sa.Index("ix_runs_session_id_created_at_id", "session_id", "created_at", "id"),
         sa.Index("ix_runs_tenant_id_status", "tenant_id", "status"),
+        # The usage report and the daily budget: a tenant's runs of a period (migration 0008).
+        sa.Index("ix_runs_tenant_id_created_at", "tenant_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)

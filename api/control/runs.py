@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from api import audit
 from api.auth import Principal
+from api.control.budgets import DailyBudgets
 from api.control.commands import Interrupt
 from api.control.router import CommandRouter
 from api.errors import NotFound, PolicyViolation, SessionBusy
@@ -64,6 +65,7 @@ class RunControl:
         self.db = event_log.db
         self.manager = manager
         self.policy = PolicyBook.from_settings(settings)
+        self.budgets = DailyBudgets(self.policy)
         self.router = CommandRouter(manager)
 
     async def start_run(self, principal: Principal, request: RunRequest) -> StartedRun:
@@ -114,6 +116,8 @@ class RunControl:
         """The run (and a new session) in one transaction, with the limits checked inside it."""
         async with self.db.session() as session:
             sessions, runs = SessionRepository(session), RunRepository(session)
+            # Before anything is written: a refused run leaves no trace.
+            await self.budgets.check(session, principal, now)
             created = request.session_id is None
             warm_token: int | None = None
             claim_sent = 0.0

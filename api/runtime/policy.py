@@ -221,6 +221,7 @@ def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | No
         raise ValidationFailed(f"maxTurns must be between 1 and {settings.max_turns_cap}", field="maxTurns")
     if request.max_budget_usd is not None and request.max_budget_usd <= 0:
         raise ValidationFailed("maxBudgetUsd must be positive", field="maxBudgetUsd")
+    max_budget_usd = rules.budgets.run_budget(request.max_budget_usd)
     if request.system_prompt is not None and len(request.system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
         raise ValidationFailed("systemPrompt is too long", field="systemPrompt")
     # Names only, from the operator's registry: a caller never gives a command or a URL.
@@ -255,7 +256,7 @@ def apply_policy(request: RunRequest, settings: Settings, rules: ToolPolicy | No
         allowed_tools=allowed_tools,
         disallowed_tools=disallowed_tools,
         max_turns=request.max_turns,
-        max_budget_usd=request.max_budget_usd,
+        max_budget_usd=max_budget_usd,
         output_schema=schema,
         agents=_agents(request.agents, settings),
     )

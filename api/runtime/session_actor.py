@@ -112,6 +112,10 @@ class SessionActor:
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
         self._interrupt = asyncio.Event()
         self._cost_so_far = 0.0
+        # The connection's options as the runs asked them, and the running total its CLI may reach
+        # (see _ensure_connection): the CLI's max_budget_usd bounds that total, not one turn.
+        self._connection_key: tuple[Any, ...] | None = None
+        self._budget_limit: float | None = None
         self._abandon_reason: str | None = None
         # The lease moved on (another holder, a reaper, or it could not be renewed): write nothing more.
         self._lease_lost = False
@@ -444,14 +448,28 @@ class SessionActor:
             resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
         )
 
+    def _needs_new_connection(self, spec: AgentSpec) -> bool:
+        if self._connection_key != spec.connection_key():
+            return True
+        # A run's budget is its own: when what is left of the connection's limit is less, start afresh.
+        budget = spec.max_budget_usd
+        return budget is not None and (
+            self._budget_limit is None or self._cost_so_far + budget > self._budget_limit
+        )
+
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
-        if self._pump is not None and self._pump.connection.spec.connection_key() != spec.connection_key():
+        if self._pump is not None and self._needs_new_connection(spec):
             await self._disconnect()
         connection = self._take_warm(spec)
         if connection is None and self._warm is not None:
             # A pooled CLI started for other options (or a changed webhook set), or one that died.
             await self._disconnect()
         if self._pump is None:
+            # The CLI's cost figure is a running total that a resumed (or forked) process continues from
+            # the transcript's last cost-state, not from zero: the per-run difference starts there, and
+            # the CLI's limit is that total plus the run's budget. (A pooled CLI's session is new.)
+            cost_so_far = 0.0
+            limit = spec.max_budget_usd
             if connection is None:
                 launcher = self.manager.launcher
                 assert self._paths is not None, "_spec sets the session's paths first"
@@ -461,6 +479,11 @@ class SessionActor:
                 if spec.hook_events:
                     timeout = self.manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
                     hooks = HookProvider(spec.hook_events, self.on_hook, timeout)
+                source = spec.fork_from or (spec.session_id if spec.resume else None)
+                if source is not None:
+                    path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
+                    cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
+                limit = cost_so_far + spec.max_budget_usd if spec.max_budget_usd is not None else None
                 env = launch.env
                 if self._store is not None:
                     # The SDK maps each mirrored line's file to its store key relative to the
@@ -468,7 +491,7 @@ class SessionActor:
                     # clears this one.
                     env = {**env, "CLAUDE_CONFIG_DIR": str(self._paths.agent_dir)}
                 connection = AgentConnection(
-                    dataclasses.replace(spec, env=env, cli_path=launch.cli_path),
+                    dataclasses.replace(spec, env=env, cli_path=launch.cli_path, max_budget_usd=limit),
                     hooks,
                     ask_permission=self.permissions.ask,
                     session_store=self._store,
@@ -478,14 +501,9 @@ class SessionActor:
             async with self.manager.db.session() as session:
                 last_seq = await SessionRepository(session).last_seq(self.session_id)
             self._drain_signals()
-            # The CLI's cost figure is a running total that a resumed (or forked) process continues
-            # from the transcript's last cost-state, not from zero: start the per-run difference there.
-            source = spec.fork_from or (spec.session_id if spec.resume else None)
-            self._cost_so_far = 0.0
-            if source is not None:
-                assert self._paths is not None
-                path = transcript_path(str(self._paths.agent_dir), spec.cwd, source)
-                self._cost_so_far = await asyncio.to_thread(restored_cost_usd, path)
+            self._cost_so_far = cost_so_far
+            self._connection_key = spec.connection_key()
+            self._budget_limit = limit
             self._pump = ConnectionPump(
                 connection,
                 self.manager.event_log,

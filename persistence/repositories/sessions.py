@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -84,20 +85,7 @@ class SessionRepository:
         query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int, dialect: str = "sqlite"
     ) -> sa.Select[AgentSession]:
         """The statement of `list`, ordered as ix_sessions_tenant_id_created_at_id is, so no sort."""
-        stmt = sa.select(AgentSession).where(AgentSession.tenant_id == query.tenant_id)
-        if query.status:
-            stmt = stmt.where(AgentSession.status == query.status)
-        if query.title_contains:
-            stmt = stmt.where(AgentSession.title.contains(query.title_contains, autoescape=True))
-        if query.archived is not None:
-            archived = AgentSession.archived_at.is_not(None)
-            stmt = stmt.where(archived if query.archived else sa.not_(archived))
-        if query.tag is not None:
-            stmt = stmt.where(_has_tag(query.tag, dialect))
-        if query.created_after is not None:
-            stmt = stmt.where(AgentSession.created_at > query.created_after)
-        if query.created_before is not None:
-            stmt = stmt.where(AgentSession.created_at < query.created_before)
+        stmt = _matching(sa.select(AgentSession), query, dialect)
         if after is not None:
             created_at, session_id = after
             stmt = stmt.where(
@@ -107,6 +95,23 @@ class SessionRepository:
                 )
             )
         return stmt.order_by(AgentSession.created_at.desc(), AgentSession.id.desc()).limit(limit)
+
+    async def any_before(self, query: SessionQuery, position: tuple[datetime, str]) -> bool:
+        """Whether a matching session is at `position` or comes before it in the listing (is newer), so a
+        page after that cursor has items before it: one index probe."""
+        dialect = self.session.get_bind().dialect.name
+        created_at, session_id = position
+        stmt = (
+            _matching(sa.select(AgentSession.id), query, dialect)
+            .where(
+                sa.or_(
+                    AgentSession.created_at > created_at,
+                    sa.and_(AgentSession.created_at == created_at, AgentSession.id >= session_id),
+                )
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
 
     async def update(self, session_id: str, at: datetime, **values: object) -> None:
         """Set the given columns (title, tags, archived_at, resume_at…) and updated_at."""
@@ -190,3 +195,25 @@ def _has_tag(tag: str, dialect: str) -> sa.ColumnElement[bool]:
         return sa.type_coerce(AgentSession.tags, JSONB).contains([tag])
     values = sa.func.json_each(AgentSession.tags).table_valued("value")
     return sa.exists(sa.select(1).select_from(values).where(values.c.value == tag))
+
+
+SelectT = TypeVar("SelectT", bound=sa.Select[Any])
+
+
+def _matching(stmt: SelectT, query: SessionQuery, dialect: str) -> SelectT:
+    """`stmt` narrowed to the tenant's sessions that match the query's filters."""
+    stmt = stmt.where(AgentSession.tenant_id == query.tenant_id)
+    if query.status:
+        stmt = stmt.where(AgentSession.status == query.status)
+    if query.title_contains:
+        stmt = stmt.where(AgentSession.title.icontains(query.title_contains, autoescape=True))
+    if query.archived is not None:
+        archived = AgentSession.archived_at.is_not(None)
+        stmt = stmt.where(archived if query.archived else sa.not_(archived))
+    if query.tag is not None:
+        stmt = stmt.where(_has_tag(query.tag, dialect))
+    if query.created_after is not None:
+        stmt = stmt.where(AgentSession.created_at > query.created_after)
+    if query.created_before is not None:
+        stmt = stmt.where(AgentSession.created_at < query.created_before)
+    return stmt
