@@ -35,6 +35,10 @@ PASS_NAMES = frozenset(
         "http_proxy",
         "no_proxy",
         "API_TIMEOUT_MS",
+        # The CLI's stream-idle watchdog (off by default; its code clamps the timeout to at least 300 s):
+        # the operator's way to end a model stream that goes silent (docs/reliability.md).
+        "CLAUDE_ENABLE_STREAM_WATCHDOG",
+        "CLAUDE_STREAM_IDLE_TIMEOUT_MS",
         "BASH_DEFAULT_TIMEOUT_MS",
         "BASH_MAX_TIMEOUT_MS",
         "MCP_TIMEOUT",

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -553,16 +554,31 @@ class AgentConnection:
 
     def _describe(self, exc: BaseException | None) -> str:
         parts = []
-        if exc is not None:
+        if isinstance(exc, ProcessError):
+            # The SDK's own text ("Command failed with exit code 137 … Check stderr output for details")
+            # names neither the agent nor the signal.
+            parts.append(_exit_text(exc.exit_code))
+        elif exc is not None:
             parts.append(str(exc) or type(exc).__name__)
-            if isinstance(exc, ProcessError) and exc.exit_code is not None:
-                parts.append(f"exit code {exc.exit_code}")
         else:
             parts.append("the agent CLI exited")
         tail = self._stderr.tail(10)
         if tail:
             parts.append(f"stderr: {tail}")
         return "; ".join(parts)
+
+
+def _exit_text(code: int | None) -> str:
+    """How the CLI process ended: its exit code, and the signal for a code the shell makes of one."""
+    if code is None:
+        return "the agent CLI exited"
+    number = -code if code < 0 else code - 128 if code > 128 else None
+    if number is not None:
+        try:
+            return f"the agent CLI was killed by {signal.Signals(number).name} (exit code {code})"
+        except ValueError:
+            pass
+    return f"the agent CLI exited with code {code}"
 
 
 def _system_prompt(spec: AgentSpec) -> str | SystemPromptPreset | None:

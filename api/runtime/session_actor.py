@@ -873,12 +873,17 @@ def _relative(path: str, workspace: str) -> str:
 
 
 def _result_error(payload: dict[str, Any]) -> str:
-    """A run's error text from an error result: what ended it, the model API status, the detail."""
+    """A run's error text from an error result: the model API's status when it failed the run, else
+    what ended it; then the detail."""
     errors = [str(error) for error in payload.get("errors") or [] if error]
-    detail = payload.get("result") or "; ".join(errors)
+    detail = str(payload.get("result") or "; ".join(errors))[:2000]
     status = payload.get("api_error_status")
-    extras = [f"model API status {status}"] if status else []
-    if detail:
-        extras.append(str(detail)[:2000])
-    text = f"the agent ended with {payload.get('subtype')}"
-    return f"{text} ({'; '.join(extras)})" if extras else text
+    subtype = payload.get("subtype")
+    if status:
+        text = f"model API status {status}"
+    elif subtype and subtype != "success":
+        text = f"the agent ended with {subtype}"
+    else:
+        # The CLI says "success" for a turn that ended on an error it reported as text.
+        text = "the agent reported an error"
+    return f"{text}: {detail}" if detail else text

@@ -88,7 +88,9 @@ class TestCliFailures:
             recovered = await collect_until_run_ends(sub, again["run"]["id"])
         assert run_status(rest, run_id)[-1] == "FAILED"
         assert failed["status"] == "FAILED"
-        assert failed["error"]
+        # Named for what happened, not the SDK's "Command failed … Check stderr output for details".
+        assert "the agent CLI" in failed["error"], failed["error"]
+        assert "Check stderr output" not in failed["error"]
         assert texts(recovered)[-1] == "You said: still there?"
 
 
