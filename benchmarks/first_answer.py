@@ -193,7 +193,6 @@ async def main(rounds: int, warm_pool: int) -> list[Sample]:
         for name, kwargs in setups:
             c = await stack.enter_async_context(cluster(work / name.replace(" ", "_"), **kwargs))
             http, ws = await stack.enter_async_context(api_client(c))
-            configurations[name] = through_api(name, c, http, ws)
             if "warm pool" in name:
                 if not await has_metric(c, WARM_METRIC):
                     print(
@@ -201,6 +200,7 @@ async def main(rounds: int, warm_pool: int) -> list[Sample]:
                     )
                     continue
                 pooled = c
+            configurations[name] = through_api(name, c, http, ws)
         for measure in configurations.values():  # page cache, connection pools, JIT of the CLI
             await measure()
         names = list(configurations)
