@@ -1,0 +1,273 @@
+"""Time to first answer: through the API against the bare SDK set up alike, side by side in one invocation.
+
+    .venv/bin/python -m benchmarks.first_answer [--rounds 8]
+
+The bare SDK: a new `ClaudeSDKClient` per session with fresh config and working directories, no setting
+sources, unconfined, against a scripted model on loopback. Through the API: a dashboard's view of the same
+work, with the WebSocket already open (as a frontend keeps it): `startRun` over HTTP, then a
+`sessionEvents` subscription, until the first AssistantMessage arrives. Each sample takes:
+
+- cold: a new session (the API starts a sandboxed CLI for it, or takes one from the warm pool);
+- follow-up: the next turn of that session on its live CLI.
+
+Configurations, interleaved round by round so the machine's noise hits them alike: the bare SDK; the
+embedded default; PostgreSQL + Redis (when they run here); and the embedded default with a warm pool
+(`WARM_POOL_SIZE`; the pool refills between rounds). The machine is shared and noisy: compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
+
+from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
+from tests.documents import start_ok, wait_for_run
+from tests.support.cluster import Cluster, cluster
+from tests.support.graphql_http import GraphQLHttpClient
+from tests.support.graphql_ws import GraphQLWSClient
+from tests.support.servers import postgres_available, redis_available
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT = "[scenario:echo] hello"
+FOLLOW_UP = "[scenario:echo] again"
+WATCH = """
+subscription First($sessionId: ID!) {
+  sessionEvents(sessionId: $sessionId) { seq payload { __typename } }
+}"""
+BARE = "bare SDK"
+# The live-agents gauge of the warm pool (api/runtime metrics).
+WARM_METRIC = "caga_warm_agents"
+
+
+@dataclass
+class Sample:
+    configuration: str
+    cold_s: float
+    follow_up_s: float
+
+
+@dataclass
+class Summary:
+    configuration: str
+    samples: int
+    cold_median_s: float
+    follow_up_median_s: float
+    cold_ratio: float
+    follow_up_ratio: float
+
+
+Measure = Callable[[], Awaitable[Sample]]
+
+
+def bare_sdk(model_url: str, work: Path) -> Measure:
+    async def measure() -> Sample:
+        cwd = Path(tempfile.mkdtemp(prefix="ws-", dir=work))
+        config = Path(tempfile.mkdtemp(prefix="cfg-", dir=work))
+        options = ClaudeAgentOptions(
+            cwd=str(cwd),
+            env={**scripted_model_cli_env(model_url), "CLAUDE_CONFIG_DIR": str(config)},
+            setting_sources=[],
+        )
+        client = ClaudeSDKClient(options)
+        started = time.perf_counter()
+        await client.connect()
+        try:
+            await client.query(PROMPT)
+            cold = await _first_answer(client, started)
+            started = time.perf_counter()
+            await client.query(FOLLOW_UP)
+            follow_up = await _first_answer(client, started)
+        finally:
+            await client.disconnect()
+        return Sample(BARE, cold, follow_up)
+
+    return measure
+
+
+async def _first_answer(client: ClaudeSDKClient, started: float) -> float:
+    first = None
+    async for message in client.receive_response():
+        if first is None and isinstance(message, AssistantMessage):
+            first = time.perf_counter() - started
+        if isinstance(message, ResultMessage):
+            break
+    assert first is not None, "the turn ended without an AssistantMessage"
+    return first
+
+
+def through_api(name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSClient) -> Measure:
+    async def turn(session_id: str | None, prompt: str) -> tuple[str, float]:
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"prompt": prompt}
+        if session_id is not None:
+            fields["sessionId"] = session_id
+        result = await start_ok(http, **fields)
+        run_id = result["run"]["id"]
+        session_id = result["session"]["id"]
+        first = None
+        async with await ws.subscribe(WATCH, {"sessionId": session_id}) as sub:
+            async for payload in sub:
+                event = payload["data"]["sessionEvents"]
+                # The subscription replays the session's log: only this run's answer counts.
+                if event["payload"]["__typename"] == "AssistantMessage" and first is None:
+                    first = time.perf_counter() - started
+                    break
+        await wait_for_run(http, run_id)
+        assert first is not None
+        return session_id, first
+
+    async def measure() -> Sample:
+        session_id, cold = await turn(None, PROMPT)
+        # The follow-up's subscription replays the first turn too: skip past it by counting answers.
+        started = time.perf_counter()
+        result = await start_ok(http, prompt=FOLLOW_UP, sessionId=session_id)
+        answers = 0
+        follow_up = None
+        async with await ws.subscribe(WATCH, {"sessionId": session_id}) as sub:
+            async for payload in sub:
+                if payload["data"]["sessionEvents"]["payload"]["__typename"] == "AssistantMessage":
+                    answers += 1
+                    if answers == 2:
+                        follow_up = time.perf_counter() - started
+                        break
+        await wait_for_run(http, result["run"]["id"])
+        assert follow_up is not None
+        return Sample(name, cold, follow_up)
+
+    return measure
+
+
+@asynccontextmanager
+async def api_client(c: Cluster) -> AsyncIterator[tuple[GraphQLHttpClient, GraphQLWSClient]]:
+    async with GraphQLHttpClient(c.replicas[0].base_url, c.key) as http:
+        ws = await GraphQLWSClient.open(c.replicas[0].ws_url, token=c.key)
+        try:
+            yield http, ws
+        finally:
+            await ws.close()
+
+
+async def has_metric(c: Cluster, name: str) -> bool:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        return name in (await http.get(f"{c.replicas[0].base_url}/metrics")).text
+
+
+async def wait_pool_full(c: Cluster, size: int, timeout: float = 60) -> None:
+    """Until the replica reports `size` warm CLIs (the pool refills in the background)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await c.metric(c.replicas[0], WARM_METRIC) >= size:
+            return
+        await asyncio.sleep(0.2)
+    print(f"  the warm pool did not refill to {size} within {timeout:g} s", flush=True)
+
+
+async def main(rounds: int, warm_pool: int) -> list[Sample]:
+    work = Path(tempfile.mkdtemp(prefix="caga-first-answer-"))
+    quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_REQUESTS_PER_SECOND": "0"}
+    samples: list[Sample] = []
+    async with AsyncExitStack() as stack:
+        model = await stack.enter_async_context(ScriptedModelServer())
+        configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work)}
+        pooled: Cluster | None = None
+        setups: list[tuple[str, dict[str, Any]]] = [("API, embedded", {"embedded": True, "env": quiet})]
+        if postgres_available() and redis_available():
+            setups.append(("API, pg+redis", {"replicas": 1, "env": quiet}))
+        if warm_pool:
+            env = {**quiet, "WARM_POOL_SIZE": str(warm_pool)}
+            setups.append(("API, embedded, warm pool", {"embedded": True, "env": env}))
+        for name, kwargs in setups:
+            c = await stack.enter_async_context(cluster(work / name.replace(" ", "_"), **kwargs))
+            http, ws = await stack.enter_async_context(api_client(c))
+            if "warm pool" in name:
+                if not await has_metric(c, WARM_METRIC):
+                    print(
+                        f"  {name}: the server reports no {WARM_METRIC}; no warm pool to measure", flush=True
+                    )
+                    continue
+                pooled = c
+            configurations[name] = through_api(name, c, http, ws)
+        for measure in configurations.values():  # page cache, connection pools, JIT of the CLI
+            await measure()
+        names = list(configurations)
+        for round_no in range(rounds):
+            order = names[round_no % len(names) :] + names[: round_no % len(names)]
+            if pooled is not None:
+                await wait_pool_full(pooled, warm_pool)
+            for name in order:
+                sample = await configurations[name]()
+                samples.append(sample)
+                print(
+                    f"  round {round_no + 1}: {name}: cold {sample.cold_s:.3f} s, "
+                    f"follow-up {sample.follow_up_s:.3f} s",
+                    flush=True,
+                )
+    return samples
+
+
+def summarise(samples: list[Sample]) -> list[Summary]:
+    by_name: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_name.setdefault(sample.configuration, []).append(sample)
+    base_cold = statistics.median(s.cold_s for s in by_name[BARE])
+    base_follow = statistics.median(s.follow_up_s for s in by_name[BARE])
+    out = []
+    for name, rows in by_name.items():
+        cold = statistics.median(s.cold_s for s in rows)
+        follow = statistics.median(s.follow_up_s for s in rows)
+        out.append(
+            Summary(
+                name,
+                len(rows),
+                round(cold, 3),
+                round(follow, 3),
+                round(cold / base_cold, 2),
+                round(follow / base_follow, 2),
+            )
+        )
+    return out
+
+
+def report(summaries: list[Summary]) -> str:
+    header = f"{'configuration':28} {'n':>3} {'cold s':>8} {'x bare':>7} {'follow-up s':>12} {'x bare':>7}"
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        lines.append(
+            f"{s.configuration:28} {s.samples:>3} {s.cold_median_s:>8.3f} {s.cold_ratio:>7.2f} "
+            f"{s.follow_up_median_s:>12.3f} {s.follow_up_ratio:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warm-pool", type=int, default=2, help="WARM_POOL_SIZE of the pooled configuration")
+    args = parser.parse_args()
+    results = asyncio.run(main(args.rounds, args.warm_pool))
+    summaries = summarise(results)
+    print(report(summaries))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"first-answer-{datetime.now():%Y%m%dT%H%M%S}.json"
+    out.write_text(
+        json.dumps(
+            {"summary": [asdict(s) for s in summaries], "samples": [asdict(s) for s in results]}, indent=2
+        )
+    )
+    print(f"\nwritten to {out}")
