@@ -152,6 +152,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often a live subscription checks the log for missed events."
     )
     replay_page_size: int = Field(default=500, ge=1)
+    shared_subscription_results: bool = Field(
+        default=True,
+        description="Execute and encode each subscription event once per document, not once per subscriber.",
+    )
 
     # GraphQL transport.
     connection_init_timeout_seconds: float = 5.0
