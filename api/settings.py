@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
     ws_ping_timeout_seconds: float = Field(default=20.0, gt=0)
     ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ws_per_message_deflate: bool = Field(
+        default=True,
+        description="Offer permessage-deflate (compressed per socket: with many watchers it costs CPU).",
+    )
     ws_auth_recheck_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -75,7 +75,7 @@ class SharedLogReads:
         if state is None:  # not joined: nothing to share with
             return await self._read(session_id, last, page_size)
         chosen = next((r for r in reversed(state.reads) if r.started >= not_before and r.after <= last), None)
-        if chosen is None or (chosen.task.done() and chosen.task.exception() is not None):
+        if chosen is None or (chosen.task.done() and (chosen.task.cancelled() or chosen.task.exception())):
             chosen = _Read(
                 last,
                 asyncio.get_running_loop().time(),

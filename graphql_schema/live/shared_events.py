@@ -37,7 +37,7 @@ from graphql_schema.event_types import SessionEvent
 # Root subscription fields whose argument is a resume cursor: it decides where a stream starts, never
 # what an event looks like.
 CURSOR_ARGUMENTS: frozenset[tuple[str, str]] = frozenset({("sessionEvents", "afterSeq")})
-DEFAULT_SIZE = 8192
+DEFAULT_SIZE = 4096  # as many as graphql_schema/event_types.py keeps shared SessionEvents
 
 
 @dataclass(eq=False)
