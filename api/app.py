@@ -16,8 +16,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
@@ -46,6 +48,7 @@ from api.settings import Settings
 from api.web import mount_web, render_graphiql
 from api.webhooks.registry import WebhookRegistry
 from graphql_schema.context import Context
+from graphql_schema.live.shared_events import encoded_next_frame
 from graphql_schema.schema import build_schema
 from persistence.database import Database, is_unavailable
 from persistence.migrations import upgrade_head
@@ -124,6 +127,19 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         connection_id = current_request_id() or new_request_id()
         with structlog.contextvars.bound_contextvars(request_id=f"{connection_id}.{self.operations_started}"):
             await super().handle_subscribe(message)
+
+    async def send_message(self, message: Any) -> None:
+        # A subscription event shared by many subscribers (graphql_schema/live/shared_events.py) is
+        # encoded once; only the frame around it is this socket's own.
+        frame = encoded_next_frame(message, self.view.encode_json)
+        socket = getattr(self.websocket, "ws", None)
+        if frame is None or socket is None:
+            await super().send_message(message)
+            return
+        try:
+            await socket.send_text(frame)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
 
     async def handle(self) -> None:
         watch = self.context.services.key_watch
@@ -204,7 +220,8 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             bus = EventBus(settings.redis_url, watcher_queue_size=settings.watcher_queue_size)
             await bus.start()
             stack.push_async_callback(bus.stop)
-            event_log = EventLog(db, bus)
+            event_log = EventLog(db, bus, redis_url=settings.redis_url)
+            stack.push_async_callback(event_log.close)
             launcher = AgentLauncher(settings, env_overrides)
             await launcher.start()
             stack.push_async_callback(launcher.stop)

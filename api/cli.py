@@ -62,6 +62,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_max_size=settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         timeout_graceful_shutdown=10,
         lifespan="on",
     )

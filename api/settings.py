@@ -248,6 +248,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often a live subscription checks the log for missed events."
     )
     replay_page_size: int = Field(default=500, ge=1)
+    shared_subscription_results: bool = Field(
+        default=True,
+        description="Execute and encode each subscription event once per document, not once per subscriber.",
+    )
 
     # GraphQL transport.
     connection_init_timeout_seconds: float = 5.0
@@ -255,6 +259,10 @@ class Settings(BaseSettings):
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
     ws_ping_timeout_seconds: float = Field(default=20.0, gt=0)
     ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ws_per_message_deflate: bool = Field(
+        default=True,
+        description="Offer permessage-deflate (compressed per socket: with many watchers it costs CPU).",
+    )
     ws_auth_recheck_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -284,6 +284,8 @@ def _id(value: str | None) -> strawberry.ID | None:
     return strawberry.ID(value) if value else None
 
 
+# Executed once per replica for all subscribers of a document (graphql_schema/live/shared_events.py): no
+# field under SessionEvent may depend on who asks.
 @strawberry.type(description="One event of a session's log. Durable events have seq 1, 2, 3… with no gaps.")
 class SessionEvent:
     seq: int = strawberry.field(

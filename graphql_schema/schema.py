@@ -31,6 +31,7 @@ from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
+from graphql_schema.live.shared_events import SharedEventExecutor
 from graphql_schema.mutations import Mutation as RunMutations
 from graphql_schema.permissions.mutations import PermissionMutations
 from graphql_schema.permissions.queries import PermissionQueries
@@ -149,6 +150,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         subscription=Subscription,
         config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
         extensions=extensions,
+        # Subscription events executed once per document and event, not once per subscriber.
+        execution_context_class=SharedEventExecutor if settings.shared_subscription_results else None,
     )
 
 

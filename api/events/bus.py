@@ -26,7 +26,7 @@ from broadcaster._base import Subscriber, Unsubscribed
 
 from api.events import metrics
 from api.events.bus_watcher import RESYNC, BusClosedError, Resync, Watcher
-from api.events.outbox import Outbox
+from api.events.outbox import Outbox, unpack
 from api.events.redis_backend import TRANSPORT_ERRORS, RedisPubSubBackend, ResyncEvent
 
 __all__ = ["RESYNC", "BusClosedError", "EventBus", "Resync", "Watcher"]
@@ -221,5 +221,7 @@ class EventBus:
                 if watchers:
                     log.info("bus.resync", channel=event.channel, watchers=len(watchers))
                 continue
-            delivered = sum(watcher._offer(event.message) for watcher in watchers)
+            delivered = 0
+            for message in unpack(event.message):
+                delivered += sum(watcher._offer(message) for watcher in watchers)
             metrics.MESSAGES_DELIVERED.inc(delivered)

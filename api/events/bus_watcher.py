@@ -45,6 +45,7 @@ class Watcher:
         self._maxsize = maxsize
         self._items: deque[str] = deque()
         self._resync_pending = False
+        self.resync_at = 0.0  # event-loop time the last RESYNC was decided: a log read after it covers it
         self._closed = False
         self._wakeup = asyncio.Event()
 
@@ -85,6 +86,7 @@ class Watcher:
         if len(self._items) >= self._maxsize:
             self._items.clear()
             self._resync_pending = True
+            self.resync_at = asyncio.get_running_loop().time()
             self._wakeup.set()
             metrics.WATCHER_OVERFLOWS.inc()
             metrics.RESYNCS.labels(reason="overflow").inc()
@@ -98,6 +100,7 @@ class Watcher:
         # Queued messages are covered by the log re-read that RESYNC triggers: free them now.
         self._items.clear()
         self._resync_pending = True
+        self.resync_at = asyncio.get_running_loop().time()
         self._wakeup.set()
         metrics.RESYNCS.labels(reason="reconnect").inc()
 

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.events import metrics
 from api.events.bus import EventBus
+from api.events.partial_demand import PartialDemand
 from api.events.records import EventRecord, NewEvent, session_channel, tenant_channel
+from api.events.shared_reads import SharedLogReads
 from persistence.database import Database
 from persistence.models import utcnow
 from persistence.repositories.events import EventRepository
@@ -24,9 +26,14 @@ log = structlog.get_logger(__name__)
 class EventLog:
     """Appends events with gapless per-session seqs and wakes subscribers through the bus."""
 
-    def __init__(self, db: Database, bus: EventBus) -> None:
+    def __init__(self, db: Database, bus: EventBus, *, redis_url: str | None = None) -> None:
         self.db = db
         self.bus = bus
+        self.shared_reads = SharedLogReads(self)
+        self.partial_demand = PartialDemand(redis_url)
+
+    async def close(self) -> None:
+        await self.partial_demand.close()
 
     async def append(
         self, session_id: str, items: Sequence[NewEvent], *, publish: bool = True, fence: Fence | None = None
@@ -70,6 +77,10 @@ class EventLog:
             self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
 
     async def publish_ephemeral(self, record: EventRecord) -> None:
+        """Only while some subscriber asked for token deltas (api/events/partial_demand.py)."""
+        if not await self.partial_demand.wanted(record.session_id):
+            metrics.EPHEMERAL_SKIPPED.inc()
+            return
         self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
 
     async def read(self, session_id: str, after_seq: int, limit: int) -> list[EventRecord]:

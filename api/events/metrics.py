@@ -49,3 +49,7 @@ OUTBOX_DROPPED: Final = Counter(
     "agent_bus_outbox_dropped",
     "Wake-ups dropped because the bus could not keep up (subscribers catch up from the log).",
 )
+EPHEMERAL_SKIPPED: Final = Counter(
+    "agent_bus_ephemeral_skipped",
+    "Token deltas not published because no subscriber of their session asked for them.",
+)

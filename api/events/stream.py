@@ -11,6 +11,8 @@ and resumes from the cursor, while the watcher's bounded queue overflows into a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -36,15 +38,27 @@ async def session_events(
 ) -> AsyncIterator[EventRecord]:
     """Every durable event with seq > after_seq exactly once and in order, then live, forever."""
     last = after_seq
-    async with bus.watch(session_channel(session_id)) as watcher:
+    shared = event_log.shared_reads
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        watcher = await stack.enter_async_context(bus.watch(session_channel(session_id)))
+        if include_partial:
+            # Before the replay: deltas are published only while someone wants them.
+            await stack.enter_async_context(event_log.partial_demand.wanted_here(session_id))
         async for record in _read_log(event_log, session_id, last, page_size):
             last = record.seq
             yield record
+        shared.join(session_id)
+        stack.callback(shared.leave, session_id)
         while True:
             item = await watcher.next(timeout=catchup_seconds)
             if item is None or isinstance(item, Resync):
-                # Quiet for a while, or the bus says it may have dropped messages: the log decides.
-                async for record in _read_log(event_log, session_id, last, page_size):
+                # Quiet for a while, or the bus says it may have dropped messages: the log decides,
+                # through a read shared with this replica's other subscriptions of the session.
+                not_before = loop.time() - catchup_seconds if item is None else watcher.resync_at
+                for record in await shared.after(
+                    session_id, last, not_before=not_before, page_size=page_size
+                ):
                     last = record.seq
                     yield record
                 continue
@@ -61,8 +75,9 @@ async def session_events(
                 last = record.seq
                 yield record
                 continue
-            # A hole: the missing events were committed before this one was published, so the log has them.
-            async for missing in _read_log(event_log, session_id, last, page_size):
+            # A hole: the missing events were committed before this one was published, so a log read
+            # started from now on has them.
+            for missing in await shared.after(session_id, last, not_before=loop.time(), page_size=page_size):
                 last = missing.seq
                 yield missing
 

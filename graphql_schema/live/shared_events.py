@@ -1,0 +1,216 @@
+"""Each session event executed and serialised once per replica and subscription document, not once per
+subscriber.
+
+graphql-core executes a subscription's selection set for every event and every subscriber, and the
+socket handler serialises each result again; with 100 watchers of one session that was half the CPU of
+a burst (issue 10). Here the per-event executor looks the result up first, keyed by
+
+- the document (its source text and operation name), and the variables that can change the result: all
+  of them except the one that only carries ``afterSeq`` (a resume cursor, it never shapes an event);
+- the event: a durable event by (session, seq, createdAt), since the log is append-only and a seq names
+  one event forever; an ephemeral one by the SessionEvent object itself, which ``shared_event`` gives every
+  watcher of a replica.
+
+Authorisation needs nothing in the key beyond the session: a subscription only ever executes events its
+own resolver yielded, after that resolver checked the caller may see the session. Results with errors
+are never shared (each subscriber's own execution reports them). The socket handler then sends a shared
+result's payload as JSON text encoded once (:func:`encoded_next_frame`), byte for byte what it would have
+encoded itself.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from inspect import isawaitable
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import OperationType, VariableNode, Visitor, visit
+from graphql.language import ArgumentNode, FieldNode, OperationDefinitionNode, print_ast
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graphql_schema.event_types import SessionEvent
+
+# Root subscription fields whose argument is a resume cursor: it decides where a stream starts, never
+# what an event looks like.
+CURSOR_ARGUMENTS: frozenset[tuple[str, str]] = frozenset({("sessionEvents", "afterSeq")})
+DEFAULT_SIZE = 4096  # as many as graphql_schema/event_types.py keeps shared SessionEvents
+
+
+@dataclass(eq=False)
+class _Entry:
+    result: GraphQLExecutionResult
+    anchor: object  # keeps the event (an ephemeral key is its identity) alive while cached
+    encoded: str | None = None
+
+
+class SharedEventResults:
+    """A bounded LRU of execution results, and their payloads' JSON text, by (document, variables, event)."""
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        # The result's data dict -> its entry, so the socket handler recognises a shared payload.
+        self._by_data: dict[int, _Entry] = {}
+        self.executions = 0  # results computed (misses), for tests and diagnostics
+        self.hits = 0
+
+    def get(self, key: tuple[Any, ...]) -> GraphQLExecutionResult | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.result
+
+    def put(self, key: tuple[Any, ...], result: GraphQLExecutionResult, anchor: object) -> None:
+        self.executions += 1
+        if result.errors or not isinstance(result.data, dict) or key in self._entries:
+            return
+        entry = _Entry(result, anchor)
+        self._entries[key] = entry
+        self._by_data[id(result.data)] = entry
+        while len(self._entries) > self._size:
+            _, old = self._entries.popitem(last=False)
+            self._by_data.pop(id(old.result.data), None)
+
+    def encoded_payload(
+        self, payload: Mapping[str, object], encode: Callable[[Any], str | bytes]
+    ) -> str | None:
+        """The JSON text of a `next` payload that is exactly ``{"data": <a shared result's data>}``."""
+        if len(payload) != 1:
+            return None
+        data = payload.get("data")
+        entry = self._by_data.get(id(data))
+        if entry is None or entry.result.data is not data:
+            return None
+        if entry.encoded is None:
+            encoded = encode({"data": data})
+            entry.encoded = encoded.decode() if isinstance(encoded, bytes) else encoded
+        return entry.encoded
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_data.clear()
+
+
+RESULTS = SharedEventResults()
+
+
+def encoded_next_frame(message: Mapping[str, Any], encode: Callable[[Any], str | bytes]) -> str | None:
+    """The text of a graphql-transport-ws `next` message whose payload is shared, or None.
+
+    Strawberry encodes ``{"id", "type", "payload"}`` in that order with compact separators; only the
+    payload is costly, so it is encoded once and the frame is assembled around it.
+    """
+    if message.get("type") != "next" or len(message) != 3:
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, Mapping):
+        return None
+    body = RESULTS.encoded_payload(payload, encode)
+    if body is None:
+        return None
+    operation_id = encode(message["id"])
+    if isinstance(operation_id, bytes):
+        operation_id = operation_id.decode()
+    return '{"id":' + operation_id + ',"type":"next","payload":' + body + "}"
+
+
+class _DocumentKey:
+    """Computed once per subscription (shared by its per-event copies of the executor)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: tuple[Any, ...] | None = None
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor; per subscription event, a result from :data:`RESULTS` when there is one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._document_key = _DocumentKey()
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        event = self.root_value
+        if not isinstance(event, SessionEvent) or self.operation.operation is not OperationType.SUBSCRIPTION:
+            return super().execute_operation(serially)
+        key = (self._key_of_document(), _event_key(event))
+        cached = RESULTS.get(key)
+        if cached is not None:
+            return cached
+        result = super().execute_operation(serially)
+        if isinstance(result, GraphQLExecutionResult):
+            RESULTS.put(key, result, event)
+            return result
+        if isawaitable(result):
+            return _store_when_done(result, key, event)
+        return result
+
+    def _key_of_document(self) -> tuple[Any, ...]:
+        known = self._document_key.value
+        if known is None:
+            known = self._document_key.value = _document_key(
+                self.operation, self.fragment_definitions, self.variable_values.coerced
+            )
+        return known
+
+
+async def _store_when_done(pending: Awaitable[Any], key: tuple[Any, ...], event: SessionEvent) -> Any:
+    result = await pending
+    if isinstance(result, GraphQLExecutionResult):
+        RESULTS.put(key, result, event)
+    return result
+
+
+def _event_key(event: SessionEvent) -> tuple[Any, ...]:
+    if event.ephemeral:
+        return ("ephemeral", id(event))
+    return ("durable", str(event.session_id), event.seq, event.created_at)
+
+
+def _document_key(
+    operation: OperationDefinitionNode, fragments: Mapping[str, Any], variables: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    source = operation.loc.source.body if operation.loc is not None else print_ast(operation)
+    name = operation.name.value if operation.name is not None else None
+    cursors = _cursor_variables(operation, fragments)
+    relevant = {key: value for key, value in variables.items() if key not in cursors}
+    return (source, name, orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS, default=repr))
+
+
+class _VariableUses(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        self.counts[node.name.value] = self.counts.get(node.name.value, 0) + 1
+
+
+def _cursor_variables(operation: OperationDefinitionNode, fragments: Mapping[str, Any]) -> set[str]:
+    """Variables used only as a root field's cursor argument (their definitions aside)."""
+    candidates: set[str] = set()
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            continue
+        for argument in selection.arguments or ():
+            if (
+                isinstance(argument, ArgumentNode)
+                and (selection.name.value, argument.name.value) in CURSOR_ARGUMENTS
+                and isinstance(argument.value, VariableNode)
+            ):
+                candidates.add(argument.value.name.value)
+    if not candidates:
+        return set()
+    uses = _VariableUses()
+    visit(operation.selection_set, uses)
+    for fragment in fragments.values():
+        node = getattr(fragment, "definition", fragment)
+        visit(node, uses)
+    return {name for name in candidates if uses.counts.get(name) == 1}
