@@ -31,7 +31,10 @@ STOP_MARGIN_SECONDS = 1.5
 
 def orphan_error(replica: str | None) -> str:
     """What a run reads when its replica stopped holding the session's lease mid-run."""
-    return f"replica {replica} stopped responding during the run (it lost the session's lease)"
+    return (
+        f"replica {replica} stopped responding during the run (it lost the session's lease: it died, or "
+        "could not reach the database)"
+    )
 
 
 class LeaseKeeper:
