@@ -8,7 +8,7 @@ const root = path.resolve(__dirname, '..', '..');
 const out = process.env.CODEGEN_OUT ?? path.join(__dirname, 'generated');
 const config = {
   strictScalars: true,
-  scalars: { DateTime: 'string', JSON: 'unknown' },
+  scalars: { Date: 'string', DateTime: 'string', JSON: 'unknown' },
   enumsAsTypes: true,
   avoidOptionals: true,
 };

@@ -1,5 +1,5 @@
 """What schemathesis needs from us, loaded through SCHEMATHESIS_HOOKS by test_fuzzing.py: strategies
-for the schema's two custom scalars, and the two checks the test runs.
+for the schema's custom scalars, and the two checks the test runs.
 
 schemathesis's own `not_a_server_error` also fails any GraphQL `errors` entry, which is how this API
 reports a bad query argument (code VALIDATION_ERROR); the contract is narrower: no HTTP 5xx, and no error
@@ -49,6 +49,14 @@ schemathesis.graphql.scalar(
     "DateTime",
     st.one_of(
         st.datetimes(timezones=st.just(UTC)).map(lambda value: nodes.String(value.isoformat())),
+        _TEXT.map(nodes.String),
+    ),
+)
+
+schemathesis.graphql.scalar(
+    "Date",
+    st.one_of(
+        st.dates().map(lambda value: nodes.String(value.isoformat())),
         _TEXT.map(nodes.String),
     ),
 )
