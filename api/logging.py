@@ -16,8 +16,13 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Plain tracebacks: with `rich` installed (schemathesis brings it) the console renderer's default
+    # draws every traceback with its locals, ~40 ms each on the event loop, seconds in an outage's burst
+    # of them (seen as WebSocket handshakes timing out while PostgreSQL was down).
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
