@@ -35,7 +35,7 @@ query Statuses($first: Int!) {
     edges { node { id status runs(first: 1) { edges { node { id status error } } } } }
   }
 }"""
-BUDGET_METRIC = "caga_agent_memory_budget_bytes"
+BUDGET_METRIC = "agent_memory_budget_bytes"
 
 
 @dataclass

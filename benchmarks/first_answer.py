@@ -49,7 +49,7 @@ subscription First($sessionId: ID!) {
 }"""
 BARE = "bare SDK"
 # The live-agents gauge of the warm pool (api/runtime metrics).
-WARM_METRIC = "caga_warm_agents"
+WARM_METRIC = 'agent_live_clis{state="warm"}'
 
 
 @dataclass
