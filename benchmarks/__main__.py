@@ -300,7 +300,13 @@ def plot(results: dict[str, Any]) -> None:
     fig.savefig(PLOT, dpi=90)
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+def save(results: dict[str, Any], raw: Path) -> None:
+    """After every part, so a later part's failure loses nothing measured."""
+    raw.parent.mkdir(exist_ok=True)
+    raw.write_text(json.dumps(results, indent=2))
+
+
+async def main(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     parts = args.only.split(",") if args.only else list(PARTS)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -312,11 +318,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         summaries = first_answer.summarise(samples)
         print(first_answer.report(summaries), flush=True)
         results["first_answer"] = [asdict(s) for s in summaries]
+        save(results, raw)
     if "fanout" in parts:
         print("== fan-out", flush=True)
         figures = await run_fanout([1, 10, 100], 500 if args.quick else 2000, 150 if args.quick else 300)
         print(fanout.report(figures), flush=True)
         results["fanout"] = [asdict(f) for f in figures]
+        save(results, raw)
     if "reads" in parts:
         print("== reads", flush=True)
         namespace = argparse.Namespace(
@@ -329,11 +337,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         outcomes = await reads.main(namespace)
         print(reads.report(outcomes), flush=True)
         results["reads"] = [asdict(o) for o in outcomes]
+        save(results, raw)
     if "burst" in parts:
         print("== burst", flush=True)
         bursts = await burst.main(30 if args.quick else 100, timeout=900)
         print(burst.report(bursts), flush=True)
         results["burst"] = [asdict(b) for b in bursts]
+        save(results, raw)
     return results
 
 
@@ -344,11 +354,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller loads (~10 min)")
     parser.add_argument("--only", default="", help=f"comma-separated parts of: {','.join(PARTS)}")
     arguments = parser.parse_args()
-    everything = asyncio.run(main(arguments))
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(exist_ok=True)
-    raw = out_dir / f"all-{datetime.now():%Y%m%dT%H%M%S}.json"
-    raw.write_text(json.dumps(everything, indent=2))
+    raw = ROOT / "benchmarks" / "results" / f"all-{datetime.now():%Y%m%dT%H%M%S}.json"
+    everything = asyncio.run(main(arguments, raw))
     if not arguments.only:
         DOC.write_text(markdown(everything, arguments) + "\n")
         plot(everything)
