@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from api.errors import NotFound
+from api.events.records import EventRecord
 from graphql_schema import cursors
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent
@@ -25,6 +26,7 @@ from graphql_schema.types import (
     time_id_cursor,
 )
 from persistence.repositories.audit import AuditQuery, AuditRepository
+from persistence.repositories.events import EventRepository
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionQuery, SessionRepository
 
@@ -101,12 +103,25 @@ class Query:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
         after_seq = after_seq or 0
-        services = info.context.services
-        async with services.db.session() as db:
-            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
-                raise NotFound("Session", str(session_id))
-        records = await services.event_log.read(str(session_id), max(0, after_seq), limit)
-        return [SessionEvent.from_record(record) for record in records]
+        async with info.context.services.db.session() as db:
+            rows = await EventRepository(db).page_of_tenant(
+                str(session_id), max(0, after_seq), limit, tenant_id=principal.tenant_id
+            )
+        if rows is None:
+            raise NotFound("Session", str(session_id))
+        return [
+            SessionEvent.from_record(
+                EventRecord(
+                    session_id=row.session_id,
+                    seq=row.seq,
+                    run_id=row.run_id,
+                    kind=row.kind,
+                    payload=row.payload,
+                    created_at=row.created_at,
+                )
+            )
+            for row in rows
+        ]
 
     @strawberry.field(description="The tenant's control actions, newest first.")
     async def audit_log(

@@ -38,6 +38,7 @@ from graphql_schema.persisted_queries import PersistedQueries, PersistedQuerySto
 from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.sessions.mutations import SessionMutations
 from graphql_schema.subscriptions import Subscription
+from graphql_schema.union_types import resolve_unions_by_class
 from graphql_schema.usage.queries import UsageQueries
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
@@ -75,7 +76,7 @@ def _should_mask(error: GraphQLError) -> bool:
 
 
 class MaskWithRequestId(MaskErrors):
-    """"Unexpected error.", with the request id its traceback is logged under (`extensions.requestId`)."""
+    """ "Unexpected error.", with the request id its traceback is logged under (`extensions.requestId`)."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
@@ -143,13 +144,15 @@ def build_schema(settings: Settings | None = None) -> Schema:
         ErrorCodes,
         InputChecks,
     ]
-    return ApiSchema(
+    schema = ApiSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
         extensions=extensions,
     )
+    resolve_unions_by_class(schema)
+    return schema
 
 
 def export_sdl() -> str:
