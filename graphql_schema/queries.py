@@ -42,7 +42,7 @@ class Query:
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The session's id.")]
     ) -> Session | None:
         principal = info.context.require_principal()
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             row = await SessionRepository(db).get(str(id), tenant_id=principal.tenant_id)
         return Session.from_model(row) if row else None
 
@@ -68,7 +68,7 @@ class Query:
             created_after=filter.created_after if filter else None,
             created_before=filter.created_before if filter else None,
         )
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             repository = SessionRepository(db)
             rows = await repository.list(query, after=position, limit=limit + 1)
             previous = position is not None and await repository.any_before(query, position)
@@ -82,7 +82,7 @@ class Query:
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run's id.")]
     ) -> Run | None:
         principal = info.context.require_principal()
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             row = await RunRepository(db).get(str(id), tenant_id=principal.tenant_id)
         return Run.from_model(row) if row else None
 
@@ -103,7 +103,7 @@ class Query:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
         after_seq = after_seq or 0
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             rows = await EventRepository(db).page_of_tenant(
                 str(session_id), max(0, after_seq), limit, tenant_id=principal.tenant_id
             )
@@ -145,7 +145,7 @@ class Query:
             since=filter.since if filter else None,
             until=filter.until if filter else None,
         )
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             rows = await AuditRepository(db).list(query, before_id=before_id, limit=limit + 1)
         edges, page_info = page_of(
             rows,
