@@ -29,6 +29,7 @@ from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
+from graphql_schema.fast_paths import apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.mutations import Mutation as RunMutations
@@ -38,7 +39,6 @@ from graphql_schema.persisted_queries import PersistedQueries, PersistedQuerySto
 from graphql_schema.queries import Query as CoreQueries
 from graphql_schema.sessions.mutations import SessionMutations
 from graphql_schema.subscriptions import Subscription
-from graphql_schema.union_types import resolve_unions_by_class
 from graphql_schema.usage.queries import UsageQueries
 from graphql_schema.webhooks.mutations import WebhookMutation
 from graphql_schema.webhooks.queries import WebhookQuery
@@ -151,7 +151,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
         extensions=extensions,
     )
-    resolve_unions_by_class(schema)
+    apply_fast_paths(schema)
     return schema
 
 
