@@ -22,6 +22,13 @@ Per configuration, in the same invocation (this machine is shared and noisy: com
 Requests are sent open-loop on a fixed schedule and latency is counted from the time a request was due,
 so a server that falls behind is charged for the queue (no coordinated omission). The client shares the
 2 cores with the server: the figures are a floor. Results go to benchmarks/results/reads-<time>.json.
+
+    .venv/bin/python -m benchmarks.reads --compare main [--stores embedded]
+
+measures another revision's server against this tree's instead, both with the caches on, on the same
+seeded databases and in the same invocation (the revision is checked out in a temporary git worktree and
+its server runs on this tree's virtualenv), and adds the ratios (this tree / the revision) of the CPU per
+request and of the sustained rate.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import asyncio
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -57,7 +66,8 @@ from tests.support.servers import (
     redis_available,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 TARGET_P95_MS = 20.0
 # Past this p95 (or any failed request) the server is saturated and the ladder stops climbing.
 SATURATED_P95_MS = 500.0
@@ -339,14 +349,23 @@ def row(configuration: str, rate: float, seconds: float, latencies: Latencies, c
 
 
 @asynccontextmanager
-async def server(work: Path, env: dict[str, str]) -> AsyncIterator[ApiServer]:
+async def server(work: Path, env: dict[str, str], source: Path | None = None) -> AsyncIterator[ApiServer]:
+    """The server of this tree, or of the checkout at `source` (on this tree's virtualenv)."""
     base = {
         "EXECUTE_RUNS": "false",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
         "RATE_LIMIT_REQUESTS_PER_SECOND": "0",
     }
-    api = ApiServer(work, env={**base, **env})
+    command = None
+    if source is not None:
+        # `python -m` would put the working directory (this tree) first on the path.
+        bootstrap = (
+            f"import sys, runpy; sys.path.insert(0, {str(source)!r}); "
+            "runpy.run_module('api.cli', run_name='__main__')"
+        )
+        command = [sys.executable, "-c", bootstrap]
+    api = ApiServer(work, env={**base, **env}, command=command)
     await api.start(timeout=60)
     try:
         yield api
@@ -418,6 +437,67 @@ async def measure(
         sustained_rate_by_query=by_query,
         cpu_ms_per_query=alone,
     )
+
+
+@asynccontextmanager
+async def checkout(ref: str) -> AsyncIterator[Path]:
+    """`ref` in a temporary detached git worktree, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="caga-reads-baseline-")) / "tree"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    await asyncio.to_thread(subprocess.run, [*git, "add", "--detach", str(path), ref], check=True)
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(path)], check=False)
+
+
+async def compare(args: argparse.Namespace) -> list[Outcome]:
+    """The revision `args.compare` and this tree, caches on, each store seeded once for both."""
+    ladder = [float(value) for value in args.ladder.split(",")]
+    stores = args.stores.split(",")
+    work = Path(tempfile.mkdtemp(prefix="caga-reads-"))
+    outcomes: list[Outcome] = []
+    async with checkout(args.compare) as baseline:
+        sides = ((args.compare, baseline), ("this tree", None))
+        if "embedded" in stores:
+            data_dir = work / "embedded"
+            url = f"sqlite+aiosqlite:///{data_dir / 'claude-agent-api.sqlite3'}"
+            seeded = await seed(url, args.sessions, args.events_per_session)
+            for label, source in sides:
+                async with server(work / "embedded-api", {"DATA_DIR": str(data_dir)}, source) as api:
+                    name = f"embedded, {label}"
+                    outcomes.append(await measure(name, api, seeded, args.rate, args.seconds, ladder))
+        if "postgres" in stores and postgres_available() and redis_available():
+            pg_url = await create_postgres_database("caga_reads")
+            try:
+                seeded = await seed(pg_url, args.sessions, args.events_per_session)
+                env = {"DATABASE_URL": pg_url, "REDIS_URL": SHARED_REDIS, "DATA_DIR": str(work / "pg-data")}
+                for label, source in sides:
+                    async with server(work / "pg-api", env, source) as api:
+                        name = f"pg+redis, {label}"
+                        outcomes.append(await measure(name, api, seeded, args.rate, args.seconds, ladder))
+            finally:
+                await drop_postgres_database(pg_url)
+    return outcomes
+
+
+def ratios(outcomes: list[Outcome]) -> str:
+    """This tree / the baseline, per store: CPU per request (lower is better) and sustained rate."""
+    lines = [
+        "Ratios, this tree / the baseline (CPU: lower is better; rate: higher is better):",
+        f"{'store':10} {'cpu mix':>8} " + " ".join(f"{'cpu ' + q:>12}" for q in QUERIES) + "  sustained",
+    ]
+    for before, after in zip(outcomes[::2], outcomes[1::2], strict=True):
+        store = after.configuration.split(",")[0]
+
+        def ratio(new: float, old: float) -> str:
+            return f"{new / old:.2f}" if old else "n/a"
+
+        cpu = " ".join(f"{ratio(after.cpu_ms_per_query[q], before.cpu_ms_per_query[q]):>12}" for q in QUERIES)
+        mix = ratio(after.fixed.server_cpu_ms_per_request, before.fixed.server_cpu_ms_per_request)
+        rate = ratio(after.sustained_rate, before.sustained_rate)
+        lines.append(f"{store:10} {mix:>8} {cpu}  {rate:>9}")
+    return "\n".join(lines)
 
 
 async def main(args: argparse.Namespace) -> list[Outcome]:
@@ -499,9 +579,19 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=20, help="the fixed rate of the latency table")
     parser.add_argument("--seconds", type=float, default=6, help="how long each rate is held")
     parser.add_argument("--ladder", default=DEFAULT_LADDER, help="rates tried in turn, comma-separated")
-    results = asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--compare", metavar="REF", help="measure this git revision's server against this tree's"
+    )
+    parser.add_argument(
+        "--stores", default="embedded,postgres", help="with --compare: embedded, postgres or both"
+    )
+    arguments = parser.parse_args()
+    results = asyncio.run(compare(arguments) if arguments.compare else main(arguments))
     print()
     print(report(results))
+    if arguments.compare:
+        print()
+        print(ratios(results))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"reads-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps([asdict(outcome) for outcome in results], indent=2))

@@ -30,10 +30,13 @@ class Context(BaseContext):
             self._loaders = Loaders(self.services.db, lambda: self.require_principal().tenant_id)
         return self._loaders
 
-    def for_operation(self, *, cache: bool) -> Context:
+    def for_operation(self, *, cache: bool, shared_session: bool = False) -> Context:
         operation = copy.copy(self)
         operation._loaders = Loaders(
-            self.services.db, lambda: operation.require_principal().tenant_id, cache=cache
+            self.services.db,
+            lambda: operation.require_principal().tenant_id,
+            cache=cache,
+            shared_session=shared_session,
         )
         return operation
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from api.errors import NotFound
+from api.events.records import EventRecord
 from graphql_schema import cursors
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent
@@ -25,6 +26,7 @@ from graphql_schema.types import (
     time_id_cursor,
 )
 from persistence.repositories.audit import AuditQuery, AuditRepository
+from persistence.repositories.events import EventRepository
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionQuery, SessionRepository
 
@@ -40,7 +42,7 @@ class Query:
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The session's id.")]
     ) -> Session | None:
         principal = info.context.require_principal()
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             row = await SessionRepository(db).get(str(id), tenant_id=principal.tenant_id)
         return Session.from_model(row) if row else None
 
@@ -66,7 +68,7 @@ class Query:
             created_after=filter.created_after if filter else None,
             created_before=filter.created_before if filter else None,
         )
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             repository = SessionRepository(db)
             rows = await repository.list(query, after=position, limit=limit + 1)
             previous = position is not None and await repository.any_before(query, position)
@@ -80,7 +82,7 @@ class Query:
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run's id.")]
     ) -> Run | None:
         principal = info.context.require_principal()
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             row = await RunRepository(db).get(str(id), tenant_id=principal.tenant_id)
         return Run.from_model(row) if row else None
 
@@ -101,12 +103,25 @@ class Query:
         principal = info.context.require_principal()
         limit = cursors.page_size(first, default=100, maximum=MAX_EVENTS_PAGE)
         after_seq = after_seq or 0
-        services = info.context.services
-        async with services.db.session() as db:
-            if await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id) is None:
-                raise NotFound("Session", str(session_id))
-        records = await services.event_log.read(str(session_id), max(0, after_seq), limit)
-        return [SessionEvent.from_record(record) for record in records]
+        async with info.context.loaders.reading() as db:
+            rows = await EventRepository(db).page_of_tenant(
+                str(session_id), max(0, after_seq), limit, tenant_id=principal.tenant_id
+            )
+        if rows is None:
+            raise NotFound("Session", str(session_id))
+        return [
+            SessionEvent.from_record(
+                EventRecord(
+                    session_id=row.session_id,
+                    seq=row.seq,
+                    run_id=row.run_id,
+                    kind=row.kind,
+                    payload=row.payload,
+                    created_at=row.created_at,
+                )
+            )
+            for row in rows
+        ]
 
     @strawberry.field(description="The tenant's control actions, newest first.")
     async def audit_log(
@@ -130,7 +145,7 @@ class Query:
             since=filter.since if filter else None,
             until=filter.until if filter else None,
         )
-        async with info.context.services.db.session() as db:
+        async with info.context.loaders.reading() as db:
             rows = await AuditRepository(db).list(query, before_id=before_id, limit=limit + 1)
         edges, page_info = page_of(
             rows,

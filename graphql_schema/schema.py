@@ -29,6 +29,7 @@ from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
+from graphql_schema.fast_paths import apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.live.shared_events import SharedEventExecutor
@@ -76,7 +77,7 @@ def _should_mask(error: GraphQLError) -> bool:
 
 
 class MaskWithRequestId(MaskErrors):
-    """"Unexpected error.", with the request id its traceback is logged under (`extensions.requestId`)."""
+    """ "Unexpected error.", with the request id its traceback is logged under (`extensions.requestId`)."""
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
@@ -144,7 +145,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         ErrorCodes,
         InputChecks,
     ]
-    return ApiSchema(
+    schema = ApiSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -153,6 +154,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         # Subscription events executed once per document and event, not once per subscriber.
         execution_context_class=SharedEventExecutor if settings.shared_subscription_results else None,
     )
+    apply_fast_paths(schema)
+    return schema
 
 
 def export_sdl() -> str:

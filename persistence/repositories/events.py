@@ -67,6 +67,30 @@ class EventRepository:
         )
         return result.scalars().all()
 
+    async def page_of_tenant(
+        self, session_id: str, after_seq: int, limit: int, *, tenant_id: str
+    ) -> Sequence[sa.Row[Any]] | None:
+        """Up to `limit` events with seq > `after_seq` as plain rows (session_id, seq, run_id, kind,
+        payload, created_at), or None when the session does not exist or belongs to another tenant.
+
+        For the `events` query: one database session for the check and the page, and rows rather than
+        ORM objects (a page of 100 is read-only; building and tracking 100 objects was a noticeable share
+        of the query's CPU)."""
+        found = await self.session.execute(
+            sa.select(AgentSession.id).where(
+                AgentSession.id == session_id, AgentSession.tenant_id == tenant_id
+            )
+        )
+        if found.first() is None:
+            return None
+        result = await self.session.execute(
+            sa.select(Event.session_id, Event.seq, Event.run_id, Event.kind, Event.payload, Event.created_at)
+            .where(Event.session_id == session_id, Event.seq > after_seq)
+            .order_by(Event.seq)
+            .limit(limit)
+        )
+        return result.all()
+
     async def list_range(self, session_id: str, after_seq: int, up_to_seq: int) -> Sequence[Event]:
         result = await self.session.execute(
             sa.select(Event)

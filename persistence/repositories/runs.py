@@ -8,12 +8,19 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession, Run
 from persistence.repositories.leases import LeaseRepository
 
 ACTIVE_STATUSES = ("QUEUED", "RUNNING")
+
+
+# The listings (the GraphQL loaders) leave out a run's options: a run's full option set (system prompt,
+# MCP servers, output schema…) can be large and no listed field shows it. Raising, not lazy-loading, if
+# anything touches it (a lazy load cannot run on an async session anyway).
+_LISTING = orm.defer(Run.options, raiseload=True)
 
 
 class RunRepository:
@@ -61,7 +68,7 @@ class RunRepository:
         self, session_id: str, *, after: tuple[datetime, str] | None, limit: int
     ) -> Sequence[Run]:
         """Oldest first; `after` is the (created_at, id) of the last run of the previous page."""
-        stmt = sa.select(Run).where(Run.session_id == session_id)
+        stmt = sa.select(Run).options(_LISTING).where(Run.session_id == session_id)
         if after is not None:
             created_at, run_id = after
             stmt = stmt.where(
@@ -82,6 +89,7 @@ class RunRepository:
         numbered = sa.select(Run.id, position).where(Run.session_id.in_(session_ids)).subquery()
         stmt = (
             sa.select(Run)
+            .options(_LISTING)
             .join(numbered, numbered.c.id == Run.id)
             .where(numbered.c.position <= limit)
             .order_by(Run.session_id, Run.created_at, Run.id)
@@ -95,6 +103,7 @@ class RunRepository:
         """Every run of each session that has started (its checkpoints), oldest first."""
         stmt = (
             sa.select(Run)
+            .options(_LISTING)
             .where(Run.session_id.in_(session_ids), Run.started_at.is_not(None))
             .order_by(Run.session_id, Run.created_at, Run.id)
         )
