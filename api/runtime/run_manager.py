@@ -29,6 +29,7 @@ from api.sandbox.launcher import AgentLauncher
 from api.settings import Settings
 from api.webhooks.dispatcher import WebhookDispatcher
 from persistence.database import Database
+from persistence.models import Run
 from persistence.repositories.runs import RunRepository
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,10 @@ class RunManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[Any]] = set()
+        # Sessions with a run beginning here, and the releases of their old actors' leases held back
+        # meanwhile (release_lease).
+        self._beginning: dict[str, int] = {}
+        self._deferred_release: dict[str, int] = {}
         self.warm_pool = WarmPool(self)
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
         self.reaper = OrphanReaper(
@@ -164,8 +169,13 @@ class RunManager:
         self.nudge()
 
     async def release_lease(self, session_id: str, token: int) -> None:
-        """An actor is gone (its CLI stopped): free the lease it held, unless a newer actor uses it."""
+        """An actor is gone (its CLI stopped): free the lease it held, unless a newer actor uses it, or
+        a run of the session is beginning here (its begin may have kept this very token: the live lease
+        was ours); _begin frees it afterwards if that run did not start."""
         if session_id in self._actors:
+            return
+        if session_id in self._beginning:
+            self._deferred_release[session_id] = token
             return
         await self.leases.release(session_id, token)
         self.nudge()
@@ -212,17 +222,37 @@ class RunManager:
             if (actor is None or not actor.has_agent) and not self._room_for_an_agent():
                 # Every CLI the budget allows is in use: the run waits QUEUED (here or elsewhere).
                 return
-            sent = self.leases.now()
+            await self._begin(run)
+
+    async def _begin(self, run: Run) -> bool:
+        """QUEUED → RUNNING here and into the session's actor; False when another got there first."""
+        sent = self.leases.now()
+        session_id = run.session_id
+        # The slot is taken before the first await, so a concurrent admission counts it.
+        self._running += 1
+        self._beginning[session_id] = self._beginning.get(session_id, 0) + 1
+        transition: lifecycle.Transition | None = None
+        try:
             transition = await lifecycle.begin(
                 self.event_log, run, replica=self.replica, lease_seconds=self.settings.lease_seconds
             )
             if transition is None:
-                continue
+                return False
             assert transition.lease_token is not None
-            self.leases.note_claimed(run.session_id, transition.lease_token, sent)
-            self._running += 1
-            await lifecycle.announce(self.event_log, transition)
-            self._actor_for(run.session_id, transition.lease_token).submit(transition.run)
+            self.leases.note_claimed(session_id, transition.lease_token, sent)
+            # The actor first: it may start its CLI while the transition is published.
+            self._actor_for(session_id, transition.lease_token).submit(transition.run)
+        finally:
+            if transition is None:
+                self._running -= 1
+            self._beginning[session_id] -= 1
+            if not self._beginning[session_id]:
+                del self._beginning[session_id]
+                deferred = self._deferred_release.pop(session_id, None)
+                if deferred is not None and session_id not in self._actors:
+                    await self.release_lease(session_id, deferred)
+        await lifecycle.announce(self.event_log, transition)
+        return True
 
     def live_agents(self) -> int:
         """CLIs alive or starting on this replica, the warm pool's included: what the budget counts."""

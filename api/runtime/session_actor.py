@@ -413,6 +413,21 @@ class SessionActor:
 
     async def _spec(self, tenant_id: str, run_options: dict[str, Any]) -> AgentSpec:
         options = RunOptions.from_json(run_options)
+        # Looked up beside the session's row and files rather than after them: it is on the way to
+        # the CLI (or to its first prompt) for every run.
+        hook_events = asyncio.ensure_future(self.manager.webhooks.events_for(tenant_id))
+        try:
+            return await self._spec_with(tenant_id, options, hook_events)
+        finally:
+            if not hook_events.done():
+                hook_events.cancel()
+            elif not hook_events.cancelled():
+                # Retrieved, so a failure here is not reported twice (the one raised is what counts).
+                hook_events.exception()
+
+    async def _spec_with(
+        self, tenant_id: str, options: RunOptions, hook_events: asyncio.Future[tuple[str, ...]]
+    ) -> AgentSpec:
         paths = await asyncio.to_thread(self.manager.launcher.paths, tenant_id, self.session_id)
         self._paths = paths
         workspace, agent_dir = str(paths.workspace), str(paths.agent_dir)
@@ -440,7 +455,7 @@ class SessionActor:
             self.session_id,
             workspace,
             options,
-            hook_events=await self.manager.webhooks.events_for(tenant_id),
+            hook_events=await hook_events,
             mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
             setting_sources=tuple(self.manager.settings.agent_setting_sources),
             resume=resume,
@@ -496,10 +511,18 @@ class SessionActor:
                     ask_permission=self.permissions.ask,
                     session_store=self._store,
                 )
-                await connection.connect()
+                # The log's end is read while the CLI starts: nothing appends to it meanwhile but
+                # this actor (its run's RUNNING came first, and hooks are not logged before the pump).
+                last_seq_read = asyncio.ensure_future(self._last_seq())
+                try:
+                    await connection.connect()
+                except BaseException:
+                    last_seq_read.cancel()
+                    raise
+                last_seq = await last_seq_read
+            else:
+                last_seq = await self._last_seq()
             metrics.LIVE_SESSIONS.inc()
-            async with self.manager.db.session() as session:
-                last_seq = await SessionRepository(session).last_seq(self.session_id)
             self._drain_signals()
             self._cost_so_far = cost_so_far
             self._connection_key = spec.connection_key()
@@ -514,6 +537,10 @@ class SessionActor:
                 on_lease_lost=self._write_refused,
             )
         return self._pump
+
+    async def _last_seq(self) -> int:
+        async with self.manager.db.session() as session:
+            return await SessionRepository(session).last_seq(self.session_id)
 
     def _take_warm(self, spec: AgentSpec) -> AgentConnection | None:
         """The pooled CLI when it was started for exactly this connection, else None."""
