@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from api.auth import create_key
 from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
@@ -23,6 +24,17 @@ from tests.support.servers import (
     drop_postgres_database,
     postgres_available,
     redis_available,
+)
+
+# The in-process servers log through structlog's default configuration, whose console renderer draws
+# tracebacks with rich (schemathesis installs it), locals and all: ~40 ms each on the event loop the
+# servers share with the test, seconds in a database outage's burst of them (handshakes then timed out).
+# Plain tracebacks, as the server's own logging has (api/logging.py).
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
 )
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
