@@ -85,8 +85,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         + (" --quick" if args.quick else "")
         + f"` on {results['when']} ({results['machine']}). Not part of the test run. The machine is "
         "shared and noisy, so read the ratios of one run, not the absolute figures; the benchmark client "
-        "shares the cores with the servers, so every figure is a floor. Targets are those of the capacity "
-        "issue; each table says where they are met.",
+        "shares the cores with the servers, so every figure is a floor. Each section states the capacity "
+        "issue's targets for its table.",
         "",
         "![Benchmarks plot](benchmarks.png)",
         "",
