@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from persistence.database import Database
-from persistence.migrations import upgrade_head
 from persistence.models import utcnow
 from persistence.repositories.events import EventRepository
 from persistence.repositories.sessions import SessionRepository
 from persistence.repositories.tenants import TenantRepository
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'log.sqlite3'}"
-    if request.param == "postgres":
-        if not postgres_available():
-            pytest.skip("PostgreSQL is not reachable on loopback")
-        url = await create_postgres_database("caga_log")
-    await upgrade_head(url)
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        if request.param == "postgres":
-            await drop_postgres_database(url)
 
 
 async def _session(db: Database) -> str:

@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from persistence.database import Database
-from persistence.migrations import upgrade_head
 from persistence.models import Tenant, utcnow
 from persistence.repositories.sessions import SessionQuery, SessionRepository
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
 
 INDEX = "ix_sessions_tenant_id_created_at_id"
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'plan.sqlite3'}"
-    elif not postgres_available():
-        pytest.skip("PostgreSQL is not reachable on loopback")
-    else:
-        url = await create_postgres_database("caga_plan")
-    await upgrade_head(url)
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        if request.param == "postgres":
-            await drop_postgres_database(url)
 
 
 async def test_the_newest_sessions_of_a_tenant_are_read_from_the_index(db: Database) -> None:

@@ -4,8 +4,6 @@ scoping that keeps one session's transcript out of another's reach."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -13,29 +11,10 @@ from claude_agent_sdk.testing import run_session_store_conformance
 from claude_agent_sdk.types import SessionKey, SessionStoreEntry
 
 from persistence.database import Database
-from persistence.migrations import upgrade_head
 from persistence.models import utcnow
 from persistence.repositories.sessions import SessionRepository
 from persistence.repositories.tenants import TenantRepository
 from persistence.session_store import DatabaseSessionStore
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"
-    if request.param == "postgres":
-        if not postgres_available():
-            pytest.skip("PostgreSQL is not reachable on loopback")
-        url = await create_postgres_database("caga_store")
-    await upgrade_head(url)
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        if request.param == "postgres":
-            await drop_postgres_database(url)
 
 
 async def _session(db: Database, tenant: str | None = None) -> tuple[str, str]:

@@ -4,40 +4,19 @@ sums in the database: its figures match the rows, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from persistence.database import Database
-from persistence.migrations import upgrade_head
 from persistence.models import AgentSession, Run, Tenant, utcnow
 from persistence.repositories.usage import UsageDimension, UsageRepository
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
 
 INDEX = "ix_runs_tenant_id_created_at"
 DAYS = 30
 RUNS_PER_DAY = 40
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'usage.sqlite3'}"
-    elif not postgres_available():
-        pytest.skip("PostgreSQL is not reachable on loopback")
-    else:
-        url = await create_postgres_database("caga_usage_plan")
-    await upgrade_head(url)
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        if request.param == "postgres":
-            await drop_postgres_database(url)
 
 
 async def test_a_tenants_day_is_summed_from_the_index(db: Database) -> None:
