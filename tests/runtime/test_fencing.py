@@ -6,13 +6,11 @@ embedded default) and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from api.auth import create_key
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.events.records import EventKind, NewEvent
@@ -21,11 +19,10 @@ from api.runtime.leases import OrphanReaper, orphan_error
 from api.settings import Settings
 from persistence.database import Database
 from persistence.migrations import upgrade_head
-from persistence.models import Run, utcnow
 from persistence.repositories.leases import Fence, LeaseRepository, StaleLease
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
-from tests.support.leases import take_over
+from tests.support.leases import queued_run, take_over
 from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
 
 
@@ -49,26 +46,6 @@ async def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
             await drop_postgres_database(url)
 
 
-async def queued_run(event_log: EventLog) -> Run:
-    key = await create_key(event_log.db, tenant_name=f"fence-{uuid.uuid4().hex[:6]}", name=None)
-    async with event_log.db.session() as session:
-        row = await SessionRepository(session).create(
-            session_id=str(uuid.uuid4()), tenant_id=key.tenant_id, title="t", at=utcnow()
-        )
-        run = await RunRepository(session).create(
-            run_id=str(uuid.uuid4()),
-            session_id=row.id,
-            tenant_id=key.tenant_id,
-            prompt="p",
-            prompt_uuid=str(uuid.uuid4()),
-            options={},
-            api_key_id=key.key_id,
-            at=utcnow(),
-        )
-        await session.commit()
-    return run
-
-
 async def claim(event_log: EventLog, session_id: str, owner: str, ttl: float) -> int | None:
     async with event_log.db.session() as session:
         token = await LeaseRepository(session).claim(session_id, owner, ttl_seconds=ttl)
@@ -83,7 +60,7 @@ def text(run_id: str | None, words: str) -> NewEvent:
 async def test_a_lease_lapses_by_the_database_clock_and_its_next_holder_gets_a_newer_token(
     event_log: EventLog,
 ) -> None:
-    run = await queued_run(event_log)
+    run = await queued_run(event_log.db)
     loop = asyncio.get_running_loop()
     claimed_at = loop.time()
     first = await claim(event_log, run.session_id, "r1", ttl=1.5)
@@ -109,7 +86,7 @@ async def test_a_lease_lapses_by_the_database_clock_and_its_next_holder_gets_a_n
 
 
 async def test_a_stale_holders_appends_and_outcome_are_refused(event_log: EventLog) -> None:
-    run = await queued_run(event_log)
+    run = await queued_run(event_log.db)
     transition = await lifecycle.begin(event_log, run, replica="r1", lease_seconds=30)
     assert transition is not None
     assert transition.lease_token is not None
@@ -146,8 +123,8 @@ async def test_a_stale_holders_appends_and_outcome_are_refused(event_log: EventL
 
 
 async def test_the_reaper_fences_off_a_lapsed_holder_and_spares_a_live_one(event_log: EventLog) -> None:
-    live = await queued_run(event_log)
-    lapsing = await queued_run(event_log)
+    live = await queued_run(event_log.db)
+    lapsing = await queued_run(event_log.db)
     started_live = await lifecycle.begin(event_log, live, replica="r1", lease_seconds=60)
     started = await lifecycle.begin(event_log, lapsing, replica="r1", lease_seconds=1.0)
     assert started_live is not None

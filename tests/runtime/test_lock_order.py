@@ -5,22 +5,19 @@ SQLite serialises writers anyway). The delays hold each lock long enough for the
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from api.auth import create_key
 from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.runtime import lifecycle
 from persistence.database import Database
 from persistence.migrations import upgrade_head
-from persistence.models import utcnow
 from persistence.repositories.leases import LeaseRepository
 from persistence.repositories.runs import RunRepository
-from persistence.repositories.sessions import SessionRepository
+from tests.support.leases import queued_run
 from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
 
 pytestmark = pytest.mark.postgres
@@ -56,22 +53,7 @@ def holding(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
 async def test_starting_and_finishing_a_run_at_once_do_not_deadlock(
     event_log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = await create_key(event_log.db, tenant_name=f"locks-{uuid.uuid4().hex[:6]}", name=None)
-    async with event_log.db.session() as session:
-        row = await SessionRepository(session).create(
-            session_id=str(uuid.uuid4()), tenant_id=key.tenant_id, title="t", at=utcnow()
-        )
-        run = await RunRepository(session).create(
-            run_id=str(uuid.uuid4()),
-            session_id=row.id,
-            tenant_id=key.tenant_id,
-            prompt="p",
-            prompt_uuid=str(uuid.uuid4()),
-            options={},
-            api_key_id=key.key_id,
-            at=utcnow(),
-        )
-        await session.commit()
+    run = await queued_run(event_log.db, "locks")
     monkeypatch.setattr(LeaseRepository, "claim", holding(LeaseRepository.claim))
     monkeypatch.setattr(RunRepository, "transition", holding(RunRepository.transition))
 
