@@ -13,8 +13,18 @@ compare ratios, not absolutes):
   emits its messages in a burst far faster than one replica can fan them out to 100 watchers, so the
   delay under this workload is mostly the backlog: it measures how long the burst takes to drain.
 
+- CPU: the replicas' server processes' CPU time over the watched run, per delivery (steadier than the
+  rates on a shared machine), and the benchmark client's own CPU seconds (it must not be what bounds the
+  rate: it only timestamps frames while the run lasts).
+
 The benchmark client and the servers share the machine's cores, as a dashboard host would not: the figures
 are a floor. Results are printed and written to benchmarks/results/fanout-<timestamp>.json.
+
+    .venv/bin/python -m benchmarks.fanout --compare main [--rounds 1] [--stores embedded,postgres]
+
+measures another revision's servers against this tree's instead, alternately in the same invocation (the
+revision is checked out in a temporary git worktree and runs on this tree's virtualenv), and adds the
+ratios this tree / the revision.
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -60,6 +73,29 @@ class Figures:
     delay_p99_ms: float
     delay_max_ms: float
     complete: bool
+    # CPU seconds over the watched run (steadier than rates on a shared machine): the replicas' server
+    # processes (their own CPU, not the agent CLIs'), and this benchmark client's.
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    @property
+    def server_cpu_us_per_delivery(self) -> float:
+        return 1e6 * self.server_cpu_s / self.deliveries if self.deliveries else 0.0
+
+
+def _process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of one process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -145,8 +181,12 @@ async def measure(
         ]
         await asyncio.gather(*(r.wait() for r in readies))
         await asyncio.sleep(0.5)  # let every subscription finish its (empty) replay and go live
+        server_before = sum(_process_cpu(replica.pid) for replica in c.replicas)
+        client_before = _own_cpu()
         run = await start_ok(client, prompt=workload_prompt(workload, events), sessionId=session_id)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=600)
+        server_cpu = sum(_process_cpu(replica.pid) for replica in c.replicas) - server_before
+        client_cpu = _own_cpu() - client_before
         await wait_for_run(client, run["run"]["id"])
 
     parsed = [_parse(per_watcher) for per_watcher in frames]
@@ -168,6 +208,8 @@ async def measure(
         delay_p99_ms=round(_percentile(delays, 0.99), 1),
         delay_max_ms=round(max(delays), 1),
         complete=all(s == expected for s in seqs),
+        server_cpu_s=round(server_cpu, 2),
+        client_cpu_s=round(client_cpu, 2),
     )
 
 
@@ -216,7 +258,7 @@ async def main(watchers: int, events: int, paced_events: int, rounds: int) -> li
 def report(results: list[Figures]) -> str:
     header = (
         f"{'configuration':44} {'load':>6} {'watchers':>8} {'events':>7} {'deliv/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} ok"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'srv us/dlv':>10} {'client s':>8} ok"
     )
     lines = [header, "-" * len(header)]
     for f in results:
@@ -224,7 +266,109 @@ def report(results: list[Figures]) -> str:
             f"{f.configuration:44} {f.workload:>6} {f.watchers:>8} {f.events:>7} "
             f"{f.deliveries_per_second:>9.0f} "
             f"{f.delay_p50_ms:>8.1f} {f.delay_p99_ms:>8.1f} {f.delay_max_ms:>8.1f} "
+            f"{f.server_cpu_us_per_delivery:>10.1f} {f.client_cpu_s:>8.2f} "
             f"{'yes' if f.complete else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def baseline_command(tree: Path) -> list[str]:
+    """The server of the checkout at `tree`, on this tree's virtualenv (`python -m` would put the working
+    directory, this tree, first on the path)."""
+    bootstrap = (
+        f"import sys, runpy; sys.path.insert(0, {str(tree)!r}); "
+        "runpy.run_module('api.cli', run_name='__main__')"
+    )
+    return [sys.executable, "-c", bootstrap]
+
+
+async def compare(
+    ref: str, *, watchers: int, events: int, paced_events: int, rounds: int, stores: list[str]
+) -> list[Figures]:
+    """The revision `ref` and this tree, alternately, on the same workloads: per round and store, `ref`'s
+    replicas first, then this tree's. Configuration names end with ", <ref>" or ", this tree"."""
+    from benchmarks.reads import checkout
+
+    results: list[Figures] = []
+    work = Path(tempfile.mkdtemp(prefix="caga-fanout-compare-"))
+    workloads = [("burst", events), ("paced", paced_events)]
+    quiet = {"LOG_LEVEL": "WARNING"}
+    with_services = "postgres" in stores and postgres_available() and redis_available()
+    async with checkout(ref) as tree:
+        sides = ((ref, baseline_command(tree)), ("this tree", None))
+        for round_no in range(rounds):
+            for store in stores:
+                for label, command in sides:
+                    side = "base" if command else "this"
+                    if store == "embedded":
+                        async with cluster(
+                            work / f"{side}-embedded-{round_no}", embedded=True, env=quiet, command=command
+                        ) as c:
+                            for workload, count in workloads:
+                                figures = await measure(
+                                    f"embedded, {label}",
+                                    c,
+                                    watchers=watchers,
+                                    events=count,
+                                    workload=workload,
+                                )
+                                print(report([figures]).splitlines()[-1], flush=True)
+                                results.append(figures)
+                    elif store == "postgres" and with_services:
+                        per_replica = [{}, {"EXECUTE_RUNS": "false"}]
+                        async with cluster(
+                            work / f"{side}-pg-{round_no}",
+                            replicas=2,
+                            per_replica=per_replica,
+                            env=quiet,
+                            command=command,
+                        ) as c:
+                            for workload, count in workloads:
+                                for name, target in (("pg+redis, on A", 0), ("pg+redis, run A, on B", 1)):
+                                    figures = await measure(
+                                        f"{name}, {label}",
+                                        c,
+                                        watchers=watchers,
+                                        events=count,
+                                        workload=workload,
+                                        target=target,
+                                    )
+                                    print(report([figures]).splitlines()[-1], flush=True)
+                                    results.append(figures)
+    return results
+
+
+def ratios(results: list[Figures], ref: str) -> str:
+    """This tree / `ref` per configuration and workload, over the medians of the rounds: deliveries/s
+    (higher is better), p99 delay and server CPU per delivery (lower is better)."""
+    groups: dict[tuple[str, str, str], list[Figures]] = {}
+    for f in results:
+        name, _, label = f.configuration.rpartition(", ")
+        groups.setdefault((name, f.workload, "this" if label == "this tree" else "base"), []).append(f)
+
+    Key = tuple[str, str, str]
+
+    def median(key: Key, attribute: str) -> float:
+        return float(statistics.median(getattr(f, attribute) for f in groups[key]))
+
+    lines = [
+        f"Ratios, this tree / {ref} (deliveries/s: higher is better; p99 and CPU per delivery: lower is):",
+        f"{'configuration':28} {'load':>6} {'deliv/s':>8} {'p50':>6} {'p99':>6} {'srv cpu/dlv':>11} "
+        f"{'this p99 ms':>11} {'this deliv/s':>12}",
+    ]
+    for name, workload, side in groups:
+        if side != "this" or (name, workload, "base") not in groups:
+            continue
+        this, base = (name, workload, "this"), (name, workload, "base")
+
+        def ratio(attribute: str, this: Key = this, base: Key = base) -> str:
+            old = median(base, attribute)
+            return f"{median(this, attribute) / old:.2f}" if old else "n/a"
+
+        lines.append(
+            f"{name:28} {workload:>6} {ratio('deliveries_per_second'):>8} {ratio('delay_p50_ms'):>6} "
+            f"{ratio('delay_p99_ms'):>6} {ratio('server_cpu_us_per_delivery'):>11} "
+            f"{median(this, 'delay_p99_ms'):>11.1f} {median(this, 'deliveries_per_second'):>12.0f}"
         )
     return "\n".join(lines)
 
@@ -238,10 +382,31 @@ if __name__ == "__main__":
     parser.add_argument("--paced-events", type=int, default=300, help="events of the paced run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-deflate", action="store_true", help="watchers refuse permessage-deflate")
+    parser.add_argument(
+        "--compare", metavar="REF", help="measure this git revision's servers against this tree's"
+    )
+    parser.add_argument(
+        "--stores", default="embedded,postgres", help="with --compare: embedded, postgres or both"
+    )
     args = parser.parse_args()
     DEFLATE = not args.no_deflate
-    figures = asyncio.run(main(args.watchers, args.events, args.paced_events, args.rounds))
+    if args.compare:
+        figures = asyncio.run(
+            compare(
+                args.compare,
+                watchers=args.watchers,
+                events=args.events,
+                paced_events=args.paced_events,
+                rounds=args.rounds,
+                stores=args.stores.split(","),
+            )
+        )
+    else:
+        figures = asyncio.run(main(args.watchers, args.events, args.paced_events, args.rounds))
     print(report(figures))
+    if args.compare:
+        print()
+        print(ratios(figures, args.compare))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"fanout-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps([asdict(f) for f in figures], indent=2))
