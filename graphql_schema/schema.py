@@ -16,6 +16,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -33,6 +34,7 @@ from graphql_schema.fast_paths import apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.live.shared_events import SharedEventExecutor
+from graphql_schema.live.stream_hooks import StreamingExtensionsRunner
 from graphql_schema.mutations import Mutation as RunMutations
 from graphql_schema.permissions.mutations import PermissionMutations
 from graphql_schema.permissions.queries import PermissionQueries
@@ -94,6 +96,12 @@ class ApiSchema(Schema):
     a query, which fails as an unexpected error. `execute` (plain HTTP; the WebSocket uses `stream`) refuses
     the operation instead, so the client gets a 400 that names the problem.
     """
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # Cheap per-event hooks for subscription results without errors (graphql_schema/live/stream_hooks.py).
+        return StreamingExtensionsRunner(execution_context=execution_context, extensions=extensions)
 
     async def execute(
         self,

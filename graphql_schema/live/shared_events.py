@@ -136,6 +136,15 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         self._document_key = _DocumentKey()
 
+    def build_per_event_executor(self, payload: Any) -> Any:
+        # A result already shared needs no executor of its own: graphql-core's copy of the executor
+        # per event and subscriber was the next cost after execution itself.
+        if isinstance(payload, SessionEvent) and self.operation.operation is OperationType.SUBSCRIPTION:
+            cached = RESULTS.get((self._key_of_document(), _event_key(payload)))
+            if cached is not None:
+                return _Executed(cached)
+        return super().build_per_event_executor(payload)
+
     def execute_operation(self, serially: bool | None = None) -> Any:
         event = self.root_value
         if not isinstance(event, SessionEvent) or self.operation.operation is not OperationType.SUBSCRIPTION:
@@ -159,6 +168,19 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
                 self.operation, self.fragment_definitions, self.variable_values.coerced
             )
         return known
+
+
+class _Executed:
+    """Stands in for a per-event executor whose result is known: graphql-core's subscription loop only
+    asks it to execute the operation."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: GraphQLExecutionResult) -> None:
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> GraphQLExecutionResult:
+        return self.result
 
 
 async def _store_when_done(pending: Awaitable[Any], key: tuple[Any, ...], event: SessionEvent) -> Any:
