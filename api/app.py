@@ -48,6 +48,7 @@ from api.services import Services
 from api.settings import Settings
 from api.web import mount_web, render_graphiql
 from api.webhooks.registry import WebhookRegistry
+from api.ws_protocol import SHARED_FRAME
 from graphql_schema.context import Context
 from graphql_schema.live.shared_events import encoded_next_frame
 from graphql_schema.schema import build_schema
@@ -131,14 +132,15 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def send_message(self, message: Any) -> None:
         # A subscription event shared by many subscribers (graphql_schema/live/shared_events.py) is
-        # encoded once; only the frame around it is this socket's own.
+        # encoded once; only the frame around it is this socket's own. Marked as shared, the server's
+        # WebSocket protocol compresses and frames it once for every socket too (api/ws_protocol.py).
         frame = encoded_next_frame(message, self.view.encode_json)
         socket = getattr(self.websocket, "ws", None)
         if frame is None or socket is None:
             await super().send_message(message)
             return
         try:
-            await socket.send_text(frame)
+            await socket.send({"type": "websocket.send", "text": frame, SHARED_FRAME: True})
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 

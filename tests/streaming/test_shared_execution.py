@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame
+from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
+from api.ws_protocol import FRAMES
 from graphql_schema.live.shared_events import RESULTS, encoded_next_frame
 from tests.conftest import Stack
 from tests.documents import SESSION, SESSION_EVENTS, start_ok, wait_for_run
@@ -91,7 +95,7 @@ async def test_100_watchers_get_identical_complete_gapless_streams_executed_once
         for ws in sockets:
             for op in ops:
                 await _subscribe(ws, op, SEQS, {"sessionId": session_id, "afterSeq": after})
-        executions = RESULTS.executions
+        executions, framed = RESULTS.executions, FRAMES.built
         last = await _run(stack, session_id, "[scenario:many:40]")
         streams = [
             per_op
@@ -114,6 +118,13 @@ async def test_100_watchers_get_identical_complete_gapless_streams_executed_once
     events = last - after
     # Each event executed about once for all 100 subscribers (a few races may execute it twice).
     assert RESULTS.executions - executions <= 3 * events, (RESULTS.executions - executions, events)
+    # Compressed and framed once per operation id (10 of them), not once per socket too.
+    assert FRAMES.built - framed <= 10 * events, (FRAMES.built - framed, events)
+    # Only possible because the server compresses each message alone, which it told the clients.
+    assert all(
+        "server_no_context_takeover" in ws.response.headers["Sec-WebSocket-Extensions"]  # type: ignore[union-attr]
+        for ws in sockets
+    )
 
 
 async def test_two_documents_get_their_own_shapes(stack: Stack) -> None:
@@ -178,6 +189,28 @@ async def test_a_shared_frame_is_what_strawberry_would_encode() -> None:
         )
     finally:
         RESULTS.clear()
+
+
+@pytest.mark.parametrize("window_bits", [None, 12, 9])
+def test_a_shared_frame_decodes_as_its_text_in_any_order(window_bits: int | None) -> None:
+    texts = [json.dumps({"id": "a", "type": "next", "payload": {"seq": i, "x": "é" * i}}) for i in range(40)]
+    frames = [FRAMES.frame(text, window_bits) for text in texts]
+    assert all(FRAMES.frame(text, window_bits) is frame for text, frame in zip(texts, frames, strict=True))
+    # A client decompresses with a context kept across messages unless it was told the server keeps none;
+    # each message was compressed alone, so both read it, whichever order the messages come in.
+    for keeps_context in (False, True):
+        decoder = (
+            [] if window_bits is None else [PerMessageDeflate(not keeps_context, False, window_bits, 12)]
+        )
+        for index in [*range(40), 3, 3, 0]:
+            reader = StreamReader()
+            reader.feed_data(frames[index])
+            parser = Frame.parse(reader.read_exact, mask=False, extensions=decoder)
+            try:
+                next(parser)
+            except StopIteration as done:
+                frame = done.value
+            assert frame.data.decode() == texts[index]
 
 
 def _result(data: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ from api.app import create_app
 from api.services import Services
 from api.settings import Settings
 from api.uvicorn_task import UvicornTask
+from api.ws_protocol import SharedFrameWebSocketProtocol
 
 
 class InProcessApi:
@@ -18,7 +19,13 @@ class InProcessApi:
         self.settings = settings
         self.app = create_app(settings, agent_env=agent_env)
         self._uvicorn = UvicornTask(
-            self.app, name="api", log_config=None, access_log=False, lifespan="on", ws_max_size=1 << 20
+            self.app,
+            name="api",
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws_max_size=1 << 20,
+            ws=SharedFrameWebSocketProtocol,  # as `claude-agent-api serve` does
         )
 
     @property
