@@ -128,9 +128,12 @@ async def _watch(
             json.dumps({"id": "w", "type": "subscribe", "payload": {"query": WATCH, "variables": variables}})
         )
         ready.set()
-        while len(frames) < expected:
-            frame = await asyncio.wait_for(ws.recv(), timeout=120)
-            frames.append((time.time(), str(frame)))
+        # One deadline for the whole stream: a wait_for per frame costs the client a task per frame.
+        async with asyncio.timeout(600):
+            async for frame in ws:
+                frames.append((time.time(), str(frame)))
+                if len(frames) >= expected:
+                    break
 
 
 def _parse(frames: list[tuple[float, str]]) -> tuple[list[int], list[tuple[float, float]]]:
