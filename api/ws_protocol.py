@@ -42,10 +42,13 @@ _MAX_CACHED_CHARS = 256 * 1024
 
 
 class FrameCache:
-    """A bounded LRU of wire bytes by (text, the compression negotiated: None or the window bits)."""
+    """An LRU of wire bytes by (text, the compression negotiated: None or the window bits), bounded in
+    entries and in bytes (texts and frames)."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._frames: OrderedDict[tuple[str, int | None], bytes] = OrderedDict()
         self.built = 0  # frames framed (misses), for tests and diagnostics
 
@@ -60,12 +63,15 @@ class FrameCache:
         data = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=extensions)
         if len(text) <= _MAX_CACHED_CHARS:
             self._frames[key] = data
-            if len(self._frames) > self._size:
-                self._frames.popitem(last=False)
+            self._bytes += len(text) + len(data)
+            while len(self._frames) > self._size or self._bytes > self._max_bytes:
+                (old_text, _), old_data = self._frames.popitem(last=False)
+                self._bytes -= len(old_text) + len(old_data)
         return data
 
     def clear(self) -> None:
         self._frames.clear()
+        self._bytes = 0
 
 
 FRAMES = FrameCache()

@@ -17,7 +17,7 @@ from websockets.frames import Frame
 from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
-from api.ws_protocol import FRAMES
+from api.ws_protocol import FRAMES, FrameCache
 from graphql_schema.live.shared_events import RESULTS, encoded_next_frame
 from tests.conftest import Stack
 from tests.documents import SESSION, SESSION_EVENTS, start_ok, wait_for_run
@@ -211,6 +211,20 @@ def test_a_shared_frame_decodes_as_its_text_in_any_order(window_bits: int | None
             except StopIteration as done:
                 frame = done.value
             assert frame.data.decode() == texts[index]
+
+
+def test_the_frame_cache_is_bounded_in_bytes_as_well() -> None:
+    cache = FrameCache(size=100, max_bytes=2000)
+    texts = [str(i) * 300 for i in range(10)]
+    for text in texts:
+        cache.frame(text, None)
+    # 300 characters and a 304-byte frame each: three fit.
+    assert cache.frame(texts[-1], None) is cache.frame(texts[-1], None)
+    built = cache.built
+    cache.frame(texts[-3], None)
+    assert cache.built == built
+    cache.frame(texts[-4], None)
+    assert cache.built == built + 1
 
 
 def _result(data: dict[str, Any]) -> Any:
