@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app
     from api.logging import configure_logging
     from api.web import GRAPHIQL_ASSETS, missing_assets
-    from api.ws_protocol import SharedFrameWebSocketProtocol
+    from api.ws_protocol import protocol_class
 
     configure_logging(settings.log_format, settings.log_level)
     if args.scripted_model:
@@ -72,7 +72,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
         ws_per_message_deflate=settings.ws_per_message_deflate,
-        ws=SharedFrameWebSocketProtocol,
+        ws=protocol_class(shared_compression=settings.ws_shared_compression),
         timeout_graceful_shutdown=10,
         lifespan="on",
     )

@@ -261,7 +261,12 @@ class Settings(BaseSettings):
     ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     ws_per_message_deflate: bool = Field(
         default=True,
-        description="Offer permessage-deflate (compressed per socket: with many watchers it costs CPU).",
+        description="Accept permessage-deflate when a client offers it.",
+    )
+    ws_shared_compression: bool = Field(
+        default=True,
+        description="Compress each message alone, so a frame many watchers receive is compressed once per "
+        "replica; false keeps a compression context per socket (fewer bytes, a compression per socket).",
     )
     ws_auth_recheck_seconds: float = Field(
         default=2.0,

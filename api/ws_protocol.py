@@ -89,11 +89,17 @@ def _deflate(window_bits: int) -> PerMessageDeflate:
 
 
 class SharedFrameWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets (sans-I/O) protocol; pass the class as ``uvicorn.run(ws=...)``."""
+    """uvicorn's websockets (sans-I/O) protocol; pass the class as ``uvicorn.run(ws=...)``.
+
+    With ``shared_compression`` off (:func:`protocol_class`), permessage-deflate keeps uvicorn's context
+    per socket: such sockets compress every frame themselves, and only uncompressed ones share frames.
+    """
+
+    shared_compression = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.config.ws_per_message_deflate:
+        if self.config.ws_per_message_deflate and self.shared_compression:
             self.conn = ServerProtocol(
                 extensions=[
                     ServerPerMessageDeflateFactory(
@@ -153,3 +159,12 @@ class SharedFrameWebSocketProtocol(WebSocketsSansIOProtocol):
         # After a close (ours or the peer's) the queued messages are moot and must not follow it.
         if not self.close_sent and not self.transport.is_closing() and self.conn.state is State.OPEN:
             self.transport.write(data)
+
+
+class PerSocketCompressionProtocol(SharedFrameWebSocketProtocol):
+    shared_compression = False
+
+
+def protocol_class(*, shared_compression: bool) -> type[SharedFrameWebSocketProtocol]:
+    """The protocol for ``uvicorn.run(ws=...)`` (setting WS_SHARED_COMPRESSION)."""
+    return SharedFrameWebSocketProtocol if shared_compression else PerSocketCompressionProtocol

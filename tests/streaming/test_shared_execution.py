@@ -213,6 +213,31 @@ def test_a_shared_frame_decodes_as_its_text_in_any_order(window_bits: int | None
             assert frame.data.decode() == texts[index]
 
 
+@pytest.mark.parametrize("special_stack", [{"ws_shared_compression": False}], indirect=True)
+async def test_with_a_compression_context_per_socket_every_watcher_still_gets_every_event(
+    special_stack: Stack,
+) -> None:
+    stack = special_stack
+    session_id, after = await _session(stack)
+    sockets = [await _socket(stack, stack.key) for _ in range(3)]
+    try:
+        for ws in sockets:
+            await _subscribe(ws, "w", SEQS, {"sessionId": session_id, "afterSeq": after})
+        last = await _run(stack, session_id, "[scenario:many:30]")
+        streams = await asyncio.gather(*(_read_frames(ws, ["w"], last) for ws in sockets))
+    finally:
+        for ws in sockets:
+            await ws.close()
+    for ws in sockets:
+        extensions = ws.response.headers["Sec-WebSocket-Extensions"]  # type: ignore[union-attr]
+        assert "permessage-deflate" in extensions
+        assert "server_no_context_takeover" not in extensions
+    expected = list(range(after + 1, last + 1))
+    for stream in streams:
+        messages = [json.loads(frame) for frame in stream["w"]]
+        assert [message["payload"]["data"]["sessionEvents"]["seq"] for message in messages] == expected
+
+
 def test_the_frame_cache_is_bounded_in_bytes_as_well() -> None:
     cache = FrameCache(size=100, max_bytes=2000)
     texts = [str(i) * 300 for i in range(10)]

@@ -9,7 +9,7 @@ from api.app import create_app
 from api.services import Services
 from api.settings import Settings
 from api.uvicorn_task import UvicornTask
-from api.ws_protocol import SharedFrameWebSocketProtocol
+from api.ws_protocol import protocol_class
 
 
 class InProcessApi:
@@ -25,7 +25,7 @@ class InProcessApi:
             access_log=False,
             lifespan="on",
             ws_max_size=1 << 20,
-            ws=SharedFrameWebSocketProtocol,  # as `claude-agent-api serve` does
+            ws=protocol_class(shared_compression=settings.ws_shared_compression),  # as `serve` does
         )
 
     @property
