@@ -13,6 +13,12 @@ work, with the WebSocket already open (as a frontend keeps it): `startRun` over 
 Configurations, interleaved round by round so the machine's noise hits them alike: the bare SDK; the
 embedded default; PostgreSQL + Redis (when they run here); and the embedded default with a warm pool
 (`WARM_POOL_SIZE`; the pool refills between rounds). The machine is shared and noisy: compare the ratios.
+
+    .venv/bin/python -m benchmarks.first_answer --compare main [--rounds 8]
+
+runs each API configuration twice in the same rounds, on another revision's server (checked out in a
+temporary git worktree, run on this tree's virtualenv) and on this tree's, and adds the ratios of this
+tree's medians to the revision's.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import httpx
 from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
 
 from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
+from benchmarks.revisions import checkout, server_command
 from tests.documents import start_ok, wait_for_run
 from tests.support.cluster import Cluster, cluster
 from tests.support.graphql_http import GraphQLHttpClient
@@ -48,6 +55,7 @@ subscription First($sessionId: ID!) {
   sessionEvents(sessionId: $sessionId) { seq payload { __typename } }
 }"""
 BARE = "bare SDK"
+THIS_TREE = "this tree"
 # The live-agents gauge of the warm pool (api/runtime metrics).
 WARM_METRIC = 'agent_live_clis{state="warm"}'
 
@@ -176,38 +184,48 @@ async def wait_pool_full(c: Cluster, size: int, timeout: float = 60) -> None:
     print(f"  the warm pool did not refill to {size} within {timeout:g} s", flush=True)
 
 
-async def main(rounds: int, warm_pool: int) -> list[Sample]:
+async def main(rounds: int, warm_pool: int, compare: str | None = None) -> list[Sample]:
     work = Path(tempfile.mkdtemp(prefix="caga-first-answer-"))
     quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_REQUESTS_PER_SECOND": "0"}
     samples: list[Sample] = []
     async with AsyncExitStack() as stack:
         model = await stack.enter_async_context(ScriptedModelServer())
         configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work)}
-        pooled: Cluster | None = None
+        pooled: list[Cluster] = []
         setups: list[tuple[str, dict[str, Any]]] = [("API, embedded", {"embedded": True, "env": quiet})]
         if postgres_available() and redis_available():
             setups.append(("API, pg+redis", {"replicas": 1, "env": quiet}))
         if warm_pool:
             env = {**quiet, "WARM_POOL_SIZE": str(warm_pool)}
             setups.append(("API, embedded, warm pool", {"embedded": True, "env": env}))
-        for name, kwargs in setups:
-            c = await stack.enter_async_context(cluster(work / name.replace(" ", "_"), **kwargs))
-            http, ws = await stack.enter_async_context(api_client(c))
-            if "warm pool" in name:
-                if not await has_metric(c, WARM_METRIC):
-                    print(
-                        f"  {name}: the server reports no {WARM_METRIC}; no warm pool to measure", flush=True
-                    )
-                    continue
-                pooled = c
-            configurations[name] = through_api(name, c, http, ws)
+        # Each API configuration once per side: the revision's server (on this tree's virtualenv) and
+        # this tree's, measured in the same rounds.
+        sides: list[tuple[str, list[str] | None]] = [("", None)]
+        if compare is not None:
+            baseline = await stack.enter_async_context(checkout(compare))
+            sides = [(f" [{compare}]", server_command(baseline)), (f" [{THIS_TREE}]", None)]
+        for setup, kwargs in setups:
+            for suffix, command in sides:
+                name = setup + suffix
+                directory = work / name.replace(" ", "_").replace("[", "").replace("]", "")
+                c = await stack.enter_async_context(cluster(directory, command=command, **kwargs))
+                http, ws = await stack.enter_async_context(api_client(c))
+                if "warm pool" in name:
+                    if not await has_metric(c, WARM_METRIC):
+                        print(
+                            f"  {name}: the server reports no {WARM_METRIC}; no warm pool to measure",
+                            flush=True,
+                        )
+                        continue
+                    pooled.append(c)
+                configurations[name] = through_api(name, c, http, ws)
         for measure in configurations.values():  # page cache, connection pools, JIT of the CLI
             await measure()
         names = list(configurations)
         for round_no in range(rounds):
             order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            if pooled is not None:
-                await wait_pool_full(pooled, warm_pool)
+            for c in pooled:
+                await wait_pool_full(c, warm_pool)
             for name in order:
                 sample = await configurations[name]()
                 samples.append(sample)
@@ -243,12 +261,31 @@ def summarise(samples: list[Sample]) -> list[Summary]:
 
 
 def report(summaries: list[Summary]) -> str:
-    header = f"{'configuration':28} {'n':>3} {'cold s':>8} {'x bare':>7} {'follow-up s':>12} {'x bare':>7}"
+    header = f"{'configuration':40} {'n':>3} {'cold s':>8} {'x bare':>7} {'follow-up s':>12} {'x bare':>7}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         lines.append(
-            f"{s.configuration:28} {s.samples:>3} {s.cold_median_s:>8.3f} {s.cold_ratio:>7.2f} "
+            f"{s.configuration:40} {s.samples:>3} {s.cold_median_s:>8.3f} {s.cold_ratio:>7.2f} "
             f"{s.follow_up_median_s:>12.3f} {s.follow_up_ratio:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def compared(summaries: list[Summary], ref: str) -> str:
+    """Per API configuration: this tree's medians over the revision's (lower is better)."""
+    by_name = {s.configuration: s for s in summaries}
+    header = f"{'this tree / ' + ref:36} {'cold':>6} {'follow-up':>10}"
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        if not s.configuration.endswith(f" [{THIS_TREE}]"):
+            continue
+        setup = s.configuration.removesuffix(f" [{THIS_TREE}]")
+        before = by_name.get(f"{setup} [{ref}]")
+        if before is None:
+            continue
+        lines.append(
+            f"{setup:36} {s.cold_median_s / before.cold_median_s:>6.2f} "
+            f"{s.follow_up_median_s / before.follow_up_median_s:>10.2f}"
         )
     return "\n".join(lines)
 
@@ -259,10 +296,16 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warm-pool", type=int, default=2, help="WARM_POOL_SIZE of the pooled configuration")
+    parser.add_argument(
+        "--compare", metavar="REF", help="measure this git revision's server beside this tree's"
+    )
     args = parser.parse_args()
-    results = asyncio.run(main(args.rounds, args.warm_pool))
+    results = asyncio.run(main(args.rounds, args.warm_pool, args.compare))
     summaries = summarise(results)
     print(report(summaries))
+    if args.compare:
+        print()
+        print(compared(summaries, args.compare))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"first-answer-{datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(

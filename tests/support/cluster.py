@@ -71,12 +71,14 @@ async def cluster(
     env: Mapping[str, str] | None = None,
     per_replica: Sequence[Mapping[str, str]] = (),
     database_url: str | None = None,
+    command: Sequence[str] | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start `replicas` API processes with the built-in scripted model.
 
     embedded: one process on SQLite + in-process fan-out. Otherwise a fresh PostgreSQL database (or
     `database_url`, an empty database the caller owns, e.g. on a private server) and the shared Redis
-    (or a private redis-server the test may stop and start).
+    (or a private redis-server the test may stop and start). `command` replaces the replicas'
+    ``python -m api.cli`` prefix (a benchmark runs another revision's server with it).
     """
     data_dir = work_dir / "data"
     redis = RedisServer(work_dir / "redis") if private_redis and not embedded else None
@@ -98,7 +100,10 @@ async def cluster(
             extra = per_replica[index] if index < len(per_replica) else {}
             servers.append(
                 ApiServer(
-                    work_dir / f"replica-{index}", env={**base_env, **extra}, extra_args=["--scripted-model"]
+                    work_dir / f"replica-{index}",
+                    env={**base_env, **extra},
+                    extra_args=["--scripted-model"],
+                    command=command,
                 )
             )
         await asyncio.gather(*(server.start() for server in servers))
