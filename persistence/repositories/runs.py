@@ -38,17 +38,22 @@ class RunRepository:
         options: dict[str, Any],
         api_key_id: str | None,
         at: datetime,
+        started_on: str | None = None,
     ) -> Run:
+        """A QUEUED run; with `started_on` (a replica id) a run already RUNNING there, begun as it
+        was queued (the caller holds the session's lease)."""
         run = Run(
             id=run_id,
             session_id=session_id,
             tenant_id=tenant_id,
-            status="QUEUED",
+            status="QUEUED" if started_on is None else "RUNNING",
             prompt=prompt,
             prompt_uuid=prompt_uuid,
             options=options,
             api_key_id=api_key_id,
             created_at=at,
+            replica=started_on,
+            started_at=at if started_on is not None else None,
         )
         self.session.add(run)
         await self.session.flush()
