@@ -150,9 +150,7 @@ class SessionActor:
 
     @property
     def busy(self) -> bool:
-        return (
-            self.current_run is not None or self._working or self._reserved > 0 or not self._queue.empty()
-        )
+        return self.current_run is not None or self._working or self._reserved > 0 or not self._queue.empty()
 
     @property
     def has_live_cli(self) -> bool:
