@@ -58,6 +58,8 @@ BARE = "bare SDK"
 THIS_TREE = "this tree"
 # The live-agents gauge of the warm pool (api/runtime metrics).
 WARM_METRIC = 'agent_live_clis{state="warm"}'
+READY_METRIC = 'agent_warm_pool_started_total{outcome="ready"}'
+USED_METRIC = "agent_warm_pool_used_total"
 
 
 @dataclass
@@ -174,11 +176,14 @@ async def has_metric(c: Cluster, name: str) -> bool:
 
 
 async def wait_pool_full(c: Cluster, size: int, timeout: float = 60) -> None:
-    """Until the replica reports `size` warm CLIs (the pool refills in the background)."""
+    """Until the replica has `size` pooled CLIs ready (the pool refills in the background). Counted as
+    started-and-ready minus used: the live-CLI gauge also counts a pooled CLI still starting, which would
+    let a round begin while that start still takes the cores."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if await c.metric(c.replicas[0], WARM_METRIC) >= size:
+        ready = await c.metric(c.replicas[0], READY_METRIC)
+        if ready - await c.metric(c.replicas[0], USED_METRIC) >= size:
             return
         await asyncio.sleep(0.2)
     print(f"  the warm pool did not refill to {size} within {timeout:g} s", flush=True)
