@@ -82,7 +82,7 @@ class Summary:
 Measure = Callable[[], Awaitable[Sample]]
 
 
-def bare_sdk(model_url: str, work: Path) -> Measure:
+def bare_sdk(model_url: str, work: Path, follow_ups: int = 1) -> Measure:
     async def measure() -> Sample:
         cwd = Path(tempfile.mkdtemp(prefix="ws-", dir=work))
         config = Path(tempfile.mkdtemp(prefix="cfg-", dir=work))
@@ -97,12 +97,14 @@ def bare_sdk(model_url: str, work: Path) -> Measure:
         try:
             await client.query(PROMPT)
             cold = await _first_answer(client, started)
-            started = time.perf_counter()
-            await client.query(FOLLOW_UP)
-            follow_up = await _first_answer(client, started)
+            times = []
+            for _ in range(follow_ups):
+                started = time.perf_counter()
+                await client.query(FOLLOW_UP)
+                times.append(await _first_answer(client, started))
         finally:
             await client.disconnect()
-        return Sample(BARE, cold, follow_up)
+        return Sample(BARE, cold, statistics.median(times))
 
     return measure
 
@@ -118,7 +120,9 @@ async def _first_answer(client: ClaudeSDKClient, started: float) -> float:
     return first
 
 
-def through_api(name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSClient) -> Measure:
+def through_api(
+    name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSClient, follow_ups: int = 1
+) -> Measure:
     async def turn(session_id: str | None, prompt: str) -> tuple[str, float]:
         started = time.perf_counter()
         fields: dict[str, Any] = {"prompt": prompt}
@@ -139,23 +143,27 @@ def through_api(name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSCli
         assert first is not None
         return session_id, first
 
-    async def measure() -> Sample:
-        session_id, cold = await turn(None, PROMPT)
-        # The follow-up's subscription replays the first turn too: skip past it by counting answers.
+    async def follow_up(session_id: str, earlier_answers: int) -> float:
         started = time.perf_counter()
         result = await start_ok(http, prompt=FOLLOW_UP, sessionId=session_id)
         answers = 0
-        follow_up = None
+        first = None
         async with await ws.subscribe(WATCH, {"sessionId": session_id}) as sub:
             async for payload in sub:
+                # The subscription replays the earlier turns too: skip past them by counting answers.
                 if payload["data"]["sessionEvents"]["payload"]["__typename"] == "AssistantMessage":
                     answers += 1
-                    if answers == 2:
-                        follow_up = time.perf_counter() - started
+                    if answers == earlier_answers + 1:
+                        first = time.perf_counter() - started
                         break
         await wait_for_run(http, result["run"]["id"])
-        assert follow_up is not None
-        return Sample(name, cold, follow_up)
+        assert first is not None
+        return first
+
+    async def measure() -> Sample:
+        session_id, cold = await turn(None, PROMPT)
+        times = [await follow_up(session_id, 1 + index) for index in range(follow_ups)]
+        return Sample(name, cold, statistics.median(times))
 
     return measure
 
@@ -189,13 +197,13 @@ async def wait_pool_full(c: Cluster, size: int, timeout: float = 60) -> None:
     print(f"  the warm pool did not refill to {size} within {timeout:g} s", flush=True)
 
 
-async def main(rounds: int, warm_pool: int, compare: str | None = None) -> list[Sample]:
+async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_ups: int = 1) -> list[Sample]:
     work = Path(tempfile.mkdtemp(prefix="caga-first-answer-"))
     quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_REQUESTS_PER_SECOND": "0"}
     samples: list[Sample] = []
     async with AsyncExitStack() as stack:
         model = await stack.enter_async_context(ScriptedModelServer())
-        configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work)}
+        configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work, follow_ups)}
         pooled: list[Cluster] = []
         setups: list[tuple[str, dict[str, Any]]] = [("API, embedded", {"embedded": True, "env": quiet})]
         if postgres_available() and redis_available():
@@ -223,7 +231,7 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None) -> list[
                         )
                         continue
                     pooled.append(c)
-                configurations[name] = through_api(name, c, http, ws)
+                configurations[name] = through_api(name, c, http, ws, follow_ups)
         for measure in configurations.values():  # page cache, connection pools, JIT of the CLI
             await measure()
         names = list(configurations)
@@ -304,8 +312,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--compare", metavar="REF", help="measure this git revision's server beside this tree's"
     )
+    parser.add_argument(
+        "--follow-ups",
+        type=int,
+        default=1,
+        help="follow-up turns per session; a round's follow-up figure is their median",
+    )
     args = parser.parse_args()
-    results = asyncio.run(main(args.rounds, args.warm_pool, args.compare))
+    results = asyncio.run(main(args.rounds, args.warm_pool, args.compare, args.follow_ups))
     summaries = summarise(results)
     print(report(summaries))
     if args.compare:
