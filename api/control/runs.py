@@ -200,12 +200,13 @@ class RunControl:
                 # token; any other answer means the CLI here is no longer the session's.
                 assert reservation is not None
                 assert reservation.actor is not None
-                claim_sent = self.manager.leases.now()
                 token = await LeaseRepository(session).claim(
                     row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
                 )
-                if token is None or token != reservation.actor.lease_token:
+                if token != reservation.actor.lease_token:
                     raise _LeaseMoved()
+            if begin_here and token is None:
+                raise _LeaseMoved()
             statuses = [lifecycle.status_event(run.id, "QUEUED")]
             hook_events: tuple[str, ...] = ()
             if begin_here:
