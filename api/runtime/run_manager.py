@@ -78,6 +78,8 @@ class RunManager:
         # meanwhile (release_lease).
         self._beginning: dict[str, int] = {}
         self._deferred_release: dict[str, int] = {}
+        # Runs waiting QUEUED in the deployment when the dispatcher last counted (reserve_start).
+        self._queued_seen = 0
         self.warm_pool = WarmPool(self)
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
         self.reaper = OrphanReaper(
@@ -180,6 +182,9 @@ class RunManager:
         idle timeout, on the same loop, see the slot taken and the actor busy."""
         if not self.can_execute or self._running >= self.settings.max_concurrent_runs:
             return None
+        if self._queued_seen:
+            # Runs are waiting for a slot or for room: they go first, in the dispatcher's order.
+            return None
         actor: SessionActor | None = None
         if not pooled:
             actor = self._actors.get(session_id)
@@ -279,7 +284,7 @@ class RunManager:
             try:
                 await self._poll_interrupts()
                 await self._admit()
-                await capacity.count_queue(self.db)
+                self._queued_seen = await capacity.count_queue(self.db)
             except Exception:
                 # A database hiccup must not end dispatching; the next wake-up tries again.
                 log.exception("dispatch.failed")
