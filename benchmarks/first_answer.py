@@ -237,9 +237,11 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_u
         names = list(configurations)
         for round_no in range(rounds):
             order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for c in pooled:
-                await wait_pool_full(c, warm_pool)
             for name in order:
+                # Before every sample, not once a round: a pool refilling after its take starts a CLI,
+                # which would take the cores from whichever configuration runs next.
+                for c in pooled:
+                    await wait_pool_full(c, warm_pool)
                 sample = await configurations[name]()
                 samples.append(sample)
                 print(
