@@ -13,6 +13,12 @@ work, with the WebSocket already open (as a frontend keeps it): `startRun` over 
 Configurations, interleaved round by round so the machine's noise hits them alike: the bare SDK; the
 embedded default; PostgreSQL + Redis (when they run here); and the embedded default with a warm pool
 (`WARM_POOL_SIZE`; the pool refills between rounds). The machine is shared and noisy: compare the ratios.
+
+    .venv/bin/python -m benchmarks.first_answer --compare main [--rounds 8]
+
+runs each API configuration twice in the same rounds, on another revision's server (checked out in a
+temporary git worktree, run on this tree's virtualenv) and on this tree's, and adds the ratios of this
+tree's medians to the revision's.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import httpx
 from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
 
 from api.scripted_model.server import ScriptedModelServer, scripted_model_cli_env
+from benchmarks.revisions import checkout, server_command
 from tests.documents import start_ok, wait_for_run
 from tests.support.cluster import Cluster, cluster
 from tests.support.graphql_http import GraphQLHttpClient
@@ -48,8 +55,11 @@ subscription First($sessionId: ID!) {
   sessionEvents(sessionId: $sessionId) { seq payload { __typename } }
 }"""
 BARE = "bare SDK"
+THIS_TREE = "this tree"
 # The live-agents gauge of the warm pool (api/runtime metrics).
 WARM_METRIC = 'agent_live_clis{state="warm"}'
+READY_METRIC = 'agent_warm_pool_started_total{outcome="ready"}'
+USED_METRIC = "agent_warm_pool_used_total"
 
 
 @dataclass
@@ -72,7 +82,7 @@ class Summary:
 Measure = Callable[[], Awaitable[Sample]]
 
 
-def bare_sdk(model_url: str, work: Path) -> Measure:
+def bare_sdk(model_url: str, work: Path, follow_ups: int = 1) -> Measure:
     async def measure() -> Sample:
         cwd = Path(tempfile.mkdtemp(prefix="ws-", dir=work))
         config = Path(tempfile.mkdtemp(prefix="cfg-", dir=work))
@@ -87,12 +97,14 @@ def bare_sdk(model_url: str, work: Path) -> Measure:
         try:
             await client.query(PROMPT)
             cold = await _first_answer(client, started)
-            started = time.perf_counter()
-            await client.query(FOLLOW_UP)
-            follow_up = await _first_answer(client, started)
+            times = []
+            for _ in range(follow_ups):
+                started = time.perf_counter()
+                await client.query(FOLLOW_UP)
+                times.append(await _first_answer(client, started))
         finally:
             await client.disconnect()
-        return Sample(BARE, cold, follow_up)
+        return Sample(BARE, cold, statistics.median(times))
 
     return measure
 
@@ -108,7 +120,9 @@ async def _first_answer(client: ClaudeSDKClient, started: float) -> float:
     return first
 
 
-def through_api(name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSClient) -> Measure:
+def through_api(
+    name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSClient, follow_ups: int = 1
+) -> Measure:
     async def turn(session_id: str | None, prompt: str) -> tuple[str, float]:
         started = time.perf_counter()
         fields: dict[str, Any] = {"prompt": prompt}
@@ -129,23 +143,27 @@ def through_api(name: str, c: Cluster, http: GraphQLHttpClient, ws: GraphQLWSCli
         assert first is not None
         return session_id, first
 
-    async def measure() -> Sample:
-        session_id, cold = await turn(None, PROMPT)
-        # The follow-up's subscription replays the first turn too: skip past it by counting answers.
+    async def follow_up(session_id: str, earlier_answers: int) -> float:
         started = time.perf_counter()
         result = await start_ok(http, prompt=FOLLOW_UP, sessionId=session_id)
         answers = 0
-        follow_up = None
+        first = None
         async with await ws.subscribe(WATCH, {"sessionId": session_id}) as sub:
             async for payload in sub:
+                # The subscription replays the earlier turns too: skip past them by counting answers.
                 if payload["data"]["sessionEvents"]["payload"]["__typename"] == "AssistantMessage":
                     answers += 1
-                    if answers == 2:
-                        follow_up = time.perf_counter() - started
+                    if answers == earlier_answers + 1:
+                        first = time.perf_counter() - started
                         break
         await wait_for_run(http, result["run"]["id"])
-        assert follow_up is not None
-        return Sample(name, cold, follow_up)
+        assert first is not None
+        return first
+
+    async def measure() -> Sample:
+        session_id, cold = await turn(None, PROMPT)
+        times = [await follow_up(session_id, 1 + index) for index in range(follow_ups)]
+        return Sample(name, cold, statistics.median(times))
 
     return measure
 
@@ -166,49 +184,64 @@ async def has_metric(c: Cluster, name: str) -> bool:
 
 
 async def wait_pool_full(c: Cluster, size: int, timeout: float = 60) -> None:
-    """Until the replica reports `size` warm CLIs (the pool refills in the background)."""
+    """Until the replica has `size` pooled CLIs ready (the pool refills in the background). Counted as
+    started-and-ready minus used: the live-CLI gauge also counts a pooled CLI still starting, which would
+    let a round begin while that start still takes the cores."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if await c.metric(c.replicas[0], WARM_METRIC) >= size:
+        ready = await c.metric(c.replicas[0], READY_METRIC)
+        if ready - await c.metric(c.replicas[0], USED_METRIC) >= size:
             return
         await asyncio.sleep(0.2)
     print(f"  the warm pool did not refill to {size} within {timeout:g} s", flush=True)
 
 
-async def main(rounds: int, warm_pool: int) -> list[Sample]:
+async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_ups: int = 1) -> list[Sample]:
     work = Path(tempfile.mkdtemp(prefix="caga-first-answer-"))
     quiet = {"LOG_LEVEL": "WARNING", "RATE_LIMIT_REQUESTS_PER_SECOND": "0"}
     samples: list[Sample] = []
     async with AsyncExitStack() as stack:
         model = await stack.enter_async_context(ScriptedModelServer())
-        configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work)}
-        pooled: Cluster | None = None
+        configurations: dict[str, Measure] = {BARE: bare_sdk(model.base_url, work, follow_ups)}
+        pooled: list[Cluster] = []
         setups: list[tuple[str, dict[str, Any]]] = [("API, embedded", {"embedded": True, "env": quiet})]
         if postgres_available() and redis_available():
             setups.append(("API, pg+redis", {"replicas": 1, "env": quiet}))
         if warm_pool:
             env = {**quiet, "WARM_POOL_SIZE": str(warm_pool)}
             setups.append(("API, embedded, warm pool", {"embedded": True, "env": env}))
-        for name, kwargs in setups:
-            c = await stack.enter_async_context(cluster(work / name.replace(" ", "_"), **kwargs))
-            http, ws = await stack.enter_async_context(api_client(c))
-            if "warm pool" in name:
-                if not await has_metric(c, WARM_METRIC):
-                    print(
-                        f"  {name}: the server reports no {WARM_METRIC}; no warm pool to measure", flush=True
-                    )
-                    continue
-                pooled = c
-            configurations[name] = through_api(name, c, http, ws)
+        # Each API configuration once per side: the revision's server (on this tree's virtualenv) and
+        # this tree's, measured in the same rounds.
+        sides: list[tuple[str, list[str] | None]] = [("", None)]
+        if compare is not None:
+            baseline = await stack.enter_async_context(checkout(compare))
+            sides = [(f" [{compare}]", server_command(baseline)), (f" [{THIS_TREE}]", None)]
+        for setup, kwargs in setups:
+            for suffix, command in sides:
+                name = setup + suffix
+                directory = work / name.replace(" ", "_").replace("[", "").replace("]", "")
+                c = await stack.enter_async_context(cluster(directory, command=command, **kwargs))
+                http, ws = await stack.enter_async_context(api_client(c))
+                if "warm pool" in name:
+                    if not await has_metric(c, WARM_METRIC):
+                        print(
+                            f"  {name}: the server reports no {WARM_METRIC}; no warm pool to measure",
+                            flush=True,
+                        )
+                        continue
+                    pooled.append(c)
+                configurations[name] = through_api(name, c, http, ws, follow_ups)
         for measure in configurations.values():  # page cache, connection pools, JIT of the CLI
             await measure()
         names = list(configurations)
         for round_no in range(rounds):
             order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            if pooled is not None:
-                await wait_pool_full(pooled, warm_pool)
             for name in order:
+                # Before every sample, not once a round: a pool refilling after its take starts a CLI,
+                # which would take the cores from whichever configuration runs next.
+                for c in pooled:
+                    await wait_pool_full(c, warm_pool)
                 sample = await configurations[name]()
                 samples.append(sample)
                 print(
@@ -243,12 +276,31 @@ def summarise(samples: list[Sample]) -> list[Summary]:
 
 
 def report(summaries: list[Summary]) -> str:
-    header = f"{'configuration':28} {'n':>3} {'cold s':>8} {'x bare':>7} {'follow-up s':>12} {'x bare':>7}"
+    header = f"{'configuration':40} {'n':>3} {'cold s':>8} {'x bare':>7} {'follow-up s':>12} {'x bare':>7}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         lines.append(
-            f"{s.configuration:28} {s.samples:>3} {s.cold_median_s:>8.3f} {s.cold_ratio:>7.2f} "
+            f"{s.configuration:40} {s.samples:>3} {s.cold_median_s:>8.3f} {s.cold_ratio:>7.2f} "
             f"{s.follow_up_median_s:>12.3f} {s.follow_up_ratio:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def compared(summaries: list[Summary], ref: str) -> str:
+    """Per API configuration: this tree's medians over the revision's (lower is better)."""
+    by_name = {s.configuration: s for s in summaries}
+    header = f"{'this tree / ' + ref:36} {'cold':>6} {'follow-up':>10}"
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        if not s.configuration.endswith(f" [{THIS_TREE}]"):
+            continue
+        setup = s.configuration.removesuffix(f" [{THIS_TREE}]")
+        before = by_name.get(f"{setup} [{ref}]")
+        if before is None:
+            continue
+        lines.append(
+            f"{setup:36} {s.cold_median_s / before.cold_median_s:>6.2f} "
+            f"{s.follow_up_median_s / before.follow_up_median_s:>10.2f}"
         )
     return "\n".join(lines)
 
@@ -259,10 +311,22 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warm-pool", type=int, default=2, help="WARM_POOL_SIZE of the pooled configuration")
+    parser.add_argument(
+        "--compare", metavar="REF", help="measure this git revision's server beside this tree's"
+    )
+    parser.add_argument(
+        "--follow-ups",
+        type=int,
+        default=1,
+        help="follow-up turns per session; a round's follow-up figure is their median",
+    )
     args = parser.parse_args()
-    results = asyncio.run(main(args.rounds, args.warm_pool))
+    results = asyncio.run(main(args.rounds, args.warm_pool, args.compare, args.follow_ups))
     summaries = summarise(results)
     print(report(summaries))
+    if args.compare:
+        print()
+        print(compared(summaries, args.compare))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"first-answer-{datetime.now():%Y%m%dT%H%M%S}.json"
     out.write_text(

@@ -38,8 +38,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -54,6 +52,7 @@ import httpx
 import sqlalchemy as sa
 
 from api.auth import create_key
+from benchmarks.revisions import checkout, server_command
 from persistence.database import Database
 from persistence.migrations import upgrade_head
 from persistence.models import AgentSession, Event, Run, utcnow
@@ -357,14 +356,7 @@ async def server(work: Path, env: dict[str, str], source: Path | None = None) ->
         "LOG_FORMAT": "json",
         "RATE_LIMIT_REQUESTS_PER_SECOND": "0",
     }
-    command = None
-    if source is not None:
-        # `python -m` would put the working directory (this tree) first on the path.
-        bootstrap = (
-            f"import sys, runpy; sys.path.insert(0, {str(source)!r}); "
-            "runpy.run_module('api.cli', run_name='__main__')"
-        )
-        command = [sys.executable, "-c", bootstrap]
+    command = server_command(source) if source is not None else None
     api = ApiServer(work, env={**base, **env}, command=command)
     await api.start(timeout=60)
     try:
@@ -437,18 +429,6 @@ async def measure(
         sustained_rate_by_query=by_query,
         cpu_ms_per_query=alone,
     )
-
-
-@asynccontextmanager
-async def checkout(ref: str) -> AsyncIterator[Path]:
-    """`ref` in a temporary detached git worktree, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="caga-reads-baseline-")) / "tree"
-    git = ["git", "-C", str(ROOT), "worktree"]
-    await asyncio.to_thread(subprocess.run, [*git, "add", "--detach", str(path), ref], check=True)
-    try:
-        yield path
-    finally:
-        await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(path)], check=False)
 
 
 async def compare(args: argparse.Namespace) -> list[Outcome]:

@@ -19,7 +19,7 @@ from api.events.records import EventRecord
 from api.limits import Limits
 from api.runtime import lifecycle
 from api.runtime.policy import RunOptions, RunRequest, apply_policy
-from api.runtime.run_manager import RunManager
+from api.runtime.run_manager import RunManager, StartReservation
 from api.runtime.session_actor import FORCED_STOP_ERROR
 from api.runtime.tool_policy import PolicyBook
 from api.runtime.warm_pool import WarmCli
@@ -41,6 +41,10 @@ class InterruptOutcome(StrEnum):
     ABORTED = "ABORTED"
     # It had ended, or ended on its own before the interrupt took.
     ALREADY_FINISHED = "ALREADY_FINISHED"
+
+
+class _LeaseMoved(Exception):
+    """A run meant to begin on the session's CLI here found the session's lease taken anew."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,31 @@ class RunControl:
         pool = self.manager.warm_pool
         # A new session on options a pooled CLI was started with takes that CLI and its session id.
         warm = pool.take(principal.tenant_id, options.to_json()) if request.session_id is None else None
+        # A run whose CLI is live here and idle (a follow-up, or a pooled CLI's first run) begins as it
+        # is queued, in the same transaction, and its prompt goes to the CLI as soon as that commits:
+        # no dispatcher round, no second transaction before the agent starts working.
+        reservation = None
+        if warm is not None:
+            reservation = self.manager.reserve_start(warm.session_id, pooled=True)
+        elif request.session_id is not None:
+            reservation = self.manager.reserve_start(request.session_id)
         try:
-            run, fresh, records, created = await self._write_run(
-                principal, request, options, now, warm, to_interrupt
-            )
+            try:
+                run, fresh, records, created = await self._write_run(
+                    principal, request, options, now, warm, to_interrupt, reservation
+                )
+            except _LeaseMoved:
+                # The session's lease is no longer the one its CLI here runs under: queue the run.
+                assert reservation is not None
+                await self.manager.cancel_start(reservation)
+                reservation = None
+                to_interrupt.clear()
+                run, fresh, records, created = await self._write_run(
+                    principal, request, options, now, warm, to_interrupt, None
+                )
         except BaseException:
+            if reservation is not None:
+                await asyncio.shield(self.manager.cancel_start(reservation))
             if warm is not None and warm.binding.actor is None:
                 # No session was made of it (its folders are new and empty, so removing them is safe
                 # even if the commit went through unseen: the session's first CLI makes them again).
@@ -101,7 +125,8 @@ class RunControl:
             await self.interrupt_run(
                 principal, run_id, reason="superseded by a new run (onBusy: INTERRUPT)", wait=False
             )
-        await self.manager.announce_work()
+        if run.status == "QUEUED":
+            await self.manager.announce_work()
         return StartedRun(run=run, session=fresh, created_session=created)
 
     async def _write_run(
@@ -112,8 +137,12 @@ class RunControl:
         now: datetime,
         warm: WarmCli | None,
         to_interrupt: list[str],
+        reservation: StartReservation | None,
     ) -> tuple[Run, AgentSession, list[EventRecord], bool]:
-        """The run (and a new session) in one transaction, with the limits checked inside it."""
+        """The run (and a new session) in one transaction, with the limits checked inside it; with a
+        `reservation`, begun here in the same transaction, under the session's lease, unless the session
+        has other runs to finish first. Raises _LeaseMoved (nothing written) when the lease is not the
+        one the reserved CLI runs under."""
         async with self.db.session() as session:
             sessions, runs = SessionRepository(session), RunRepository(session)
             # Before anything is written: a refused run leaves no trace.
@@ -147,6 +176,11 @@ class RunControl:
                     raise SessionBusy(row.id, active[0].id)
                 if active and request.on_busy == "INTERRUPT":
                     to_interrupt.extend(run.id for run in active)
+                if active and reservation is not None:
+                    # Runs of this session queued elsewhere (or still settling) go first.
+                    await self.manager.cancel_start(reservation)
+                    reservation = None
+            begin_here = reservation is not None
             run = await runs.create(
                 run_id=str(uuid.uuid4()),
                 session_id=row.id,
@@ -156,14 +190,35 @@ class RunControl:
                 options=options.to_json(),
                 api_key_id=principal.api_key_id,
                 at=now,
+                started_on=self.manager.replica if begin_here else None,
             )
             # Rates and the tenant's bound on active runs; RateLimited rolls back all of the above.
             await self.limits.admit_run(principal, session)
-            if row.status == "IDLE":
+            token = warm_token
+            if begin_here and warm is None:
+                # After the tenant's row, as every startRun locks them. A live lease of ours keeps its
+                # token; any other answer means the CLI here is no longer the session's.
+                assert reservation is not None
+                assert reservation.actor is not None
+                token = await LeaseRepository(session).claim(
+                    row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
+                )
+                if token != reservation.actor.lease_token:
+                    raise _LeaseMoved()
+            if begin_here and token is None:
+                raise _LeaseMoved()
+            statuses = [lifecycle.status_event(run.id, "QUEUED")]
+            hook_events: tuple[str, ...] = ()
+            if begin_here:
+                # What the run's CLI must have been started with: read here rather than by the actor,
+                # which then sends the prompt without another round trip.
+                hook_events = await self.manager.webhooks.events_for(principal.tenant_id, session)
+                # The log reads as for any run: queued, then running.
+                statuses.append(lifecycle.status_event(run.id, "RUNNING"))
+                await sessions.set_status(row.id, "RUNNING", now)
+            elif row.status == "IDLE":
                 await sessions.set_status(row.id, "QUEUED", now)
-            records = await self.event_log.append_in(
-                session, row.id, [lifecycle.status_event(run.id, "QUEUED")], at=now
-            )
+            records = await self.event_log.append_in(session, row.id, statuses, at=now)
             await audit.record(
                 session,
                 actor=principal,
@@ -177,6 +232,11 @@ class RunControl:
                 # At once, before the dispatcher here can start the session cold.
                 self.manager.leases.note_claimed(row.id, warm_token, claim_sent)
                 self.manager.install_warm(warm, warm_token)
+            if begin_here:
+                assert reservation is not None
+                assert token is not None
+                # Before anything else: the prompt is on its way while the answer to the caller is made.
+                self.manager.begun_here(reservation, run, token, hook_events)
             fresh = await sessions.get(row.id)
         assert fresh is not None
         return run, fresh, records, created

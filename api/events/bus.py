@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ __all__ = ["RESYNC", "BusClosedError", "EventBus", "Resync", "Watcher"]
 
 log = structlog.get_logger(__name__)
 
+# Copies of locally delivered messages a channel waits for at most (EventBus.publish_soon).
+MAX_ECHOES = 10_000
+
 
 @dataclass(eq=False)
 class _Channel:
@@ -43,13 +47,17 @@ class _Channel:
     watchers: set[Watcher] = field(default_factory=set)
     subscription: contextlib.AsyncExitStack | None = None
     pump: asyncio.Task[None] | None = None
+    # Messages this replica delivered to its watchers itself and also sent through Redis: their
+    # copies coming back from Redis are dropped (publish_soon(local_first=True)).
+    echoes: Counter[str] = field(default_factory=Counter)
 
 
 class EventBus:
     """Cross-replica fan-out: one broadcaster subscription per channel per replica, a local hub fanning
     out to bounded per-watcher queues.
 
-    ``redis_url=None`` uses broadcaster's ``memory://`` backend (one process, embedded mode).
+    ``redis_url=None``: one process (embedded mode), whose watchers get what is published at once; the
+    broadcaster's ``memory://`` backend then only keeps the subscriptions' bookkeeping alike.
     """
 
     def __init__(
@@ -114,6 +122,9 @@ class EventBus:
         """Best effort: False (logged, counted) if the transport failed; never raises for that."""
         if not self._running:
             raise RuntimeError("EventBus.publish() before start() or after stop()")
+        if self._backend is None:
+            self._deliver_here(channel, message)
+            return True
         try:
             await self._broadcast.publish(channel, message)
         except TRANSPORT_ERRORS as exc:
@@ -123,11 +134,36 @@ class EventBus:
         metrics.MESSAGES_PUBLISHED.inc()
         return True
 
-    def publish_soon(self, channel: str, message: str) -> None:
-        """Queue a wake-up for the replica's outbox (api/events/outbox.py): never waits for the bus."""
+    def publish_soon(self, channel: str, message: str, *, local_first: bool = False) -> None:
+        """Queue a wake-up for the replica's outbox (api/events/outbox.py): never waits for the bus.
+
+        `local_first`: this replica's own watchers get it at once, and the other replicas' through the
+        bus. Only for messages no other replica publishes byte for byte alike (a session's events: each
+        names its seq), since the copy that comes back is recognised by its text and dropped."""
         if not self._running:
             raise RuntimeError("EventBus.publish_soon() before start() or after stop()")
+        if self._backend is None:
+            self._deliver_here(channel, message)
+            return
+        if local_first:
+            state = self._channels.get(channel)
+            if state is not None and state.watchers:
+                if len(state.echoes) >= MAX_ECHOES:
+                    # Copies that never came back (a failed publish, an outbox overflow): forget them.
+                    state.echoes.clear()
+                state.echoes[message] += 1
+                self._deliver_here(channel, message)
         self._outbox.put(channel, message)
+
+    def _deliver_here(self, channel: str, message: str) -> None:
+        """One process (memory://): every watcher is here, so a message goes straight into their queues,
+        in the order of the calls, without the outbox's and the broadcaster's task hops (each one a
+        turn of a busy event loop between a commit and its subscribers)."""
+        if self._backend is None:
+            metrics.MESSAGES_PUBLISHED.inc()
+        state = self._channels.get(channel)
+        if state is not None:
+            metrics.MESSAGES_DELIVERED.inc(sum(watcher._offer(message) for watcher in state.watchers))
 
     async def flush(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until the wake-ups queued so far have been published."""
@@ -216,12 +252,21 @@ class EventBus:
                 return
             watchers = list(state.watchers)
             if isinstance(event, ResyncEvent):
+                # Whatever was in flight may be lost: the watchers re-read the log instead.
+                state.echoes.clear()
                 for watcher in watchers:
                     watcher._force_resync()
                 if watchers:
                     log.info("bus.resync", channel=event.channel, watchers=len(watchers))
                 continue
             delivered = 0
+            echoes = state.echoes
             for message in unpack(event.message):
+                if echoes and echoes.get(message):
+                    # Delivered here already, as it was published.
+                    echoes[message] -= 1
+                    if not echoes[message]:
+                        del echoes[message]
+                    continue
                 delivered += sum(watcher._offer(message) for watcher in watchers)
             metrics.MESSAGES_DELIVERED.inc(delivered)

@@ -73,15 +73,16 @@ class EventLog:
     async def publish(self, records: Sequence[EventRecord]) -> None:
         """Queue the committed records' wake-ups; never waits for the bus (api/events/outbox.py)."""
         for record in records:
-            # Best effort: a lost wake-up is repaired by the subscribers' catch-up from the log.
-            self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
+            # Best effort: a lost wake-up is repaired by the subscribers' catch-up from the log. This
+            # replica's subscribers get it at once (a record's text is unique: it names its seq).
+            self.bus.publish_soon(session_channel(record.session_id), record.to_wire(), local_first=True)
 
     async def publish_ephemeral(self, record: EventRecord) -> None:
         """Only while some subscriber asked for token deltas (api/events/partial_demand.py)."""
         if not await self.partial_demand.wanted(record.session_id):
             metrics.EPHEMERAL_SKIPPED.inc()
             return
-        self.bus.publish_soon(session_channel(record.session_id), record.to_wire())
+        self.bus.publish_soon(session_channel(record.session_id), record.to_wire(), local_first=True)
 
     async def read(self, session_id: str, after_seq: int, limit: int) -> list[EventRecord]:
         async with self.db.session() as session:

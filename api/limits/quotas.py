@@ -49,28 +49,28 @@ class Limits:
         rates of starting runs, per key and per tenant."""
         bound = self.settings.max_active_runs_per_tenant
         queued_bound = self.settings.max_queued_runs_per_tenant
+        queued = active = 0
         if bound or queued_bound:
             # Serialises the tenant's concurrent starts on PostgreSQL, so each count sees the others'
             # runs; SQLite has one writer at a time already.
             await TenantRepository(session).lock(principal.tenant_id)
-        if queued_bound:
-            queued = await RunRepository(session).count_queued(tenant_id=principal.tenant_id)
-            if queued > queued_bound:
-                REFUSED.labels(limit="queued_runs_per_tenant").inc()
-                raise RateLimited(
-                    f"the tenant has {queued_bound} runs waiting in the queue, its limit (the replicas' "
-                    "agents are busy); start more when some have begun",
-                    retry_after_seconds=QUEUED_RUNS_RETRY_SECONDS,
-                )
-        if bound:
-            active = await RunRepository(session).count_active_for_tenant(principal.tenant_id)
-            if active > bound:
-                REFUSED.labels(limit="active_runs_per_tenant").inc()
-                raise RateLimited(
-                    f"the tenant has {bound} runs queued or running, its limit; "
-                    "start more when some have finished",
-                    retry_after_seconds=ACTIVE_RUNS_RETRY_SECONDS,
-                )
+            queued, active = await RunRepository(session).count_queued_and_active_for_tenant(
+                principal.tenant_id
+            )
+        if queued_bound and queued > queued_bound:
+            REFUSED.labels(limit="queued_runs_per_tenant").inc()
+            raise RateLimited(
+                f"the tenant has {queued_bound} runs waiting in the queue, its limit (the replicas' "
+                "agents are busy); start more when some have begun",
+                retry_after_seconds=QUEUED_RUNS_RETRY_SECONDS,
+            )
+        if bound and active > bound:
+            REFUSED.labels(limit="active_runs_per_tenant").inc()
+            raise RateLimited(
+                f"the tenant has {bound} runs queued or running, its limit; "
+                "start more when some have finished",
+                retry_after_seconds=ACTIVE_RUNS_RETRY_SECONDS,
+            )
         quotas = []
         if self.settings.rate_limit_runs_per_minute_per_key:
             quotas.append(

@@ -25,7 +25,9 @@ def publish(manager: RunManager) -> None:
     metrics.MEMORY_RESERVED_BYTES.set_function(lambda: manager.live_agents() * settings.agent_cli_mb * MB)
 
 
-async def count_queue(db: Database) -> None:
+async def count_queue(db: Database) -> int:
     """The deployment's queued runs, for the queue depth gauge (one count per dispatch round)."""
     async with db.session() as session:
-        metrics.RUNS_QUEUED.set(await RunRepository(session).count_queued())
+        queued = await RunRepository(session).count_queued()
+    metrics.RUNS_QUEUED.set(queued)
+    return queued

@@ -8,13 +8,14 @@ at once, and a writer task commits them to the log in batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from api.events.log import EventLog
-from api.events.records import EventRecord, NewEvent
+from api.events.records import EventKind, EventRecord, NewEvent
 from api.runtime.sdk_adapter import AgentConnection, AgentFailure, AgentOutput
 from persistence.models import utcnow
 from persistence.repositories.leases import Fence, StaleLease
@@ -22,6 +23,8 @@ from persistence.repositories.leases import Fence, StaleLease
 log = structlog.get_logger(__name__)
 
 BATCH_LIMIT = 200
+# How long the writer waits after a turn's init message for what follows it (ConnectionPump._write).
+TURN_START_LINGER_SECONDS = 0.005
 DATABASE_UNAVAILABLE = "the database was unavailable, so the run could not be recorded"
 
 
@@ -37,6 +40,15 @@ class ConnectionLost:
 
 
 PumpSignal = ResultSeen | ConnectionLost
+
+
+def _opens_turn(item: object) -> bool:
+    return (
+        isinstance(item, AgentOutput)
+        and item.kind is EventKind.SYSTEM
+        and item.payload.get("subtype") == "init"
+    )
+
 
 # How long a flush waits for the writer before going on without it (a stalled database is reported
 # through ConnectionLost anyway).
@@ -102,6 +114,13 @@ class ConnectionPump:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH_LIMIT and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
+            if _opens_turn(batch[-1]):
+                # The CLI follows a turn's init with its status a moment later: one commit for both,
+                # so the turn's first answer does not queue behind a second one.
+                with contextlib.suppress(TimeoutError):
+                    batch.append(await asyncio.wait_for(self._inbox.get(), TURN_START_LINGER_SECONDS))
+                while len(batch) < BATCH_LIMIT and not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
             if self._fence_refused:
                 return
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,6 +36,18 @@ from persistence.repositories.runs import RunRepository
 log = structlog.get_logger(__name__)
 
 CONTROL_CHANNEL = "control:runs"
+
+
+@dataclass(eq=False)
+class StartReservation:
+    """A run slot on this replica held for a run startRun begins as it queues it, on a CLI that is
+    live here already: the session's idle one (`actor`), or a pooled one (`actor` None)."""
+
+    session_id: str
+    actor: SessionActor | None
+    # When the lease claim that keeps (or takes) the session's lease was sent (LeaseKeeper.note_claimed).
+    claim_sent: float
+    done: bool = False
 
 
 class RunManager:
@@ -65,6 +78,8 @@ class RunManager:
         # meanwhile (release_lease).
         self._beginning: dict[str, int] = {}
         self._deferred_release: dict[str, int] = {}
+        # Runs waiting QUEUED in the deployment when the dispatcher last counted (reserve_start).
+        self._queued_seen = 0
         self.warm_pool = WarmPool(self)
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
         self.reaper = OrphanReaper(
@@ -158,6 +173,76 @@ class RunManager:
         if await self.adopt(command.session_id):
             await self.deliver_local(command)
 
+    def reserve_start(self, session_id: str, *, pooled: bool = False) -> StartReservation | None:
+        """A run slot for a run of this session that can begin here at once, on the session's CLI that
+        is live and idle here (or, `pooled`, on the pooled CLI startRun just took for it); None when
+        the run must queue for the dispatcher instead. begun_here() or cancel_start() follows.
+
+        Nothing awaits between the checks and the hold: the dispatcher, an eviction and the actor's
+        idle timeout, on the same loop, see the slot taken and the actor busy."""
+        if not self.can_execute or self._running >= self.settings.max_concurrent_runs:
+            return None
+        if self._queued_seen:
+            # Runs are waiting for a slot or for room: they go first, in the dispatcher's order.
+            return None
+        actor: SessionActor | None = None
+        if not pooled:
+            actor = self._actors.get(session_id)
+            if actor is None or actor.busy or not actor.has_live_cli:
+                return None
+            if self.leases.token(session_id) != actor.lease_token:
+                return None
+            actor.reserve()
+        self._running += 1
+        # As in _begin: a late release of the session's lease waits until the run is handed over.
+        self._beginning[session_id] = self._beginning.get(session_id, 0) + 1
+        return StartReservation(session_id, actor, self.leases.now())
+
+    def begun_here(
+        self, reservation: StartReservation, run: Run, token: int, hook_events: tuple[str, ...]
+    ) -> None:
+        """startRun committed `run` RUNNING here under lease `token`, having read the tenant's
+        `hook_events` in the same transaction: hand it to the session's actor."""
+        session_id = run.session_id
+        self.leases.note_claimed(session_id, token, reservation.claim_sent)
+        held = reservation.actor
+        if (
+            held is not None
+            and not held.closing
+            and held.lease_token == token
+            and self._actors.get(session_id) is held
+        ):
+            held.submit(run, reserved=True, hook_events=hook_events)
+        else:
+            if held is not None:
+                held.unreserve()
+            # A pooled CLI's new actor (install_warm), or the session's CLI went meanwhile (its lease
+            # was lost, or it died) and the session connects anew.
+            self._actor_for(session_id, token).submit(run, hook_events=hook_events)
+        self._end_reservation(reservation)
+
+    async def cancel_start(self, reservation: StartReservation) -> None:
+        """The run was not begun here after all (refused or rolled back): give the slot back."""
+        if reservation.done:
+            return
+        if reservation.actor is not None:
+            reservation.actor.unreserve()
+        self._running = max(0, self._running - 1)
+        deferred = self._end_reservation(reservation)
+        if deferred is not None and reservation.session_id not in self._actors:
+            await self.release_lease(reservation.session_id, deferred)
+        self.nudge()
+
+    def _end_reservation(self, reservation: StartReservation) -> int | None:
+        """The lease release held back meanwhile, if any (None once the session has an actor here)."""
+        reservation.done = True
+        session_id = reservation.session_id
+        self._beginning[session_id] -= 1
+        if self._beginning[session_id]:
+            return None
+        del self._beginning[session_id]
+        return self._deferred_release.pop(session_id, None)
+
     # -- what actors call ----------------------------------------------------------------------------
 
     def forget_actor(self, actor: SessionActor) -> None:
@@ -199,7 +284,7 @@ class RunManager:
             try:
                 await self._poll_interrupts()
                 await self._admit()
-                await capacity.count_queue(self.db)
+                self._queued_seen = await capacity.count_queue(self.db)
             except Exception:
                 # A database hiccup must not end dispatching; the next wake-up tries again.
                 log.exception("dispatch.failed")
@@ -270,7 +355,7 @@ class RunManager:
 
     def install_warm(self, cli: WarmCli, token: int) -> None:
         """startRun made a session of a pooled CLI (its lease is ours): give the session an actor that
-        holds the CLI, so the dispatcher here runs it without a new one."""
+        holds the CLI, so its run (begun with it, or by the dispatcher here) uses it."""
         actor = self._actors.get(cli.session_id)
         if actor is not None:
             # The dispatcher was faster and started the session cold: the pooled CLI is surplus.

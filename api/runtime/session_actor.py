@@ -107,6 +107,10 @@ class SessionActor:
         self._working = False
         # Runs submitted and not yet taken, and whether the current run's outcome is already written.
         self._waiting_runs = 0
+        # Runs startRun is beginning on this actor's CLI, not yet submitted (RunManager.reserve_start).
+        self._reserved = 0
+        # Submitted runs' hook events, read as they began (submit()).
+        self._hook_events: dict[str, tuple[str, ...]] = {}
         self._run_recorded = False
         self._pump: ConnectionPump | None = None
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
@@ -146,7 +150,21 @@ class SessionActor:
 
     @property
     def busy(self) -> bool:
-        return self.current_run is not None or self._working or not self._queue.empty()
+        return self.current_run is not None or self._working or self._reserved > 0 or not self._queue.empty()
+
+    @property
+    def has_live_cli(self) -> bool:
+        """A connected CLI of this session's that a run could be sent to at once."""
+        pump = self._pump
+        return not self.closing and pump is not None and pump.connection.alive
+
+    def reserve(self) -> None:
+        """Hold this actor for a run being begun here (it neither leaves idle nor is evicted
+        meanwhile): submit(run, reserved=True) or unreserve() follows."""
+        self._reserved += 1
+
+    def unreserve(self) -> None:
+        self._reserved = max(0, self._reserved - 1)
 
     @property
     def has_agent(self) -> bool:
@@ -174,7 +192,13 @@ class SessionActor:
         self._tenant_id = cli.tenant_id
         cli.binding.actor = self
 
-    def submit(self, run: Run) -> None:
+    def submit(self, run: Run, *, reserved: bool = False, hook_events: tuple[str, ...] | None = None) -> None:
+        """Queue a run begun for this session. `hook_events`: the tenant's, as read when the run began
+        (so the run need not read them again)."""
+        if reserved:
+            self.unreserve()
+        if hook_events is not None:
+            self._hook_events[run.id] = hook_events
         self._waiting_runs += 1
         self._queue.put_nowait(run)
 
@@ -182,7 +206,7 @@ class SessionActor:
         """A run executes or waits here, or a rewind is under way: a rewind or a close must not slip
         in. A run whose outcome is committed reads as over to every client already, so a command
         arriving while the actor lets go of it waits that moment in the queue instead."""
-        if self.closing or self._working or self._waiting_runs > 0:
+        if self.closing or self._working or self._waiting_runs > 0 or self._reserved > 0:
             return True
         run = self.current_run
         if run is None or self._run_recorded:
@@ -281,7 +305,7 @@ class SessionActor:
                         # evict(): the replica needs this idle CLI's memory for another session.
                         return
                 except TimeoutError:
-                    if self._queue.empty():
+                    if self._queue.empty() and not self._reserved:
                         # No await between the check and leaving the registry: the dispatcher, on the
                         # same loop, either sees this actor gone or submits before the check.
                         self.closing = True
@@ -411,12 +435,40 @@ class SessionActor:
                     delay = min(delay * 2, 8.0)
         return False
 
-    async def _spec(self, tenant_id: str, run_options: dict[str, Any]) -> AgentSpec:
+    async def _spec(
+        self,
+        tenant_id: str,
+        run_options: dict[str, Any],
+        *,
+        live_ok: bool = False,
+        known_hook_events: tuple[str, ...] | None = None,
+    ) -> AgentSpec:
+        """The connection a run of these options needs. `live_ok`: when the live CLI fits it, a spec
+        that only says so (where a new connection would start from is not looked up: nothing starts).
+        `known_hook_events`: the tenant's hook events, already read."""
         options = RunOptions.from_json(run_options)
-        # Looked up beside the session's row and files rather than after them: it is on the way to
-        # the CLI (or to its first prompt) for every run.
-        hook_events = asyncio.ensure_future(self.manager.webhooks.events_for(tenant_id))
+        hook_events: asyncio.Future[tuple[str, ...]]
+        if known_hook_events is not None:
+            hook_events = asyncio.get_running_loop().create_future()
+            hook_events.set_result(known_hook_events)
+        else:
+            # Looked up beside the session's row and files rather than after them: it is on the way to
+            # the CLI (or to its first prompt) for every run.
+            hook_events = asyncio.ensure_future(self.manager.webhooks.events_for(tenant_id))
         try:
+            paths, warm = self._paths, self._warm
+            if live_ok and paths is not None and self._tenant_id == tenant_id:
+                # A run on the live CLI (a follow-up, or a pooled CLI's first run, whose session is
+                # new): the prompt goes out without reading the session's row or files, unless the run
+                # asks for another connection after all.
+                if self._pump is not None:
+                    live = self._agent_spec(str(paths.workspace), options, await hook_events, resume=True)
+                    if not self._needs_new_connection(live):
+                        return live
+                elif warm is not None:
+                    fresh = self._agent_spec(str(paths.workspace), options, await hook_events, resume=False)
+                    if fresh.connection_key() == warm.connection.spec.connection_key():
+                        return fresh
             return await self._spec_with(tenant_id, options, hook_events)
         finally:
             if not hook_events.done():
@@ -451,16 +503,35 @@ class SessionActor:
             and await asyncio.to_thread(transcript_exists, agent_dir, workspace, row.fork_source_id)
         ):
             fork_from = row.fork_source_id
+        return self._agent_spec(
+            workspace,
+            options,
+            await hook_events,
+            resume=resume,
+            fork_from=fork_from,
+            resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
+        )
+
+    def _agent_spec(
+        self,
+        workspace: str,
+        options: RunOptions,
+        hook_events: tuple[str, ...],
+        *,
+        resume: bool,
+        fork_from: str | None = None,
+        resume_at: str | None = None,
+    ) -> AgentSpec:
         return agent_spec(
             self.session_id,
             workspace,
             options,
-            hook_events=await hook_events,
+            hook_events=hook_events,
             mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
             setting_sources=tuple(self.manager.settings.agent_setting_sources),
             resume=resume,
             fork_from=fork_from,
-            resume_at=row.resume_at if row is not None and (resume or fork_from) else None,
+            resume_at=resume_at,
         )
 
     def _needs_new_connection(self, spec: AgentSpec) -> bool:
@@ -702,8 +773,9 @@ class SessionActor:
             self._launch.grant.open = held
 
     async def _execute(self, run: Run) -> Outcome:
+        known = self._hook_events.pop(run.id, None)
         try:
-            spec = await self._spec(run.tenant_id, run.options)
+            spec = await self._spec(run.tenant_id, run.options, live_ok=True, known_hook_events=known)
         except PolicyViolation as exc:
             # The registry changed (a restart) between queueing and running: the run cannot have it.
             return Outcome("FAILED", error=exc.message)

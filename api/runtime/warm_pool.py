@@ -53,6 +53,8 @@ log = structlog.get_logger(__name__)
 REFILL_INTERVAL_SECONDS = 5.0
 # After a CLI failed to start, the pool waits this long before it tries again (not a tight crash loop).
 FAILURE_BACKOFF_SECONDS = 30.0
+# After a pooled CLI is taken, the pool waits this long before it starts another (see take()).
+REFILL_HOLD_SECONDS = 1.0
 
 
 class WarmBinding:
@@ -131,6 +133,8 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._backoff_until = 0.0
+        # No refill before this (event-loop time): a pooled CLI was just taken (take()).
+        self._hold_until = 0.0
         # Profiles a tenant's policy does not allow: never tried again for that tenant.
         self._refused: set[PoolKey] = set()
 
@@ -184,6 +188,9 @@ class WarmPool:
             for index, cli in enumerate(entries):
                 if cli.options == options:
                     del entries[index]
+                    # Not at once: starting a CLI takes a core for a few hundred ms, and the CLI just
+                    # taken is about to prepare its first answer on the same cores.
+                    self._hold_until = asyncio.get_running_loop().time() + REFILL_HOLD_SECONDS
                     self._wake.set()
                     return cli
         return None
@@ -271,6 +278,9 @@ class WarmPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=REFILL_INTERVAL_SECONDS)
             self._wake.clear()
+            hold = self._hold_until - asyncio.get_running_loop().time()
+            if hold > 0:
+                await asyncio.sleep(hold)
             try:
                 await self._refill()
             except Exception:
@@ -343,6 +353,7 @@ class WarmPool:
                 ask_permission=binding.ask,
             )
             await connection.connect()
+            await connection.warm_up()
         except BaseException as exc:
             await asyncio.shield(self._abandon_start(launch, connection, tenant_id, session_id))
             if isinstance(exc, Exception):

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import audit
 from api.settings import Settings
@@ -181,9 +182,13 @@ class WebhookDispatcher:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def events_for(self, tenant_id: str) -> tuple[str, ...]:
-        """The hook events the tenant's webhooks want: the CLI gets matchers for these only."""
-        async with self.db.session() as session:
+    async def events_for(self, tenant_id: str, session: AsyncSession | None = None) -> tuple[str, ...]:
+        """The hook events the tenant's webhooks want: the CLI gets matchers for these only. Read in
+        `session` when given (a transaction under way), else in one of its own."""
+        if session is None:
+            async with self.db.session() as own:
+                rows = await WebhookRepository(own).list_for_tenant(tenant_id)
+        else:
             rows = await WebhookRepository(session).list_for_tenant(tenant_id)
         wanted = {event for row in rows for event in row.events}
         return tuple(event for event in HOOK_EVENTS if event in wanted)

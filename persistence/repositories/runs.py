@@ -38,17 +38,22 @@ class RunRepository:
         options: dict[str, Any],
         api_key_id: str | None,
         at: datetime,
+        started_on: str | None = None,
     ) -> Run:
+        """A QUEUED run; with `started_on` (a replica id) a run already RUNNING there, begun as it
+        was queued (the caller holds the session's lease)."""
         run = Run(
             id=run_id,
             session_id=session_id,
             tenant_id=tenant_id,
-            status="QUEUED",
+            status="QUEUED" if started_on is None else "RUNNING",
             prompt=prompt,
             prompt_uuid=prompt_uuid,
             options=options,
             api_key_id=api_key_id,
             created_at=at,
+            replica=started_on,
+            started_at=at if started_on is not None else None,
         )
         self.session.add(run)
         await self.session.flush()
@@ -136,14 +141,16 @@ class RunRepository:
         )
         return result.scalars().all()
 
-    async def count_active_for_tenant(self, tenant_id: str) -> int:
-        """The tenant's QUEUED and RUNNING runs (ix_runs_tenant_id_status)."""
+    async def count_queued_and_active_for_tenant(self, tenant_id: str) -> tuple[int, int]:
+        """The tenant's QUEUED runs, and its QUEUED and RUNNING ones, in one statement."""
+        queued = sa.func.coalesce(sa.func.sum(sa.case((Run.status == "QUEUED", 1), else_=0)), 0)
         result = await self.session.execute(
-            sa.select(sa.func.count())
+            sa.select(queued, sa.func.count())
             .select_from(Run)
             .where(Run.tenant_id == tenant_id, Run.status.in_(ACTIVE_STATUSES))
         )
-        return int(result.scalar_one())
+        row = result.one()
+        return int(row[0]), int(row[1])
 
     async def count_queued(self, *, tenant_id: str | None = None) -> int:
         """Runs waiting QUEUED, the tenant's or everyone's."""

@@ -137,3 +137,21 @@ async def _client_count(url: str) -> int:
 async def test_resync_marker_is_a_singleton() -> None:
     assert repr(RESYNC) == "RESYNC"
     assert type(RESYNC)() is not RESYNC  # a marker type; compare with `is RESYNC`
+
+
+async def test_local_first_reaches_this_replica_at_once_and_once(
+    shared_redis_url: str, make_bus: BusFactory, channel: str
+) -> None:
+    replica_a = await make_bus(shared_redis_url)
+    replica_b = await make_bus(shared_redis_url)
+    async with replica_a.watch(channel) as on_a, replica_b.watch(channel) as on_b:
+        replica_a.publish_soon(channel, '{"q":1}', local_first=True)
+        # Already queued for the watcher here, before any bus message could have come back.
+        assert on_a.pending() == 1
+        # A plain message after it: through Redis, so by the time it arrives the copy of the first
+        # would have too (one connection, in order).
+        replica_a.publish_soon(channel, "marker")
+        await replica_a.flush()
+        assert await collect(on_a, 2) == ['{"q":1}', "marker"]
+        assert await collect(on_b, 2) == ['{"q":1}', "marker"]
+        assert on_a.pending() == 0

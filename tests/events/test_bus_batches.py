@@ -31,5 +31,7 @@ async def test_a_burst_is_published_in_batches_and_delivered_whole(
         await bus.flush(timeout=30)
         assert await collect(watcher, 301) == [*burst, "with\na newline"]
         assert await collect(other, 1) == ["interleaved"]
-        # The drainer was busy with the first publish while the rest queued up.
-        assert metrics.MESSAGES_PUBLISHED._value.get() - published <= 5
+        if bus_url is not None:
+            # The drainer was busy with the first publish while the rest queued up. (One process hands
+            # each message to its watchers as it is published: there is nothing to batch.)
+            assert metrics.MESSAGES_PUBLISHED._value.get() - published <= 5

@@ -71,6 +71,27 @@ class TestStartRunAndWatch:
         assert [c["runId"] for c in session["checkpoints"]] == [r["id"] for r in runs]
         assert session["totalCostUsd"] > 0
 
+    async def test_a_follow_up_on_the_idle_agent_starts_in_start_runs_transaction(self, stack: Stack) -> None:
+        slow = "[scenario]" + json.dumps(
+            {"steps": [{"delay_ms": 1500, "content": [{"type": "text", "text": "slow"}]}]}
+        )
+        async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            first = await start_ok(client, prompt="first turn")
+            session_id = first["session"]["id"]
+            await wait_for_run(client, first["run"]["id"])
+            # The session's agent is live and idle on this replica: the run begins as it is queued.
+            second = await start_ok(client, prompt=slow, sessionId=session_id, onBusy="ENQUEUE")
+            assert second["run"]["status"] == "RUNNING"
+            # Meanwhile the agent is busy: the next one waits for the dispatcher, as before.
+            third = await start_ok(client, prompt="third turn", sessionId=session_id, onBusy="ENQUEUE")
+            assert third["run"]["status"] == "QUEUED"
+            sub = await watch(ws, session_id)
+            events = await collect_until_run_ends(sub, third["run"]["id"])
+        assert durable_seqs(events) == list(range(1, len(events) + 1))
+        for run in (first, second, third):
+            assert run_status(events, run["run"]["id"]) == ["QUEUED", "RUNNING", "COMPLETED"]
+        assert texts(events) == ["You said: first turn", "slow", "You said: third turn"]
+
     async def test_events_page_by_after_seq(self, stack: Stack) -> None:
         async with stack.client() as client:
             started = await start_ok(client, prompt="page me")
