@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from benchmarks.revisions import checkout, server_command
 from tests.documents import start_ok, wait_for_run
 from tests.support.cluster import Cluster, cluster, paced_scenario
 from tests.support.graphql_http import GraphQLHttpClient
@@ -292,30 +292,18 @@ def report(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
-def baseline_command(tree: Path) -> list[str]:
-    """The server of the checkout at `tree`, on this tree's virtualenv (`python -m` would put the working
-    directory, this tree, first on the path)."""
-    bootstrap = (
-        f"import sys, runpy; sys.path.insert(0, {str(tree)!r}); "
-        "runpy.run_module('api.cli', run_name='__main__')"
-    )
-    return [sys.executable, "-c", bootstrap]
-
-
 async def compare(
     ref: str, *, watchers: int, events: int, paced_events: int, rounds: int, stores: list[str]
 ) -> list[Figures]:
     """The revision `ref` and this tree, alternately, on the same workloads: per round and store, `ref`'s
     replicas first, then this tree's. Configuration names end with ", <ref>" or ", this tree"."""
-    from benchmarks.reads import checkout
-
     results: list[Figures] = []
     work = Path(tempfile.mkdtemp(prefix="caga-fanout-compare-"))
     workloads = [("burst", events), ("paced", paced_events)]
     quiet = {"LOG_LEVEL": "WARNING"}
     with_services = "postgres" in stores and postgres_available() and redis_available()
     async with checkout(ref) as tree:
-        sides = ((ref, baseline_command(tree)), ("this tree", None))
+        sides = ((ref, server_command(tree)), ("this tree", None))
         for round_no in range(rounds):
             for store in stores:
                 for label, command in sides:
