@@ -21,7 +21,11 @@ MAX_DAYS = 366
 
 def _period(filter: UsageFilter | None) -> tuple[datetime, datetime]:
     to = filter.to if filter and filter.to else utcnow()
-    since = filter.from_ if filter and filter.from_ else to - timedelta(days=DEFAULT_DAYS)
+    try:
+        since = filter.from_ if filter and filter.from_ else to - timedelta(days=DEFAULT_DAYS)
+    except OverflowError:
+        # `to` within the default period of the calendar's first day (found by the schema fuzzer).
+        raise ValidationFailed("to is too early for a period ending there", field="filter.to") from None
     for name, value in (("from", since), ("to", to)):
         if value.tzinfo is None:
             raise ValidationFailed(f"{name} needs a time zone (e.g. Z)", field=f"filter.{name}")
