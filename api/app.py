@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -270,6 +271,11 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 scripted_model=settings.scripted_model,
                 sandbox=launcher.describe(),
             )
+            # What startup built (the schema, the ORM's mappers, the settings, imported modules) lives as long
+            # as the server: out of the collector's sight, so a full collection under load walks only what
+            # requests allocate, not the whole heap (each took ~90 ms, a latency spike and a CPU share).
+            gc.collect()
+            gc.freeze()
             yield
             log.info("server.stopping", replica=settings.replica_id)
 
