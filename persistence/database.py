@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from persistence.sqlite_driver import one_trip_dbapi
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -29,7 +31,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # One trip to aiosqlite's thread per statement rather than four (persistence/sqlite_driver.py).
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, module=one_trip_dbapi())
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
