@@ -7,6 +7,9 @@ server's CPU on the embedded store. Here the cursor is opened, executed, drained
 on that thread, and the adapter keeps what SQLAlchemy reads afterwards (description, rowcount,
 lastrowid, the rows).
 
+A rollback or commit with no transaction open (what every read leaves when its session returns the
+connection to the pool) takes no trip at all: sqlite3 would do nothing with it.
+
 The statements, their parameters, transactions and errors are the ones the stock adapter sends and
 raises; server-side (streaming) cursors are left to the stock adapter. It reaches into aiosqlite's
 `_execute` and `_conn`, as SQLAlchemy's own adapter does for its isolation level.
@@ -116,6 +119,20 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor
+
+    def _idle(self) -> bool:
+        # sqlite3 reads its autocommit flag without a thread check; sqlite3's own rollback and commit do
+        # nothing when it is set (no transaction open: what a read leaves), so neither needs the trip.
+        raw: sqlite3.Connection | None = getattr(self._connection, "_connection", None)
+        return raw is not None and not raw.in_transaction
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -53,5 +53,9 @@ async def test_sqlite_statements_answer_rows_counts_ids_and_errors(tmp_path: Pat
         async with db.engine.connect() as conn:
             # What the transaction above wrote was committed, and a new one reads it.
             assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one() == 3
+            # A write not committed is rolled back (a read alone leaves no transaction to roll back).
+            await conn.execute(sa.text("INSERT INTO t (b) VALUES ('v')"))
+            await conn.rollback()
+            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar_one() == 3
     finally:
         await db.dispose()
