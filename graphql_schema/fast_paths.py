@@ -19,7 +19,8 @@ field it executes, then walks the type (non-null? list? leaf?) to complete the v
 The executor reads the attribute and coerces it with the type's own `coerce_output_value`; anything
 out of the ordinary (a null for a non-null field, an exception, a value the type refuses, a field
 middleware) goes through graphql-core's own `execute_field` instead, which reads the attribute again
-and reports exactly what it always did.
+and reports exactly what it always did. `__typename` (on every union member of a page) is answered with
+the parent type's name, which is all graphql-core's resolver for it does.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path
+from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry import Schema
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.base import StrawberryObjectDefinition
@@ -101,6 +103,9 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
     ) -> Any:
         node = field_details_list[0].node
         field_def = self.schema.get_field(parent_type, node.name.value)
+        if field_def is TypeNameMetaFieldDef and self._leaves_in_place:
+            # Its resolver answers `info.parent_type.name`, a String! that is already a str.
+            return parent_type.name
         leaf = getattr(field_def.resolve, "_leaf", None) if field_def is not None else None
         if leaf is not None and self._leaves_in_place and not node.arguments:
             name, non_null, coerce = leaf

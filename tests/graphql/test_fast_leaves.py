@@ -164,6 +164,7 @@ def _schema(executor: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry
     "document",
     [
         "{ good { text number maybe color ratio } }",
+        "{ __typename good { __typename t: __typename } }",
         "{ bad { text } }",
         "{ bad { number maybe } }",
         "{ bad { color } }",
@@ -191,6 +192,8 @@ async def test_plain_leaves_skip_graphql_cores_field_execution(monkeypatch: pyte
         return generic(self, parent_type, source, details, path, context)
 
     monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_field", counted)
-    result = await _schema(FastLeafExecutor).execute("{ good { text number maybe color ratio } }")
+    result = await _schema(FastLeafExecutor).execute("{ good { __typename text number maybe color ratio } }")
     assert result.errors is None
+    good = {"__typename": "Leaves", "text": "t", "number": 1, "maybe": None, "color": "RED", "ratio": 0.5}
+    assert result.data == {"good": good}
     assert long_way == ["good"]
