@@ -21,6 +21,12 @@ out of the ordinary (a null for a non-null field, an exception, a value the type
 middleware) goes through graphql-core's own `execute_field` instead, which reads the attribute again
 and reports exactly what it always did. `__typename` (on every union member of a page) is answered with
 the parent type's name, which is all graphql-core's resolver for it does.
+
+Arguments that are all plain scalars (`first: Int`, `after: String`…) passed on as they came: for each
+call of a resolver with arguments (a listing's `runs(first:)`, once per session) Strawberry's
+`convert_arguments` walks every argument's type (optional? Maybe? list? input? enum? GlobalID?) to find
+that a scalar's value is kept as it is. The check is made once per field (`convert_scalar_arguments`);
+any other field still has Strawberry's conversion.
 """
 
 from __future__ import annotations
@@ -41,15 +47,20 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path
 from graphql.type.introspection import TypeNameMetaFieldDef
-from strawberry import Schema
+from strawberry import Schema, relay
+from strawberry.scalars import is_scalar
+from strawberry.schema import schema_converter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.arguments import StrawberryArgument
+from strawberry.types.base import StrawberryMaybe, StrawberryObjectDefinition, StrawberryOptional
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 
 def apply_fast_paths(schema: Schema) -> None:
     resolve_unions_by_class(schema)
     resolve_plain_fields_directly(schema)
+    convert_scalar_arguments()
 
 
 def resolve_plain_fields_directly(schema: Schema) -> None:
@@ -144,3 +155,53 @@ def _by_class(by_class: dict[type, str], fallback: GraphQLTypeResolver) -> Graph
         return fallback(root, info, abstract)
 
     return resolve_type
+
+
+_strawberry_convert_arguments: Callable[..., dict[str, Any]] = getattr(  # noqa: B009
+    schema_converter, "convert_arguments"
+)
+# (id of a field's argument list, of the config, of the scalar registry) -> the list itself (so the id is
+# not reused while it is kept) and its (GraphQL name, Python name) pairs, or None when Strawberry converts.
+_plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], tuple[tuple[str, str], ...] | None]] = {}
+
+
+def convert_scalar_arguments() -> None:
+    """Arguments of plain scalar types passed on as they came (see the module); the converter Strawberry's
+    resolvers call (a module global of its schema converter) is replaced once, for every schema."""
+    setattr(schema_converter, "convert_arguments", _convert_arguments)  # noqa: B010
+
+
+def _convert_arguments(
+    value: dict[str, Any],
+    arguments: list[StrawberryArgument],
+    scalar_registry: Any,
+    config: StrawberryConfig,
+    info: Any = None,
+) -> dict[str, Any]:
+    key = (id(arguments), id(config), id(scalar_registry))
+    entry = _plans.get(key)
+    if entry is None or entry[0] is not arguments:
+        entry = (arguments, _plan(arguments, scalar_registry, config))
+        _plans[key] = entry
+    plan = entry[1]
+    if plan is None:
+        return _strawberry_convert_arguments(value, arguments, scalar_registry, config, info)
+    return {python: value[name] for name, python in plan if name in value}
+
+
+def _plan(
+    arguments: list[StrawberryArgument], scalar_registry: Any, config: StrawberryConfig
+) -> tuple[tuple[str, str], ...] | None:
+    """The names of arguments Strawberry's `convert_argument` would return unchanged (a scalar other than
+    GlobalID, or an optional one; its value, None and UNSET alike, is kept), or None if any is not such."""
+    names = []
+    for argument in arguments:
+        type_ = argument.type
+        if isinstance(type_, StrawberryMaybe):
+            return None
+        if isinstance(type_, StrawberryOptional):
+            type_ = type_.of_type
+        if type_ is relay.GlobalID or not is_scalar(type_, scalar_registry) or argument.python_name is None:
+            return None
+        names.append((config.name_converter.from_argument(argument), argument.python_name))
+    return tuple(names)
