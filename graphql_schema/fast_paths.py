@@ -160,9 +160,11 @@ def _by_class(by_class: dict[type, str], fallback: GraphQLTypeResolver) -> Graph
 _strawberry_convert_arguments: Callable[..., dict[str, Any]] = getattr(  # noqa: B009
     schema_converter, "convert_arguments"
 )
-# (id of a field's argument list, of the config, of the scalar registry) -> the list itself (so the id is
-# not reused while it is kept) and its (GraphQL name, Python name) pairs, or None when Strawberry converts.
-_plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], tuple[tuple[str, str], ...] | None]] = {}
+# (id of a field's argument list, of the config, of the scalar registry) -> those three themselves (kept
+# alive, so none of the ids can name another object while the entry lives) and the arguments' (GraphQL
+# name, Python name) pairs, or None when Strawberry converts them.
+_Plan = tuple[tuple[str, str], ...] | None
+_plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], StrawberryConfig, Any, _Plan]] = {}
 
 
 def convert_scalar_arguments() -> None:
@@ -180,18 +182,16 @@ def _convert_arguments(
 ) -> dict[str, Any]:
     key = (id(arguments), id(config), id(scalar_registry))
     entry = _plans.get(key)
-    if entry is None or entry[0] is not arguments:
-        entry = (arguments, _plan(arguments, scalar_registry, config))
+    if entry is None:
+        entry = (arguments, config, scalar_registry, _plan(arguments, scalar_registry, config))
         _plans[key] = entry
-    plan = entry[1]
+    plan = entry[3]
     if plan is None:
         return _strawberry_convert_arguments(value, arguments, scalar_registry, config, info)
     return {python: value[name] for name, python in plan if name in value}
 
 
-def _plan(
-    arguments: list[StrawberryArgument], scalar_registry: Any, config: StrawberryConfig
-) -> tuple[tuple[str, str], ...] | None:
+def _plan(arguments: list[StrawberryArgument], scalar_registry: Any, config: StrawberryConfig) -> _Plan:
     """The names of arguments Strawberry's `convert_argument` would return unchanged (a scalar other than
     GlobalID, or an optional one; its value, None and UNSET alike, is kept), or None if any is not such."""
     names = []

@@ -197,3 +197,71 @@ async def test_plain_leaves_skip_graphql_cores_field_execution(monkeypatch: pyte
     good = {"__typename": "Leaves", "text": "t", "number": 1, "maybe": None, "color": "RED", "ratio": 0.5}
     assert result.data == {"good": good}
     assert long_way == ["good"]
+
+
+@strawberry.input
+class Pick:
+    name: str
+    limit: int | None = None
+
+
+@strawberry.type
+class ArgumentsQuery:
+    @strawberry.field
+    def plain(self, first: int | None = 20, after: str | None = None, id: strawberry.ID | None = None) -> str:
+        return repr((first, after, id))
+
+    @strawberry.field
+    def required(self, count: int, ratio: float, flag: bool) -> str:
+        return repr((count, ratio, flag))
+
+    @strawberry.field
+    def other(
+        self,
+        color: Color | None = None,
+        pick: Pick | None = None,
+        names: list[str] | None = None,
+        node: strawberry.relay.GlobalID | None = None,
+        some: strawberry.Maybe[int | None] = None,
+    ) -> str:
+        return repr((color, pick, names, node, some))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "{ plain }",
+        "{ plain(first: 5) }",
+        '{ plain(first: null, after: "x", id: 7) }',
+        "{ required(count: 2, ratio: 1.5, flag: true) }",
+        "{ other }",
+        '{ other(color: RED, pick: {name: "n"}, names: ["a"], node: "VHlwZTox", some: null) }',
+        '{ other(node: "not a global id") }',
+    ],
+)
+async def test_plain_scalar_arguments_reach_resolvers_as_strawberry_converts_them(
+    document: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strawberry.schema import schema_converter
+
+    from graphql_schema import fast_paths
+
+    def outcome(result: Any) -> tuple[Any, list[Any]]:
+        return result.data, [error.formatted for error in result.errors or ()]
+
+    schema = strawberry.Schema(query=ArgumentsQuery, execution_context_class=FastLeafExecutor)
+    apply_fast_paths(schema)
+    fast = outcome(await schema.execute(document))
+    registry = schema.schema_converter.scalar_registry
+    plans = {
+        field.name: fast_paths._plan(field.arguments, registry, schema.config)
+        for field in ArgumentsQuery.__strawberry_definition__.fields  # type: ignore[attr-defined]
+    }
+    # Only `other` (an enum, an input, a list, a GlobalID, a Maybe) is left to Strawberry.
+    assert plans == {
+        "plain": (("first", "first"), ("after", "after"), ("id", "id")),
+        "required": (("count", "count"), ("ratio", "ratio"), ("flag", "flag")),
+        "other": None,
+    }
+    monkeypatch.setattr(schema_converter, "convert_arguments", fast_paths._strawberry_convert_arguments)
+    assert outcome(await schema.execute(document)) == fast
