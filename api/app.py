@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -272,7 +273,17 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 scripted_model=settings.scripted_model,
                 sandbox=launcher.describe(),
             )
-            yield
+            # What startup built (the schema, the ORM's mappers, the settings, imported modules) lives as long
+            # as the server: out of the collector's sight, so a full collection under load walks only what
+            # requests allocate, not the whole heap (each took 90-175 ms under read load: latency spikes, and
+            # about a tenth of the server's CPU). Unfrozen at shutdown, so a process that builds apps again
+            # (the tests) can still collect what this one leaves.
+            gc.collect()
+            gc.freeze()
+            try:
+                yield
+            finally:
+                gc.unfreeze()
             log.info("server.stopping", replica=settings.replica_id)
 
     app = FastAPI(title="Claude Agent GraphQL API", lifespan=lifespan, docs_url=None, redoc_url=None)

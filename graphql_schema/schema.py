@@ -30,7 +30,7 @@ from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
-from graphql_schema.fast_paths import apply_fast_paths
+from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.live.shared_events import SharedEventExecutor
@@ -160,7 +160,9 @@ def build_schema(settings: Settings | None = None) -> Schema:
         config=StrawberryConfig(disable_field_suggestions=not settings.graphiql),
         extensions=extensions,
         # Subscription events executed once per document and event, not once per subscriber.
-        execution_context_class=SharedEventExecutor if settings.shared_subscription_results else None,
+        execution_context_class=(
+            SharedEventExecutor if settings.shared_subscription_results else FastLeafExecutor
+        ),
     )
     apply_fast_paths(schema)
     return schema

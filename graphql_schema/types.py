@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar, cast
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -59,13 +59,31 @@ def page_of(
     has_previous_page: bool = False,
 ) -> tuple[list[Edge[NodeT]], PageInfo]:
     """Edges and PageInfo from `limit + 1` fetched rows (the extra one only says a next page exists)."""
-    edges = [Edge(cursor=cursor(row), node=node(row)) for row in rows[:limit]]
+    edges: list[Edge[NodeT]] = [_RowEdge(row, cursor, node(row)) for row in rows[:limit]]
     return edges, PageInfo(
         has_next_page=len(rows) > limit,
         end_cursor=edges[-1].cursor if edges else None,
         has_previous_page=has_previous_page,
         start_cursor=edges[0].cursor if edges else None,
     )
+
+
+class _RowEdge(Edge[NodeT]):
+    """An Edge whose cursor is encoded from its row when something reads it: a listing's nested pages
+    (each session's runs) seldom ask for their edges' cursors, and encoding them all was a few per cent
+    of the listing's CPU. The same Strawberry type as Edge (it inherits its definition)."""
+
+    def __init__(self, row: Any, cursor_of: Callable[[Any], str], node: NodeT) -> None:
+        self.node = node
+        self._row = row
+        self._cursor_of = cursor_of
+        self._cursor: str | None = None
+
+    @property
+    def cursor(self) -> str:  # type: ignore[override]
+        if self._cursor is None:
+            self._cursor = self._cursor_of(self._row)
+        return self._cursor
 
 
 def time_id_cursor(row: AgentSession | RunModel) -> str:
@@ -82,6 +100,10 @@ class Checkpoint:
     created_at: datetime = strawberry.field(description="When that run was created.")
 
 
+def _run_result(root: Run) -> ResultMessage | None:
+    return ResultMessage.from_payload(root.result_payload) if root.result_payload else None
+
+
 @strawberry.type(description="One prompt sent to a session and what became of it.")
 class Run:
     id: strawberry.ID = strawberry.field(description="The run's id.")
@@ -94,7 +116,9 @@ class Run:
     created_at: datetime = strawberry.field(description="When startRun queued it.")
     started_at: datetime | None = strawberry.field(description="When it began executing; null while QUEUED.")
     finished_at: datetime | None = strawberry.field(description="When it ended; null until then.")
-    result: ResultMessage | None = strawberry.field(description="The turn's result, once it has ended.")
+    result: ResultMessage | None = strawberry.field(
+        resolver=_run_result, description="The turn's result, once it has ended."
+    )
     error: str | None = strawberry.field(description="Why the run failed or was stopped, when it was.")
     cost_usd: float | None = strawberry.field(
         description="What this run alone cost in US dollars, as the agent reports (its share of the agent's "
@@ -104,6 +128,9 @@ class Run:
         description="This run's token usage as the agent reports it (input_tokens, output_tokens, cache "
         "reads and writes…); null until it ended."
     )
+    # The result as stored, made a ResultMessage only when a query asks for it: building one for every run
+    # of a page (a listing's runs rarely ask) was a few per cent of the listing's CPU.
+    result_payload: strawberry.Private[dict[str, Any] | None] = None
 
     @classmethod
     def from_model(cls, run: RunModel) -> Run:
@@ -116,10 +143,10 @@ class Run:
             created_at=run.created_at,
             started_at=run.started_at,
             finished_at=run.finished_at,
-            result=ResultMessage.from_payload(run.result) if run.result else None,
             error=run.error,
             cost_usd=run.cost_usd,
             usage=cast(JSON, run.usage),
+            result_payload=run.result,
         )
 
     @strawberry.field(

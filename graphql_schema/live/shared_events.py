@@ -30,9 +30,9 @@ import orjson
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import OperationType, VariableNode, Visitor, visit
 from graphql.language import ArgumentNode, FieldNode, OperationDefinitionNode, print_ast
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from graphql_schema.event_types import SessionEvent
+from graphql_schema.fast_paths import FastLeafExecutor
 
 # Root subscription fields whose argument is a resume cursor: it decides where a stream starts, never
 # what an event looks like.
@@ -129,8 +129,9 @@ class _DocumentKey:
         self.value: tuple[Any, ...] | None = None
 
 
-class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; per subscription event, a result from :data:`RESULTS` when there is one."""
+class SharedEventExecutor(FastLeafExecutor):
+    """Strawberry's executor (with fast_paths' leaves); per subscription event, a result from :data:`RESULTS`
+    when there is one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

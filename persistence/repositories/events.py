@@ -12,6 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from persistence.models import AgentSession, Event
 from persistence.repositories.leases import Fence, StaleLease
 
+# The `events` query's statements, built once with their values as parameters (building them and their
+# cache keys on every read was a noticeable share of its CPU).
+_TENANTS_SESSION = sa.select(AgentSession.id).where(
+    AgentSession.id == sa.bindparam("session_id"), AgentSession.tenant_id == sa.bindparam("tenant_id")
+)
+_PAGE = (
+    sa.select(Event.session_id, Event.seq, Event.run_id, Event.kind, Event.payload, Event.created_at)
+    .where(Event.session_id == sa.bindparam("session_id"), Event.seq > sa.bindparam("after_seq"))
+    .order_by(Event.seq)
+    .limit(sa.bindparam("limit"))
+)
+
 
 class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -76,18 +88,12 @@ class EventRepository:
         For the `events` query: one database session for the check and the page, and rows rather than
         ORM objects (a page of 100 is read-only; building and tracking 100 objects was a noticeable share
         of the query's CPU)."""
-        found = await self.session.execute(
-            sa.select(AgentSession.id).where(
-                AgentSession.id == session_id, AgentSession.tenant_id == tenant_id
-            )
-        )
+        identity = {"session_id": session_id, "tenant_id": tenant_id}
+        found = await self.session.execute(_TENANTS_SESSION, identity)
         if found.first() is None:
             return None
         result = await self.session.execute(
-            sa.select(Event.session_id, Event.seq, Event.run_id, Event.kind, Event.payload, Event.created_at)
-            .where(Event.session_id == session_id, Event.seq > after_seq)
-            .order_by(Event.seq)
-            .limit(limit)
+            _PAGE, {"session_id": session_id, "after_seq": after_seq, "limit": limit}
         )
         return result.all()
 

@@ -23,6 +23,37 @@ ACTIVE_STATUSES = ("QUEUED", "RUNNING")
 _LISTING = orm.defer(Run.options, raiseload=True)
 
 
+def _first_pages() -> sa.Select[Run]:
+    position = (
+        sa.func.row_number()
+        .over(partition_by=Run.session_id, order_by=(Run.created_at, Run.id))
+        .label("position")
+    )
+    numbered = (
+        sa.select(Run.id, position)
+        .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)))
+        .subquery()
+    )
+    return (
+        sa.select(Run)
+        .options(_LISTING)
+        .join(numbered, numbered.c.id == Run.id)
+        .where(numbered.c.position <= sa.bindparam("limit"))
+        .order_by(Run.session_id, Run.created_at, Run.id)
+    )
+
+
+# The loaders' statements, built once with their values as parameters: building one (and SQLAlchemy's
+# cache key for it, which a statement object keeps) took more CPU than running it on a read.
+_FIRST_PAGES = _first_pages()
+_STARTED = (
+    sa.select(Run)
+    .options(_LISTING)
+    .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)), Run.started_at.is_not(None))
+    .order_by(Run.session_id, Run.created_at, Run.id)
+)
+
+
 class RunRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -86,34 +117,19 @@ class RunRepository:
         """The first `limit` runs of each session, oldest first, in one statement (a window per session)."""
         if not session_ids:
             return {}
-        position = (
-            sa.func.row_number()
-            .over(partition_by=Run.session_id, order_by=(Run.created_at, Run.id))
-            .label("position")
-        )
-        numbered = sa.select(Run.id, position).where(Run.session_id.in_(session_ids)).subquery()
-        stmt = (
-            sa.select(Run)
-            .options(_LISTING)
-            .join(numbered, numbered.c.id == Run.id)
-            .where(numbered.c.position <= limit)
-            .order_by(Run.session_id, Run.created_at, Run.id)
-        )
         pages: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
-        for run in (await self.session.execute(stmt)).scalars():
+        result = await self.session.execute(
+            _FIRST_PAGES, {"session_ids": list(session_ids), "limit": limit}
+        )
+        for run in result.scalars():
             pages[run.session_id].append(run)
         return pages
 
     async def started_for_sessions(self, session_ids: Sequence[str]) -> dict[str, list[Run]]:
         """Every run of each session that has started (its checkpoints), oldest first."""
-        stmt = (
-            sa.select(Run)
-            .options(_LISTING)
-            .where(Run.session_id.in_(session_ids), Run.started_at.is_not(None))
-            .order_by(Run.session_id, Run.created_at, Run.id)
-        )
         found: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
-        for run in (await self.session.execute(stmt)).scalars():
+        result = await self.session.execute(_STARTED, {"session_ids": list(session_ids)})
+        for run in result.scalars():
             found[run.session_id].append(run)
         return found
 
