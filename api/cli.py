@@ -57,11 +57,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     app = create_app(settings)
-    # What is imported and built by now (modules, the schema: most of the heap) lives as long as the
-    # process, yet every full collection walked it again: pauses of 150-450 ms while events were fanned
-    # out to 100 watchers (issue 10). Frozen, a collection walks only what was made since; and a young
-    # generation ten times the default makes full collections (which walk the shared-event caches) rare.
-    gc.freeze()
+    # The app's lifespan freezes the heap startup built (api/app.py); a young generation ten times the
+    # default also makes full collections (which walk the shared-event caches) rare: in a burst to 100
+    # watchers they paused the loop for 150-450 ms (issue 10).
     gc.set_threshold(7000, 10, 10)
     uvicorn.run(
         app,
