@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from claude_agent_sdk import ClaudeSDKError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.control.commands import (
@@ -81,6 +82,12 @@ class Outcome:
     result: dict[str, Any] | None = None
     cost_usd: float | None = None
     usage: dict[str, Any] | None = None
+
+
+def _refused_by_cli(exc: BaseException) -> bool:
+    """The SDK raises a plain `Exception` with the CLI's message for a control request the CLI answered
+    with an error; a lost CLI or a timeout is no fault of this server either."""
+    return type(exc) is Exception or isinstance(exc, ClaudeSDKError | TimeoutError | ConnectionError)
 
 
 class _Interrupted:
@@ -271,8 +278,13 @@ class SessionActor:
             elif isinstance(command, GetContextUsage):
                 usage = await pump.connection.context_usage()
                 await self.manager.bus.publish(command.reply_to, orjson.dumps(usage).decode())
-        except Exception:
-            log.warning("control.command_failed", command=repr(command), exc_info=True)
+        except Exception as exc:
+            if _refused_by_cli(exc):
+                # The CLI answered the control request with an error (an unknown model, say): the
+                # caller's request, not a fault of this server, so no traceback.
+                log.warning("control.command_refused", command=repr(command), error=str(exc) or repr(exc))
+            else:
+                log.warning("control.command_failed", command=repr(command), exc_info=True)
             return False
         log.info("control.command_applied", command=repr(command))
         return True
