@@ -70,7 +70,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGET_P95_MS = 20.0
 # Past this p95 (or any failed request) the server is saturated and the ladder stops climbing.
 SATURATED_P95_MS = 500.0
-DEFAULT_LADDER = "5,10,15,20,30,40,60,80,100,130,160,200"
+DEFAULT_LADDER = "5,10,15,20,30,40,60,80,100,130,160,200,250,300"
 
 SESSION = """
 query Session($id: ID!) {
