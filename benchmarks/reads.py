@@ -201,6 +201,46 @@ def _events_of(session_id: str, runs: list[str], count: int, start: datetime) ->
     return rows[:count] if len(rows) > count else rows
 
 
+def session_rows(
+    tenant_id: str, api_key_id: str, title: str, at: datetime, events_per_session: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One seeded session's row, its two finished runs' rows and its log, for `sa.insert`."""
+    session_id = str(uuid.uuid4())
+    run_ids = [str(uuid.uuid4()) for _ in range(2)]
+    events = _events_of(session_id, run_ids, events_per_session, at)
+    session = {
+        "id": session_id,
+        "tenant_id": tenant_id,
+        "title": title,
+        "status": "IDLE",
+        "created_at": at,
+        "updated_at": at,
+        "last_seq": len(events),
+        "total_cost_usd": 0.02,
+    }
+    runs = []
+    for r, run_id in enumerate(run_ids):
+        run_at = at + timedelta(milliseconds=r)
+        runs.append(
+            {
+                "id": run_id,
+                "session_id": session_id,
+                "tenant_id": tenant_id,
+                "status": "COMPLETED",
+                "prompt": f"prompt {r}",
+                "options": {},
+                "prompt_uuid": str(uuid.uuid4()),
+                "created_at": run_at,
+                "started_at": run_at,
+                "finished_at": run_at,
+                "result": {"subtype": "success", "result": "ok"},
+                "interrupt_requested": False,
+                "api_key_id": api_key_id,
+            }
+        )
+    return session, runs, events
+
+
 async def seed(url: str, sessions: int, events_per_session: int) -> Seeded:
     await upgrade_head(url)
     db = Database(url)
@@ -226,42 +266,12 @@ async def seed(url: str, sessions: int, events_per_session: int) -> Seeded:
             batch_events.clear()
 
         for n in range(sessions):
-            session_id = str(uuid.uuid4())
-            at = start + timedelta(seconds=n)
-            runs = [str(uuid.uuid4()) for _ in range(2)]
-            events = _events_of(session_id, runs, events_per_session, at)
-            session_ids.append(session_id)
-            batch_sessions.append(
-                {
-                    "id": session_id,
-                    "tenant_id": key.tenant_id,
-                    "title": f"session {n}",
-                    "status": "IDLE",
-                    "created_at": at,
-                    "updated_at": at,
-                    "last_seq": len(events),
-                    "total_cost_usd": 0.02,
-                }
+            session, runs, events = session_rows(
+                key.tenant_id, key.key_id, f"session {n}", start + timedelta(seconds=n), events_per_session
             )
-            for r, run_id in enumerate(runs):
-                run_at = at + timedelta(milliseconds=r)
-                batch_runs.append(
-                    {
-                        "id": run_id,
-                        "session_id": session_id,
-                        "tenant_id": key.tenant_id,
-                        "status": "COMPLETED",
-                        "prompt": f"prompt {r}",
-                        "options": {},
-                        "prompt_uuid": str(uuid.uuid4()),
-                        "created_at": run_at,
-                        "started_at": run_at,
-                        "finished_at": run_at,
-                        "result": {"subtype": "success", "result": "ok"},
-                        "interrupt_requested": False,
-                        "api_key_id": key.key_id,
-                    }
-                )
+            session_ids.append(session["id"])
+            batch_sessions.append(session)
+            batch_runs.extend(runs)
             batch_events.extend(events)
             if len(batch_events) >= 5000:
                 await flush()

@@ -5,7 +5,6 @@ caller's tenant, for another tenant's ids, for ids that do not exist) and every 
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +15,7 @@ import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.auth import authenticate
-from benchmarks.reads import EVENTS, SESSION, SESSIONS, _events_of
+from benchmarks.reads import EVENTS, SESSION, SESSIONS, session_rows
 from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
 from persistence.models import AgentSession, Event, Run, utcnow
 from tests.conftest import Stack
@@ -47,47 +46,13 @@ async def _seed_benchmark_session(stack: Stack) -> str:
     db = stack.api.services.db
     principal = await authenticate(db, stack.key)
     assert principal is not None
-    session_id, at = str(uuid.uuid4()), utcnow()
-    runs = [str(uuid.uuid4()) for _ in range(2)]
-    events = _events_of(session_id, runs, 30, at)
+    session, runs, events = session_rows(principal.tenant_id, principal.api_key_id, "bench", utcnow(), 30)
     async with db.session() as s:
-        await s.execute(
-            sa.insert(AgentSession),
-            [
-                {
-                    "id": session_id,
-                    "tenant_id": principal.tenant_id,
-                    "title": "bench",
-                    "status": "IDLE",
-                    "created_at": at,
-                    "updated_at": at,
-                    "last_seq": len(events),
-                    "total_cost_usd": 0.02,
-                }
-            ],
-        )
-        await s.execute(
-            sa.insert(Run),
-            [
-                {
-                    "id": run_id,
-                    "session_id": session_id,
-                    "tenant_id": principal.tenant_id,
-                    "status": "COMPLETED",
-                    "prompt": f"prompt {n}",
-                    "options": {},
-                    "prompt_uuid": str(uuid.uuid4()),
-                    "created_at": at,
-                    "started_at": at,
-                    "finished_at": at,
-                    "interrupt_requested": False,
-                }
-                for n, run_id in enumerate(runs)
-            ],
-        )
+        await s.execute(sa.insert(AgentSession), [session])
+        await s.execute(sa.insert(Run), runs)
         await s.execute(sa.insert(Event), events)
         await s.commit()
-    return session_id
+    return str(session["id"])
 
 
 async def test_the_benchmark_queries_answer_the_same_bytes(stack: Stack) -> None:
