@@ -195,7 +195,7 @@ class RunManager:
             actor.reserve()
         self._running += 1
         # As in _begin: a late release of the session's lease waits until the run is handed over.
-        self._beginning[session_id] = self._beginning.get(session_id, 0) + 1
+        self._start_beginning(session_id)
         return StartReservation(session_id, actor, self.leases.now())
 
     def begun_here(
@@ -219,7 +219,9 @@ class RunManager:
             # A pooled CLI's new actor (install_warm), or the session's CLI went meanwhile (its lease
             # was lost, or it died) and the session connects anew.
             self._actor_for(session_id, token).submit(run, hook_events=hook_events)
-        self._end_reservation(reservation)
+        reservation.done = True
+        # The session has an actor here now, which holds the lease: nothing held back is released.
+        self._end_beginning(session_id)
 
     async def cancel_start(self, reservation: StartReservation) -> None:
         """The run was not begun here after all (refused or rolled back): give the slot back."""
@@ -228,15 +230,18 @@ class RunManager:
         if reservation.actor is not None:
             reservation.actor.unreserve()
         self._running = max(0, self._running - 1)
-        deferred = self._end_reservation(reservation)
-        if deferred is not None and reservation.session_id not in self._actors:
+        reservation.done = True
+        deferred = self._end_beginning(reservation.session_id)
+        if deferred is not None:
             await self.release_lease(reservation.session_id, deferred)
         self.nudge()
 
-    def _end_reservation(self, reservation: StartReservation) -> int | None:
-        """The lease release held back meanwhile, if any (None once the session has an actor here)."""
-        reservation.done = True
-        session_id = reservation.session_id
+    def _start_beginning(self, session_id: str) -> None:
+        self._beginning[session_id] = self._beginning.get(session_id, 0) + 1
+
+    def _end_beginning(self, session_id: str) -> int | None:
+        """One run of the session less beginning here; once none is, the lease release held back
+        meanwhile (release_lease), if any."""
         self._beginning[session_id] -= 1
         if self._beginning[session_id]:
             return None
@@ -315,7 +320,7 @@ class RunManager:
         session_id = run.session_id
         # The slot is taken before the first await, so a concurrent admission counts it.
         self._running += 1
-        self._beginning[session_id] = self._beginning.get(session_id, 0) + 1
+        self._start_beginning(session_id)
         transition: lifecycle.Transition | None = None
         try:
             transition = await lifecycle.begin(
@@ -330,12 +335,10 @@ class RunManager:
         finally:
             if transition is None:
                 self._running -= 1
-            self._beginning[session_id] -= 1
-            if not self._beginning[session_id]:
-                del self._beginning[session_id]
-                deferred = self._deferred_release.pop(session_id, None)
-                if deferred is not None and session_id not in self._actors:
-                    await self.release_lease(session_id, deferred)
+            deferred = self._end_beginning(session_id)
+            if deferred is not None:
+                # release_lease keeps it when the session has an actor here (the run began).
+                await self.release_lease(session_id, deferred)
         await lifecycle.announce(self.event_log, transition)
         return True
 
