@@ -21,7 +21,8 @@ def publish(manager: RunManager) -> None:
     metrics.MEMORY_BUDGET_BYTES.set(settings.effective_agent_memory_budget_mb * MB)
     metrics.LIVE_CLIS.labels(state="running").set_function(lambda: manager.agents_by_state()[0])
     metrics.LIVE_CLIS.labels(state="idle").set_function(lambda: manager.agents_by_state()[1])
-    metrics.LIVE_CLIS.labels(state="warm").set_function(lambda: manager.warm_pool.live)
+    metrics.LIVE_CLIS.labels(state="warm").set_function(lambda: manager.warm_pool.ready)
+    metrics.LIVE_CLIS.labels(state="starting").set_function(lambda: manager.warm_pool.starting)
     metrics.MEMORY_RESERVED_BYTES.set_function(lambda: manager.live_agents() * settings.agent_cli_mb * MB)
 
 

@@ -22,7 +22,7 @@ LIVE_AGENTS_LIMIT: Final = Gauge("agent_live_clis_limit", "MAX_LIVE_AGENTS in fo
 LIVE_CLIS: Final = Gauge(
     "agent_live_clis",
     "Agent CLIs alive on this replica, by state: running (a run executes), idle (kept for the session's "
-    "next turn) and warm (pooled, no session yet).",
+    "next turn), warm (pooled, ready for a new session) and starting (being started for the pool).",
     ["state"],
 )
 MEMORY_BUDGET_BYTES: Final = Gauge(

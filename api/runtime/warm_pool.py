@@ -145,6 +145,11 @@ class WarmPool:
         return sum(len(entries) for entries in self._ready.values())
 
     @property
+    def starting(self) -> int:
+        """CLIs being started for the pool, not yet ready to be taken."""
+        return self._starting
+
+    @property
     def live(self) -> int:
         """CLIs of the pool alive or starting: what it takes of the budget."""
         return self.ready + self._starting

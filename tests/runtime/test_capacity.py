@@ -78,6 +78,7 @@ async def test_metrics_show_permission_waits_queue_live_clis_and_the_budget(stac
     assert idle >= 1
     assert _sample(text, "agent_live_clis", 'state="running"') is not None
     assert _sample(text, "agent_live_clis", 'state="warm"') == 0
+    assert _sample(text, "agent_live_clis", 'state="starting"') == 0
     assert _sample(text, "agent_memory_budget_bytes") == stack.settings.effective_agent_memory_budget_mb * MB
     reserved = _sample(text, "agent_memory_reserved_bytes")
     assert reserved is not None

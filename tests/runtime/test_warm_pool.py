@@ -143,6 +143,11 @@ async def test_the_pool_counts_against_the_budget_and_gives_way_first(
             # One idle CLI (the first session's) and room for one pooled CLI, not the two asked for.
             await until(lambda: len(pooled_ids(manager, tenant_id)) == 1, "one pooled CLI")
             assert manager.live_agents() == 2
+            # /metrics tells a ready pooled CLI from one still starting.
+            async with httpx.AsyncClient(base_url=stack.api.base_url, trust_env=False) as http:
+                gauges = (await http.get("/metrics")).text
+            assert 'agent_live_clis{state="warm"} 1.0' in gauges
+            assert 'agent_live_clis{state="starting"} 0.0' in gauges
             # A new session on other options cannot use the pooled CLI, and needs room: the pooled CLI
             # gives way before the idle session's.
             other = await start_ok(client, prompt="[scenario:echo] two", maxTurns=3)
@@ -158,6 +163,7 @@ async def test_the_pool_counts_against_the_budget_and_gives_way_first(
     left = {path.name for path in (tmp_path / "tenants" / tenant_id / "sessions").iterdir()}
     assert left == {first["session"]["id"], other["session"]["id"]}
     assert 'agent_live_clis{state="warm"}' in text
+    assert 'agent_live_clis{state="starting"}' in text
     assert "agent_memory_budget_bytes" in text
 
 
