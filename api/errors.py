@@ -79,8 +79,8 @@ class SessionNotLive(ServiceError):
 
     code = "SESSION_NOT_LIVE"
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} has no live agent; start a run first")
+    def __init__(self, session_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"session {session_id!r} has no live agent; start a run first")
         self.session_id = session_id
 
 

@@ -31,18 +31,21 @@ class DecidePermission:
 
 @dataclass(frozen=True)
 class SetModel:
-    """Switch the live CLI's model; None means the default."""
+    """Switch the live CLI's model; None means the default. Answers on `reply_to` whether the CLI took it."""
 
     session_id: str
     model: str | None
+    reply_to: str
 
 
 @dataclass(frozen=True)
 class SetPermissionMode:
-    """Switch the live CLI's permission mode (the SDK's name: default, acceptEdits, plan…)."""
+    """Switch the live CLI's permission mode (the SDK's name: default, acceptEdits, plan…). Answers on
+    `reply_to` whether the CLI took it."""
 
     session_id: str
     mode: str
+    reply_to: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ Command = (
     Interrupt | DecidePermission | SetModel | SetPermissionMode | GetContextUsage | RewindFiles | CloseSession
 )
 # Commands that answer on their reply_to channel.
-Request = GetContextUsage | RewindFiles | CloseSession
+Request = SetModel | SetPermissionMode | GetContextUsage | RewindFiles | CloseSession
 
 _TYPES: dict[str, type[Command]] = {
     "interrupt": Interrupt,

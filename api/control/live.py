@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import audit
 from api.auth import Principal
-from api.control.commands import Command, GetContextUsage, SetModel, SetPermissionMode
+from api.control.commands import GetContextUsage, SetModel, SetPermissionMode
 from api.control.router import CommandRouter
-from api.errors import NotFound, SessionNotLive
+from api.errors import NotFound, SessionNotLive, ValidationFailed
 from api.runtime.policy import check_model, check_permission_mode
 from api.runtime.tool_policy import PolicyBook
 from api.settings import Settings
@@ -30,6 +30,10 @@ async def agent_is_live(session: AsyncSession, session_id: str) -> bool:
     return await LeaseRepository(session).is_live(session_id)
 
 
+def _reply_channel() -> str:
+    return f"reply:{uuid.uuid4()}"
+
+
 class LiveControl:
     def __init__(self, settings: Settings, db: Database, router: CommandRouter) -> None:
         self.settings = settings
@@ -40,9 +44,8 @@ class LiveControl:
     async def set_model(self, principal: Principal, session_id: str, model: str | None) -> AgentSession:
         if model is not None:
             check_model(model)
-        return await self._send(
-            principal, session_id, SetModel(session_id, model), "session.set_model", {"model": model}
-        )
+        command = SetModel(session_id, model, reply_to=_reply_channel())
+        return await self._send(principal, session_id, command, "session.set_model", {"model": model})
 
     async def set_permission_mode(self, principal: Principal, session_id: str, mode: str) -> AgentSession:
         # The same rules as startRun's: a live change cannot reach a mode the tenant could not start with.
@@ -50,15 +53,21 @@ class LiveControl:
         return await self._send(
             principal,
             session_id,
-            SetPermissionMode(session_id, sdk_mode),
+            SetPermissionMode(session_id, sdk_mode, reply_to=_reply_channel()),
             "session.set_permission_mode",
             {"mode": mode},
         )
 
     async def _send(
-        self, principal: Principal, session_id: str, command: Command, action: str, details: dict[str, object]
+        self,
+        principal: Principal,
+        session_id: str,
+        command: SetModel | SetPermissionMode,
+        action: str,
+        details: dict[str, object],
     ) -> AgentSession:
-        """Audit, then hand the command to the replica whose agent runs the session.
+        """Audit, then hand the command to the replica whose agent runs the session and wait for what
+        its CLI said: a change the CLI refused (an unknown model) is the caller's ValidationFailed.
 
         These changes live in the agent process only (the next run's own options start a new one when
         they differ), so there is no row to poll: a session without a live agent is refused."""
@@ -77,7 +86,14 @@ class LiveControl:
                 details=dict(details),
             )
             await session.commit()
-        await self.router.send(command)
+        answer = await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)
+        if answer is None:
+            raise SessionNotLive(session_id, f"the agent of session {session_id!r} did not answer in time")
+        if not answer.get("live", True):
+            raise SessionNotLive(session_id)
+        if not answer.get("applied"):
+            field = "model" if isinstance(command, SetModel) else "mode"
+            raise ValidationFailed(f"the agent refused the change: {answer.get('error')}", field=field)
         return row
 
     async def context_usage(self, principal: Principal, session_id: str) -> dict[str, Any] | None:
@@ -88,5 +104,5 @@ class LiveControl:
             live = row is not None and await agent_is_live(session, session_id)
         if not live:
             return None
-        command = GetContextUsage(session_id, reply_to=f"reply:{uuid.uuid4()}")
+        command = GetContextUsage(session_id, reply_to=_reply_channel())
         return await self.router.ask(command, timeout=LIVE_READ_TIMEOUT_SECONDS)

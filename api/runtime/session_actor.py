@@ -18,7 +18,6 @@ from api.control.commands import (
     CloseSession,
     Command,
     DecidePermission,
-    GetContextUsage,
     Interrupt,
     RewindFiles,
     SetModel,
@@ -88,6 +87,15 @@ def _refused_by_cli(exc: BaseException) -> bool:
     """The SDK raises a plain `Exception` with the CLI's message for a control request the CLI answered
     with an error; a lost CLI or a timeout is no fault of this server either."""
     return type(exc) is Exception or isinstance(exc, ClaudeSDKError | TimeoutError | ConnectionError)
+
+
+def _log_failed(command: Command, exc: BaseException) -> None:
+    if _refused_by_cli(exc):
+        # The CLI answered the control request with an error (an unknown model, say): the caller's
+        # request, not a fault of this server, so no traceback.
+        log.warning("control.command_refused", command=repr(command), error=str(exc) or repr(exc))
+    else:
+        log.warning("control.command_failed", command=repr(command), exc_info=exc)
 
 
 class _Interrupted:
@@ -267,27 +275,43 @@ class SessionActor:
             else:
                 self._queue.put_nowait(command)
             return True
+        if isinstance(command, SetModel | SetPermissionMode):
+            await self._reply(command.reply_to, await self._apply_live(command))
+            return True
         pump = self._pump
         if pump is None:
             return False
         try:
+            usage = await pump.connection.context_usage()
+        except Exception as exc:
+            _log_failed(command, exc)
+            return False
+        await self.manager.bus.publish(command.reply_to, orjson.dumps(usage).decode())
+        return True
+
+    async def _apply_live(self, command: SetModel | SetPermissionMode) -> dict[str, Any]:
+        """What the live CLI said to a model or permission-mode change, for the caller waiting on it."""
+        pump = self._pump
+        if pump is None:
+            return {"applied": False, "live": False}
+        try:
             if isinstance(command, SetModel):
                 await pump.connection.set_model(command.model)
-            elif isinstance(command, SetPermissionMode):
-                await pump.connection.set_permission_mode(command.mode)
-            elif isinstance(command, GetContextUsage):
-                usage = await pump.connection.context_usage()
-                await self.manager.bus.publish(command.reply_to, orjson.dumps(usage).decode())
-        except Exception as exc:
-            if _refused_by_cli(exc):
-                # The CLI answered the control request with an error (an unknown model, say): the
-                # caller's request, not a fault of this server, so no traceback.
-                log.warning("control.command_refused", command=repr(command), error=str(exc) or repr(exc))
             else:
-                log.warning("control.command_failed", command=repr(command), exc_info=True)
-            return False
+                await pump.connection.set_permission_mode(command.mode)
+        except Exception as exc:
+            _log_failed(command, exc)
+            told = _refused_by_cli(exc) and str(exc)
+            if told and isinstance(command, SetModel) and self.current_run is None:
+                # The CLI checks a model name it does not know with the model API, which a session
+                # reaches only while one of its runs executes (the gateway pass): say why it failed.
+                told += (
+                    " (between runs the agent cannot check a model name it does not know: name a "
+                    "known model or alias such as sonnet, opus or haiku, or pass model to the next startRun)"
+                )
+            return {"applied": False, "error": told or "the agent could not apply the change"}
         log.info("control.command_applied", command=repr(command))
-        return True
+        return {"applied": True}
 
     def interrupt(self, run_id: str) -> bool:
         if self.current_run is not None and self.current_run.id == run_id:

@@ -23,14 +23,17 @@ from persistence.models import AgentSession
 
 
 @strawberry.type(
-    description="The change was handed to the replica running the session's agent; it applies from the "
-    "agent's next model request (the next AssistantMessage shows the model)."
+    description="The session's live agent took the change; it applies from the agent's next model request "
+    "(the next AssistantMessage shows the model). A change the agent refuses is a ValidationError."
 )
 class LiveControlSuccess:
     session: Session = strawberry.field(description="The session.")
 
 
-@strawberry.type(description="The session has no live agent (no run since its agent was stopped).")
+@strawberry.type(
+    description="The session has no live agent (no run since its agent was stopped), or its agent did not "
+    "answer in time."
+)
 class SessionNotLiveError(Error):
     session_id: strawberry.ID = strawberry.field(description="The session.")
 
@@ -40,7 +43,7 @@ SetModelResult = Annotated[
     strawberry.union("SetModelResult", description="What setModel did."),
 ]
 SetPermissionModeResult = Annotated[
-    LiveControlSuccess | NotFoundError | PolicyViolationError | SessionNotLiveError,
+    LiveControlSuccess | NotFoundError | ValidationError | PolicyViolationError | SessionNotLiveError,
     strawberry.union("SetPermissionModeResult", description="What setPermissionMode did."),
 ]
 
@@ -90,6 +93,8 @@ class LiveMutations:
             row = await info.context.services.live_control.set_permission_mode(
                 principal, str(session_id), mode.name
             )
+        except errors.ValidationFailed as exc:
+            return validation_error(exc)
         except errors.NotFound as exc:
             return not_found_error(exc)
         except errors.PolicyViolation as exc:

@@ -372,7 +372,9 @@ class TestInterruptAndLiveControls:
             )["setPermissionMode"]
             await decide(client, request["id"], "ALLOW")
             after = await collect_until_run_ends(sub, run_id)
-            idle = await client.execute(SET_MODEL, {"sessionId": session_id, "model": "x"})
+            idle = await client.execute(SET_MODEL, {"sessionId": session_id, "model": "sonnet"})
+            # Between runs the CLI cannot check a name it does not know (no model access): refused, typed.
+            unknown = (await client.execute(SET_MODEL, {"sessionId": session_id, "model": "x"}))["setModel"]
         assert changed["__typename"] == "LiveControlSuccess", changed
         assert refused["__typename"] == "PolicyViolationError"
         first_model = next(
@@ -384,6 +386,8 @@ class TestInterruptAndLiveControls:
         assert later[-1] == switched
         # Still live after the run (the CLI stays up between turns), so the change is accepted.
         assert idle["setModel"]["__typename"] == "LiveControlSuccess"
+        assert unknown["__typename"] == "ValidationError", unknown
+        assert "between runs" in unknown["message"]
 
     async def test_a_finished_run_reads_already_finished(self, stack: Stack) -> None:
         async with stack.client() as client:
@@ -548,7 +552,7 @@ async def test_live_controls_need_a_live_agent(tmp_path: Path, scripted_model: S
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
             while True:  # the idle agent is stopped and its lease released
-                answer = (await client.execute(SET_MODEL, {"sessionId": session_id, "model": "m"}))[
+                answer = (await client.execute(SET_MODEL, {"sessionId": session_id, "model": "sonnet"}))[
                     "setModel"
                 ]
                 if answer["__typename"] != "LiveControlSuccess" or loop.time() > deadline:
