@@ -35,7 +35,8 @@ class SetModel:
 
     session_id: str
     model: str | None
-    reply_to: str
+    # Empty from a replica of an earlier version, which waits for no answer (a rolling upgrade).
+    reply_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class SetPermissionMode:
 
     session_id: str
     mode: str
-    reply_to: str
+    reply_to: str = ""
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,9 @@ class SessionActor:
                 self._queue.put_nowait(command)
             return True
         if isinstance(command, SetModel | SetPermissionMode):
-            await self._reply(command.reply_to, await self._apply_live(command))
+            answer = await self._apply_live(command)
+            if command.reply_to:
+                await self._reply(command.reply_to, answer)
             return True
         pump = self._pump
         if pump is None:
