@@ -30,7 +30,8 @@ from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
-from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
+from graphql_schema.fast_executor import FastLeafExecutor
+from graphql_schema.fast_paths import apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.live.shared_events import SharedEventExecutor

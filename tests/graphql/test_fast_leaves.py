@@ -16,7 +16,8 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.auth import authenticate
 from benchmarks.reads import EVENTS, SESSION, SESSIONS, session_rows
-from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
+from graphql_schema.fast_executor import FastLeafExecutor
+from graphql_schema.fast_paths import apply_fast_paths
 from persistence.models import AgentSession, Event, Run, utcnow
 from tests.conftest import Stack
 from tests.graphql.test_read_path import _seed
@@ -25,12 +26,13 @@ from tests.graphql.test_read_path import _seed
 @contextmanager
 def generic_leaves() -> Iterator[None]:
     """Inside, the server's FastLeafExecutor executes every field the long way (graphql-core's own)."""
-    fast = FastLeafExecutor.execute_field
+    fast = FastLeafExecutor.execute_field, FastLeafExecutor.execute_fields
     FastLeafExecutor.execute_field = StrawberryGraphQLCoreExecutionContext.execute_field  # type: ignore[method-assign]
+    FastLeafExecutor.execute_fields = StrawberryGraphQLCoreExecutionContext.execute_fields  # type: ignore[method-assign]
     try:
         yield
     finally:
-        FastLeafExecutor.execute_field = fast  # type: ignore[method-assign]
+        FastLeafExecutor.execute_field, FastLeafExecutor.execute_fields = fast  # type: ignore[method-assign]
 
 
 async def _answers(stack: Stack, key: str, requests: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
