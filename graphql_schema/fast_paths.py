@@ -152,9 +152,12 @@ _strawberry_convert_arguments: Callable[..., dict[str, Any]] = getattr(  # noqa:
 )
 # (id of a field's argument list, of the config, of the scalar registry) -> those three themselves (kept
 # alive, so none of the ids can name another object while the entry lives) and the arguments' (GraphQL
-# name, Python name) pairs, or None when Strawberry converts them.
+# name, Python name) pairs, or None when Strawberry converts them. A server's schema has a few dozen
+# fields with arguments; a process that builds schema after schema (the tests) would keep every one of
+# them alive, so past MAX_PLANS entries the map starts again (a plan is cheap to make).
 _Plan = tuple[tuple[str, str], ...] | None
 _plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], StrawberryConfig, Any, _Plan]] = {}
+MAX_PLANS = 1024
 
 
 def convert_scalar_arguments() -> None:
@@ -174,6 +177,8 @@ def _convert_arguments(
     entry = _plans.get(key)
     if entry is None:
         entry = (arguments, config, scalar_registry, _plan(arguments, scalar_registry, config))
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
         _plans[key] = entry
     plan = entry[3]
     if plan is None:
