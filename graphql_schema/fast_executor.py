@@ -42,6 +42,7 @@ _TYPENAME, _LEAF, _VALUE, _GENERIC = range(4)
 # A plan entry: (response name, the field's details, how, what that needs).
 _Step = tuple[str, FieldDetailsList, int, Any]
 _MISS = object()  # "not in place": graphql-core's execute_field takes the field
+MAX_PLANS = 256  # plans kept per operation (a subscription's lifetime included)
 
 
 class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -52,12 +53,23 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
         # Strawberry always passes a manager; it wraps resolvers only when an extension has a `resolve`.
         manager = self.middleware_manager
         self._in_place = manager is None or not manager.middlewares
-        # id(grouped field set) -> (that set, its parent type, its plan). Per operation: a field set is
-        # collected per operation (its @skip/@include depend on the variables). The set is kept so its id
-        # stays its own; per-event copies of a subscription's executor share the dict.
+        # id(grouped field set) -> (that set, its parent type, its plan). Per operation (per subscription
+        # event): a field set is collected per operation (its @skip/@include depend on the variables). The
+        # set is kept so its id stays its own.
         self._plans: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, list[_Step]]] = {}
         # id(a field's type) -> (that type, its shape or None), for what resolvers return.
         self._shapes: dict[int, tuple[GraphQLOutputType, _Shape | None]] = {}
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """A subscription event's copy of the executor, with memos of its own: every event collects its
+        root fields anew, and graphql-core memoizes the fields below them by the identity of those, so
+        memos shared by the copies (a shallow copy) grew by a few entries per event, for as long as the
+        subscription lived, without a single hit."""
+        executor = super().build_per_event_executor(payload)
+        if isinstance(executor, FastLeafExecutor):
+            executor._plans = {}
+            executor._relevant_sub_fields = {}
+        return executor
 
     def execute_fields(
         self,
@@ -76,7 +88,12 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
             plan = known[2]
         else:
             plan = self._plan(parent_type, grouped_field_set)
-            self._plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
+            # The root's fields are collected once per execution: their plan is not kept. Bounded all the
+            # same, in case some path collects fields anew for every object.
+            if path is not None:
+                if len(self._plans) >= MAX_PLANS:
+                    self._plans.clear()
+                self._plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
         # graphql-core's execute_fields, with the plan's shortcuts in front of its execute_field.
         results: dict[str, Any] = {}
         is_awaitable = self.is_awaitable

@@ -5,7 +5,7 @@ caller's tenant, for another tenant's ids, for ids that do not exist) and every 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import ExecutionResult
 
 from api.auth import authenticate
 from benchmarks.reads import EVENTS, SESSION, SESSIONS, session_rows
@@ -483,3 +484,42 @@ async def test_argument_plans_are_bounded_across_schemas(monkeypatch: pytest.Mon
         result = await schema.execute("{ plain(first: 5) required(count: 1, ratio: 0.5, flag: false) }")
         assert result.data == {"plain": "(5, None, None)", "required": "(1, 0.5, False)"}
         assert len(fast_paths._plans) <= 3
+
+
+@strawberry.type
+class Tick:
+    n: int
+    block: Block
+
+
+@strawberry.type
+class TickSubscription:
+    @strawberry.subscription
+    async def ticks(self, count: int) -> AsyncIterator[Tick]:
+        for n in range(count):
+            yield Tick(n=n, block=Block(text=str(n), size=n))
+
+
+async def test_a_subscriptions_plans_do_not_grow_with_its_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event's root fields are collected anew (and the fields below them: graphql-core memoizes those
+    by the identity of the root's), in a per-event copy of the executor: each copy has memos and plans of
+    its own, so a subscription that lives for hours does not keep a few per event."""
+    executors: list[FastLeafExecutor] = []
+    init = FastLeafExecutor.__init__
+
+    def recorded(self: FastLeafExecutor, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        executors.append(self)
+
+    monkeypatch.setattr(FastLeafExecutor, "__init__", recorded)
+    schema = strawberry.Schema(
+        query=Query, subscription=TickSubscription, execution_context_class=FastLeafExecutor
+    )
+    apply_fast_paths(schema)
+    stream = await schema.subscribe("subscription { ticks(count: 50) { n block { text size } } }")
+    assert not isinstance(stream, ExecutionResult)
+    seen = [result.data async for result in stream]
+    assert seen == [{"ticks": {"n": n, "block": {"text": str(n), "size": n}}} for n in range(50)]
+    assert len(executors) == 1
+    assert len(executors[0]._plans) == 0
+    assert len(executors[0]._relevant_sub_fields) == 0
