@@ -3,7 +3,8 @@
 Validation was a quarter of the server's CPU under load. Strawberry's `ParserCache` and `ValidationCache`
 do not fit here: the validation cache is keyed by the parsed document (a deep hash and compare of the
 tree on every request) and by the validation rules, and `QueryDepthLimiter` and `MaxAliasesLimiter`
-make new rule classes for every operation, so it would never hit. This cache is keyed by the document's
+make new rule classes for every operation, so it would never hit (schema.py now makes theirs once per
+schema, but the deep hash remains). This cache is keyed by the document's
 text instead, and keeps the parse together with the verdict of every validation rule of the schema,
 the limiters included (their settings do not change while the schema lives).
 

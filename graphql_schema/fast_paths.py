@@ -12,15 +12,9 @@ A plain field (no resolver, no extension) read with one `getattr`: Strawberry's 
 the field's `get_result` with fresh argument lists, which calls the configured default resolver
 (`getattr`) with the field's Python name; three calls and two allocations for every such value.
 
-A plain field of a scalar or enum type completed in place (`FastLeafExecutor`): graphql-core builds a
-GraphQLResolveInfo (a 16-field tuple), a list of the field's nodes and the argument values for every
-field it executes, then walks the type (non-null? list? leaf?) to complete the value; for a leaf read by
-`getattr` none of that is used. It was most of the CPU of a page of events (a thousand-odd leaves).
-The executor reads the attribute and coerces it with the type's own `coerce_output_value`; anything
-out of the ordinary (a null for a non-null field, an exception, a value the type refuses, a field
-middleware) goes through graphql-core's own `execute_field` instead, which reads the attribute again
-and reports exactly what it always did. `__typename` (on every union member of a page) is answered with
-the parent type's name, which is all graphql-core's resolver for it does.
+Plain fields are marked for graphql_schema/fast_executor.py, which completes them in place: a scalar or
+enum field with how to read and coerce it (`_leaf`), a field of an object type, a union told by class
+or a list of those with the object types its values complete as (`_value`).
 
 Arguments that are all plain scalars (`first: Int`, `after: String`…) passed on as they came: for each
 call of a resolver with arguments (a listing's `runs(first:)`, once per session) Strawberry's
@@ -36,22 +30,18 @@ from typing import Any
 
 from graphql import (
     GraphQLAbstractType,
+    GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLTypeResolver,
     GraphQLUnionType,
-    Undefined,
     is_leaf_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList
-from graphql.pyutils import Path
-from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry import Schema, relay
 from strawberry.scalars import is_scalar
 from strawberry.schema import schema_converter
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.arguments import StrawberryArgument
 from strawberry.types.base import StrawberryMaybe, StrawberryObjectDefinition, StrawberryOptional
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
@@ -89,49 +79,43 @@ def _attribute(name: str, graphql_type: GraphQLOutputType) -> Callable[[Any, Any
 
     resolve._is_default = True  # type: ignore[attr-defined]
     non_null = isinstance(graphql_type, GraphQLNonNull)
-    leaf = graphql_type.of_type if non_null else graphql_type  # type: ignore[union-attr]
-    if is_leaf_type(leaf):
-        resolve._leaf = (name, non_null, leaf.coerce_output_value)  # type: ignore[attr-defined]
+    named = graphql_type.of_type if non_null else graphql_type  # type: ignore[union-attr]
+    if is_leaf_type(named):
+        resolve._leaf = (name, non_null, named.coerce_output_value)  # type: ignore[attr-defined]
+        return resolve
+    shape = value_shape(graphql_type)
+    if shape is not None:
+        resolve._value = (name, shape)  # type: ignore[attr-defined]
     return resolve
 
 
-class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, with plain scalar and enum fields completed in place (see the module)."""
+# (non-null?, the list's item type or None, items non-null?, the object type, or a union's class -> member)
+Shape = tuple[
+    bool, GraphQLOutputType | None, bool, GraphQLObjectType | None, dict[type, GraphQLObjectType] | None
+]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Strawberry always passes a manager; it wraps resolvers only when an extension has a `resolve`.
-        manager = self.middleware_manager
-        self._leaves_in_place = manager is None or not manager.middlewares
 
-    def execute_field(
-        self,
-        parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: FieldDetailsList,
-        path: Path,
-        position_context: Any,
-    ) -> Any:
-        node = field_details_list[0].node
-        field_def = self.schema.get_field(parent_type, node.name.value)
-        if field_def is TypeNameMetaFieldDef and self._leaves_in_place:
-            # Its resolver answers `info.parent_type.name`, a String! that is already a str.
-            return parent_type.name
-        leaf = getattr(field_def.resolve, "_leaf", None) if field_def is not None else None
-        if leaf is not None and self._leaves_in_place and not node.arguments:
-            name, non_null, coerce = leaf
-            try:
-                value = getattr(source, name)
-                if value is None:
-                    if not non_null:
-                        return None
-                elif value is not Undefined and not isinstance(value, Exception):
-                    coerced = coerce(value)
-                    if coerced is not None and coerced is not Undefined:
-                        return coerced
-            except Exception:  # graphql-core's own path below reports it as it always did
-                pass
-        return super().execute_field(parent_type, source, field_details_list, path, position_context)
+def value_shape(graphql_type: GraphQLOutputType) -> Shape | None:
+    """How fast_executor completes a value of `graphql_type` in place: an object type without
+    `is_type_of` (graphql-core completes whatever value against it), a union whose members are told by
+    their class (resolve_unions_by_class), or a list of either; None for anything else (the long way)."""
+    non_null = isinstance(graphql_type, GraphQLNonNull)
+    named: Any = graphql_type.of_type if non_null else graphql_type  # type: ignore[union-attr]
+    item_type: GraphQLOutputType | None = None
+    item_non_null = False
+    if isinstance(named, GraphQLList):
+        item_type = named.of_type
+        item_non_null = isinstance(item_type, GraphQLNonNull)
+        named = item_type.of_type if item_non_null else item_type  # type: ignore[union-attr]
+    if isinstance(named, GraphQLObjectType):
+        if named.is_type_of is not None:
+            return None
+        return non_null, item_type, item_non_null, named, None
+    if isinstance(named, GraphQLUnionType):
+        members = getattr(named.resolve_type, "_member_types", None)
+        if members:
+            return non_null, item_type, item_non_null, None, members
+    return None
 
 
 def resolve_unions_by_class(schema: Schema) -> None:
@@ -140,11 +124,17 @@ def resolve_unions_by_class(schema: Schema) -> None:
         if not isinstance(graphql_type, GraphQLUnionType) or graphql_type.resolve_type is None:
             continue
         by_class: dict[type, str] = {}
+        member_types: dict[type, GraphQLObjectType] = {}
         for member in graphql_type.types:
             definition = schema.schema_converter.type_map[member.name].definition
             if isinstance(definition, StrawberryObjectDefinition) and not definition.is_graphql_generic:
                 by_class[definition.origin] = member.name
-        graphql_type.resolve_type = _by_class(by_class, graphql_type.resolve_type)
+                # graphql-core calls a member's is_type_of after resolve_type: it goes the long way.
+                if member.is_type_of is None:
+                    member_types[definition.origin] = member
+        resolve_type = _by_class(by_class, graphql_type.resolve_type)
+        resolve_type._member_types = member_types  # type: ignore[attr-defined]
+        graphql_type.resolve_type = resolve_type
 
 
 def _by_class(by_class: dict[type, str], fallback: GraphQLTypeResolver) -> GraphQLTypeResolver:
@@ -162,9 +152,12 @@ _strawberry_convert_arguments: Callable[..., dict[str, Any]] = getattr(  # noqa:
 )
 # (id of a field's argument list, of the config, of the scalar registry) -> those three themselves (kept
 # alive, so none of the ids can name another object while the entry lives) and the arguments' (GraphQL
-# name, Python name) pairs, or None when Strawberry converts them.
+# name, Python name) pairs, or None when Strawberry converts them. A server's schema has a few dozen
+# fields with arguments; a process that builds schema after schema (the tests) would keep every one of
+# them alive, so past MAX_PLANS entries the map starts again (a plan is cheap to make).
 _Plan = tuple[tuple[str, str], ...] | None
 _plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], StrawberryConfig, Any, _Plan]] = {}
+MAX_PLANS = 1024
 
 
 def convert_scalar_arguments() -> None:
@@ -184,6 +177,8 @@ def _convert_arguments(
     entry = _plans.get(key)
     if entry is None:
         entry = (arguments, config, scalar_registry, _plan(arguments, scalar_registry, config))
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
         _plans[key] = entry
     plan = entry[3]
     if plan is None:

@@ -10,6 +10,7 @@ import structlog
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -30,7 +31,8 @@ from graphql_schema.checkpoints.mutations import CheckpointMutations
 from graphql_schema.dataloaders import LoadersExtension
 from graphql_schema.document_cache import DocumentCache, DocumentStore
 from graphql_schema.extensions import ErrorCodes, InputChecks
-from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
+from graphql_schema.fast_executor import FastLeafExecutor
+from graphql_schema.fast_paths import apply_fast_paths
 from graphql_schema.live.mutations import LiveMutations
 from graphql_schema.live.queries import LiveQueries
 from graphql_schema.live.shared_events import SharedEventExecutor
@@ -136,6 +138,21 @@ class ApiSchema(Schema):
                 log.info("graphql.client_error", message=error.message[:500], path=error.path)
 
 
+def _rules_made_once(factory: Callable[[], AddValidationRules]) -> Callable[[], SchemaExtension]:
+    """The limiter `factory` makes, with the validation rule class it builds made once per schema: each
+    QueryDepthLimiter and MaxAliasesLimiter defines a new rule class when constructed, once per request,
+    which only the cyclic collector frees. Each operation still gets an extension of its own."""
+    built = factory()
+    rules, limiter = built.validation_rules, type(built)
+
+    def make() -> SchemaExtension:
+        extension = limiter.__new__(limiter)
+        AddValidationRules.__init__(extension, rules)
+        return extension
+
+    return make
+
+
 def build_schema(settings: Settings | None = None) -> Schema:
     settings = settings or Settings()
     persisted = PersistedQueryStore()
@@ -146,8 +163,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         extensions.append(lambda: DocumentCache(store=documents))
     extensions += [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        _rules_made_once(lambda: QueryDepthLimiter(max_depth=settings.max_query_depth)),
+        _rules_made_once(lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases)),
         LoadersExtension,
         lambda: MaskWithRequestId(should_mask_error=_should_mask, error_message="Unexpected error."),
         ErrorCodes,

@@ -32,7 +32,7 @@ from graphql import OperationType, VariableNode, Visitor, visit
 from graphql.language import ArgumentNode, FieldNode, OperationDefinitionNode, print_ast
 
 from graphql_schema.event_types import SessionEvent
-from graphql_schema.fast_paths import FastLeafExecutor
+from graphql_schema.fast_executor import FastLeafExecutor
 
 # Root subscription fields whose argument is a resume cursor: it decides where a stream starts, never
 # what an event looks like.

@@ -64,3 +64,22 @@ async def test_the_least_recently_used_document_is_dropped(calls: Counter[str]) 
     await schema.execute("{ __typename }")  # kept: used more recently than "a"
     await schema.execute("{ a: __typename }")  # dropped when "b" came
     assert calls == {"parse": 4, "validate": 4}
+
+
+async def test_the_limiters_rules_made_once_apply_to_every_operation() -> None:
+    """The depth and alias limiters' rule classes are made once per schema (schema._rules_made_once);
+    without the cache, every operation is still validated against them."""
+    schema = build_schema(Settings(graphql_document_cache_size=0, max_query_depth=4, max_aliases=2))
+    aliased = "{ a: __typename b: __typename c: __typename }"
+    for _ in range(2):
+        deep, many, fine = (
+            await schema.execute(DEEP),
+            await schema.execute(aliased),
+            await schema.execute("{ a: __typename }"),
+        )
+        assert deep.errors
+        assert "exceeds maximum operation depth" in deep.errors[0].message
+        assert many.errors
+        assert "aliases" in many.errors[0].message
+        assert fine.errors is None
+        assert fine.data == {"a": "Query"}

@@ -1,36 +1,43 @@
-"""Scalar and enum fields completed in place (graphql_schema/fast_paths.py, FastLeafExecutor) answer
+"""Fields completed in place (graphql_schema/fast_executor.py, FastLeafExecutor) answer
 byte for byte what graphql-core's own field execution answers: the read benchmark's queries (for the
 caller's tenant, for another tenant's ids, for ids that do not exist) and every way a leaf can fail."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import sqlalchemy as sa
 import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import ExecutionResult
 
 from api.auth import authenticate
 from benchmarks.reads import EVENTS, SESSION, SESSIONS, session_rows
-from graphql_schema.fast_paths import FastLeafExecutor, apply_fast_paths
+from graphql_schema.fast_executor import FastLeafExecutor
+from graphql_schema.fast_paths import apply_fast_paths
 from persistence.models import AgentSession, Event, Run, utcnow
 from tests.conftest import Stack
 from tests.graphql.test_read_path import _seed
 
+_FAST_METHODS = ("execute_field", "execute_fields", "complete_value")
+
 
 @contextmanager
 def generic_leaves() -> Iterator[None]:
-    """Inside, the server's FastLeafExecutor executes every field the long way (graphql-core's own)."""
-    fast = FastLeafExecutor.execute_field
-    FastLeafExecutor.execute_field = StrawberryGraphQLCoreExecutionContext.execute_field  # type: ignore[method-assign]
+    """Inside, the server's FastLeafExecutor executes and completes every field the long way (graphql-core's
+    own)."""
+    fast = {name: FastLeafExecutor.__dict__[name] for name in _FAST_METHODS}
+    for name in _FAST_METHODS:
+        setattr(FastLeafExecutor, name, getattr(StrawberryGraphQLCoreExecutionContext, name))
     try:
         yield
     finally:
-        FastLeafExecutor.execute_field = fast  # type: ignore[method-assign]
+        for name, method in fast.items():
+            setattr(FastLeafExecutor, name, method)
 
 
 async def _answers(stack: Stack, key: str, requests: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
@@ -230,3 +237,289 @@ async def test_plain_scalar_arguments_reach_resolvers_as_strawberry_converts_the
     }
     monkeypatch.setattr(schema_converter, "convert_arguments", fast_paths._strawberry_convert_arguments)
     assert outcome(await schema.execute(document)) == fast
+
+
+# Objects, unions and lists of them completed in place (graphql_schema/fast_executor.py): what a resolver
+# returns and what a plain field holds, in every shape a value can fail in.
+
+
+@strawberry.type
+class Block:
+    text: str
+    size: int | None
+
+
+@strawberry.type
+class Other:
+    name: str
+
+
+class BlockSubclass(Block):
+    """Not the member's own class: the union's resolver the long way."""
+
+
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Person(Named):
+    """Implements an interface: Strawberry gives it an is_type_of, so it goes the long way."""
+
+    age: int
+
+
+Item = Annotated[Block | Other, strawberry.union("Item")]
+
+
+@strawberry.type
+class Holder:
+    block: Block
+    maybe_block: Block | None
+    item: Item
+    maybe_item: Item | None
+    blocks: list[Block]
+    maybe_blocks: list[Block | None] | None
+    items: list[Item]
+    maybe_items: list[Item | None]
+    person: Person | None
+    people: list[Person]
+
+
+def _holder(**changes: Any) -> Holder:
+    values: dict[str, Any] = {
+        "block": Block(text="b", size=1),
+        "maybe_block": None,
+        "item": Other(name="o"),
+        "maybe_item": Block(text="i", size=None),
+        "blocks": [Block(text="x", size=2), Block(text="y", size=None)],
+        "maybe_blocks": [Block(text="z", size=3), None],
+        "items": [Block(text="p", size=4), Other(name="q")],
+        "maybe_items": [None, Other(name="r")],
+        "person": Person(name="n", age=3),
+        "people": [Person(name="m", age=4)],
+    }
+    values.update(changes)
+    holder = Holder.__new__(Holder)
+    holder.__dict__.update(values)
+    return holder
+
+
+class _Raises:
+    """A holder whose every attribute fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(f"no {name}")
+
+
+async def _async_blocks() -> list[Block]:
+    return [Block(text="a", size=None), Block(text="b", size=5)]
+
+
+@strawberry.type
+class ObjectsQuery:
+    @strawberry.field
+    def holders(self) -> list[Holder | None]:
+        return [
+            _holder(),
+            _holder(block=None),  # a null for a non-null object
+            _holder(item=BlockSubclass(text="s", size=1), maybe_item=strawberry.cast(Other, Other(name="c"))),
+            _holder(blocks=[Block(text="x", size=1), None]),  # a null for a non-null item
+            _holder(
+                maybe_blocks=(Block(text="t", size=1),), items=iter([Other(name="g")])
+            ),  # tuple, iterator
+            _holder(blocks=[Block(text=None, size=1)]),  # type: ignore[arg-type]  # a failing leaf in an item
+            _holder(maybe_items=[Block(text="k", size="x"), 7]),  # a refused leaf; no member for an int
+            _holder(block=RuntimeError("an exception as a value"), maybe_block=ValueError("another")),
+            _raises_holder(),
+            _holder(person=Other(name="not a person"), people=[Person(name="p", age=None)]),  # type: ignore[arg-type]
+        ]
+
+    @strawberry.field
+    def ordinary(self) -> list[Holder]:
+        return [_holder(), _holder(maybe_block=Block(text="m", size=None))]
+
+    @strawberry.field
+    async def blocks(self) -> list[Block]:
+        return await _async_blocks()
+
+    @strawberry.field
+    def items(self) -> list[Item | None]:
+        return [Other(name="a"), None, Block(text="b", size=None), BlockSubclass(text="c", size=2)]
+
+    @strawberry.field
+    def strict_items(self) -> list[Item]:
+        return [Other(name="a"), None]  # type: ignore[list-item]
+
+    @strawberry.field
+    def one(self) -> Item:
+        return Block(text="one", size=1)
+
+    @strawberry.field
+    async def awaited_items(self) -> list[Item]:
+        return [Other(name="x"), Block(text="y", size=None)]
+
+    @strawberry.field
+    def nested(self) -> list[list[Block | None]]:
+        return [[Block(text="n", size=1), None], []]
+
+
+def _raises_holder() -> Holder:
+    return _Raises()  # type: ignore[return-value]
+
+
+@strawberry.type
+class Slow:
+    """A plain object field whose object has an async field: completion with awaitables inside."""
+
+    @strawberry.field
+    async def text(self) -> str:
+        return "slow"
+
+    @strawberry.field
+    async def fails(self) -> str:
+        raise RuntimeError("async failure")
+
+
+@strawberry.type
+class SlowHolder:
+    slow: Slow
+    slows: list[Slow]
+    maybe_slows: list[Slow | None] | None
+
+
+@strawberry.type
+class SlowQuery:
+    @strawberry.field
+    def holder(self) -> SlowHolder:
+        holder = SlowHolder.__new__(SlowHolder)
+        holder.__dict__.update(slow=Slow(), slows=[Slow(), Slow()], maybe_slows=[Slow(), None])
+        return holder
+
+
+HOLDER_FIELDS = """
+  __typename
+  block { text size }
+  maybeBlock { text }
+  item { __typename ... on Block { text size } ... on Other { name } }
+  maybeItem { __typename ... on Block { text } ... on Other { name } }
+  blocks { text size __typename }
+  maybeBlocks { text }
+  items { ... on Block { text } ... on Other { name } }
+  maybeItems { __typename ... on Block { size } }
+  person { name age }
+  people { name age }
+"""
+
+
+@pytest.mark.parametrize(
+    ("query", "document"),
+    [
+        (ObjectsQuery, "{ holders {" + HOLDER_FIELDS + "} }"),
+        (ObjectsQuery, "{ holders { block { text } } }"),
+        (ObjectsQuery, "{ holders { blocks { text } } }"),
+        (ObjectsQuery, "{ holders { items { __typename } maybeItems { __typename } } }"),
+        (ObjectsQuery, "{ holders { a: block { size } b: block { text } block { size } } }"),
+        (ObjectsQuery, "{ holders { maybeBlocks @include(if: true) { text } } }"),
+        (ObjectsQuery, "{ blocks { text size } items { __typename ... on Block { text } } }"),
+        (ObjectsQuery, "{ strictItems { __typename } one { ... on Block { text } } }"),
+        (ObjectsQuery, "{ awaitedItems { __typename ... on Other { name } } nested { text size } }"),
+        (SlowQuery, "{ holder { slow { text } slows { text } maybeSlows { text } } }"),
+        (SlowQuery, "{ holder { slow { text fails } } }"),
+        (SlowQuery, "{ holder { slows { fails } } }"),
+        (SlowQuery, "{ holder { maybeSlows { text fails } } }"),
+    ],
+)
+async def test_objects_and_lists_complete_as_graphql_core_completes_them(query: type, document: str) -> None:
+    def outcome(result: Any) -> tuple[Any, list[Any]]:
+        return result.data, sorted(str(error.formatted) for error in result.errors or ())
+
+    def schema(executor: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.Schema:
+        built = strawberry.Schema(query=query, execution_context_class=executor)
+        apply_fast_paths(built)
+        return built
+
+    fast = await schema(FastLeafExecutor).execute(document)
+    with generic_leaves():
+        generic = await schema(FastLeafExecutor).execute(document)
+    plain = await schema(StrawberryGraphQLCoreExecutionContext).execute(document)
+    assert outcome(fast) == outcome(generic) == outcome(plain)
+
+
+async def test_plain_objects_skip_graphql_cores_field_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    long_way: list[str] = []
+    generic = StrawberryGraphQLCoreExecutionContext.execute_field
+
+    def counted(self: Any, parent_type: Any, source: Any, details: Any, path: Any, context: Any) -> Any:
+        long_way.append(details[0].node.name.value)
+        return generic(self, parent_type, source, details, path, context)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_field", counted)
+    result = await _objects_schema().execute("{ ordinary {" + HOLDER_FIELDS + "} }")
+    assert result.errors is None
+    assert result.data is not None
+    assert len(result.data["ordinary"]) == 2
+    # Only the root field's resolver and the fields of a type with is_type_of (Person) went the long way.
+    assert long_way == ["ordinary"] + ["person", "people"] * 2
+
+
+def _objects_schema() -> strawberry.Schema:
+    schema = strawberry.Schema(query=ObjectsQuery, execution_context_class=FastLeafExecutor)
+    apply_fast_paths(schema)
+    return schema
+
+
+async def test_argument_plans_are_bounded_across_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that builds schema after schema keeps at most MAX_PLANS of their argument lists alive."""
+    from graphql_schema import fast_paths
+
+    monkeypatch.setattr(fast_paths, "MAX_PLANS", 3)
+    monkeypatch.setattr(fast_paths, "_plans", {})
+    for _ in range(5):
+        schema = strawberry.Schema(query=ArgumentsQuery, execution_context_class=FastLeafExecutor)
+        apply_fast_paths(schema)
+        result = await schema.execute("{ plain(first: 5) required(count: 1, ratio: 0.5, flag: false) }")
+        assert result.data == {"plain": "(5, None, None)", "required": "(1, 0.5, False)"}
+        assert len(fast_paths._plans) <= 3
+
+
+@strawberry.type
+class Tick:
+    n: int
+    block: Block
+
+
+@strawberry.type
+class TickSubscription:
+    @strawberry.subscription
+    async def ticks(self, count: int) -> AsyncIterator[Tick]:
+        for n in range(count):
+            yield Tick(n=n, block=Block(text=str(n), size=n))
+
+
+async def test_a_subscriptions_plans_do_not_grow_with_its_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event's root fields are collected anew (and the fields below them: graphql-core memoizes those
+    by the identity of the root's), in a per-event copy of the executor: each copy has memos and plans of
+    its own, so a subscription that lives for hours does not keep a few per event."""
+    executors: list[FastLeafExecutor] = []
+    init = FastLeafExecutor.__init__
+
+    def recorded(self: FastLeafExecutor, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        executors.append(self)
+
+    monkeypatch.setattr(FastLeafExecutor, "__init__", recorded)
+    schema = strawberry.Schema(
+        query=Query, subscription=TickSubscription, execution_context_class=FastLeafExecutor
+    )
+    apply_fast_paths(schema)
+    stream = await schema.subscribe("subscription { ticks(count: 50) { n block { text size } } }")
+    assert not isinstance(stream, ExecutionResult)
+    seen = [result.data async for result in stream]
+    assert seen == [{"ticks": {"n": n, "block": {"text": str(n), "size": n}}} for n in range(50)]
+    assert len(executors) == 1
+    assert len(executors[0]._plans) == 0
+    assert len(executors[0]._relevant_sub_fields) == 0
