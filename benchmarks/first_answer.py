@@ -266,6 +266,10 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_u
         names = list(configurations)
         for round_no in range(rounds):
             order = names[round_no % len(names) :] + names[: round_no % len(names)]
+            if round_no % 2:
+                # Each configuration runs after each neighbour as often as before it: what one leaves
+                # behind (a pool's refill finishing, an idle CLI) must not always land on the same other.
+                order.reverse()
             for name in order:
                 # Before every sample, not once a round: a pool refilling after its take starts a CLI,
                 # which would take the cores from whichever configuration runs next.
