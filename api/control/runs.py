@@ -167,15 +167,14 @@ class RunControl:
                     session, actor=principal, action="session.create", target_type="Session", target_id=row.id
                 )
             else:
-                found = await sessions.get(request.session_id, tenant_id=principal.tenant_id)
+                found = await runs.session_and_active_runs(request.session_id, tenant_id=principal.tenant_id)
                 if found is None:
                     raise NotFound("Session", request.session_id)
-                row = found
-                active = await runs.active_for_session(row.id)
+                row, active = found
                 if active and request.on_busy == "REJECT":
-                    raise SessionBusy(row.id, active[0].id)
+                    raise SessionBusy(row.id, active[0])
                 if active and request.on_busy == "INTERRUPT":
-                    to_interrupt.extend(run.id for run in active)
+                    to_interrupt.extend(active)
                 if active and reservation is not None:
                     # Runs of this session queued elsewhere (or still settling) go first.
                     await self.manager.cancel_start(reservation)
@@ -195,30 +194,41 @@ class RunControl:
             # Rates and the tenant's bound on active runs; RateLimited rolls back all of the above.
             await self.limits.admit_run(principal, session)
             token = warm_token
+            statuses = [lifecycle.status_event(run.id, "QUEUED")]
+            if begin_here:
+                # The log reads as for any run: queued, then running.
+                statuses.append(lifecycle.status_event(run.id, "RUNNING"))
+            records: list[EventRecord] | None = None
             if begin_here and warm is None:
                 # After the tenant's row, as every startRun locks them. A live lease of ours keeps its
-                # token; any other answer means the CLI here is no longer the session's.
+                # token; any other answer means the CLI here is no longer the session's. The same
+                # statement marks the session RUNNING and takes the seqs of the run's two events.
                 assert reservation is not None
                 assert reservation.actor is not None
-                token = await LeaseRepository(session).claim(
-                    row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
+                claimed = await LeaseRepository(session).claim_to_run(
+                    row.id,
+                    self.manager.replica,
+                    ttl_seconds=self.manager.leases.ttl,
+                    at=now,
+                    seqs=len(statuses),
                 )
-                if token != reservation.actor.lease_token:
+                if claimed is None or claimed[0] != reservation.actor.lease_token:
                     raise _LeaseMoved()
+                token = claimed[0]
+                records = self.event_log.numbered_in(session, row.id, statuses, last_seq=claimed[1], at=now)
             if begin_here and token is None:
                 raise _LeaseMoved()
-            statuses = [lifecycle.status_event(run.id, "QUEUED")]
             hook_events: tuple[str, ...] = ()
             if begin_here:
                 # What the run's CLI must have been started with: read here rather than by the actor,
                 # which then sends the prompt without another round trip.
                 hook_events = await self.manager.webhooks.events_for(principal.tenant_id, session)
-                # The log reads as for any run: queued, then running.
-                statuses.append(lifecycle.status_event(run.id, "RUNNING"))
-                await sessions.set_status(row.id, "RUNNING", now)
+                if records is None:
+                    await sessions.set_status(row.id, "RUNNING", now)
             elif row.status == "IDLE":
                 await sessions.set_status(row.id, "QUEUED", now)
-            records = await self.event_log.append_in(session, row.id, statuses, at=now)
+            if records is None:
+                records = await self.event_log.append_in(session, row.id, statuses, at=now)
             await audit.record(
                 session,
                 actor=principal,

@@ -59,6 +59,20 @@ class EventRepository:
             if fence is not None:
                 raise StaleLease(session_id, fence)
             raise sa.exc.NoResultFound(f"no session {session_id}")
+        events = self.add_numbered(session_id, items, last=last, at=at)
+        await self.session.flush()
+        return events
+
+    def add_numbered(
+        self,
+        session_id: str,
+        items: Sequence[tuple[str | None, str, dict[str, Any]]],
+        *,
+        last: int,
+        at: datetime,
+    ) -> list[Event]:
+        """Add events whose seqs the caller took from the session's row in this transaction (`last`: the
+        last one taken), without a flush: they are inserted with the unit of work's next one."""
         first = last - len(items) + 1
         events = [
             Event(
@@ -67,7 +81,6 @@ class EventRepository:
             for i, (run_id, kind, payload) in enumerate(items)
         ]
         self.session.add_all(events)
-        await self.session.flush()
         return events
 
     async def list_after(self, session_id: str, after_seq: int, limit: int) -> Sequence[Event]:

@@ -149,6 +149,23 @@ class RunRepository:
         )
         return result.scalars().first()
 
+    async def session_and_active_runs(
+        self, session_id: str, *, tenant_id: str
+    ) -> tuple[AgentSession, list[str]] | None:
+        """The tenant's session and the ids of its runs QUEUED or RUNNING (oldest first), in one
+        statement; None when the session does not exist or belongs to another tenant."""
+        result = await self.session.execute(
+            sa.select(AgentSession, Run.id)
+            .outerjoin(Run, sa.and_(Run.session_id == AgentSession.id, Run.status.in_(ACTIVE_STATUSES)))
+            .where(AgentSession.id == session_id, AgentSession.tenant_id == tenant_id)
+            .order_by(Run.created_at, Run.id)
+            .execution_options(populate_existing=True)
+        )
+        rows = result.all()
+        if not rows:
+            return None
+        return rows[0][0], [run_id for _, run_id in rows if run_id is not None]
+
     async def active_for_session(self, session_id: str) -> Sequence[Run]:
         result = await self.session.execute(
             sa.select(Run)
