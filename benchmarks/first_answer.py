@@ -21,6 +21,10 @@ Both follow-up columns are divided by the same bare SDK follow-up. With `--follo
 follow-ups of each kind (the kept-open ones first, then the re-subscribing ones) and a sample's figure per
 column is their median.
 
+The API's servers and the bare SDK call the same scripted model, which runs in this process: a model API
+is remote in production, so a server's own `--scripted-model` (on the server's event loop) would charge
+the API for serving the model too.
+
 Configurations, interleaved round by round so the machine's noise hits them alike: the bare SDK; the
 embedded default; PostgreSQL + Redis (when they run here); and the embedded default with a warm pool
 (`WARM_POOL_SIZE`; the pool refills between rounds). The machine is shared and noisy: compare the ratios.
@@ -250,7 +254,11 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_u
             for suffix, command in sides:
                 name = setup + suffix
                 directory = work / name.replace(" ", "_").replace("[", "").replace("]", "")
-                c = await stack.enter_async_context(cluster(directory, command=command, **kwargs))
+                # The same scripted model as the bare SDK's, in this process: a server's own scripted
+                # model would share its event loop with the API's work, as no real model API does.
+                c = await stack.enter_async_context(
+                    cluster(directory, command=command, model_url=model.base_url, **kwargs)
+                )
                 http, ws = await stack.enter_async_context(api_client(c))
                 if "warm pool" in name:
                     if not await has_metric(c, WARM_METRIC):

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from api.auth import create_key
+from api.scripted_model.server import scripted_model_cli_env
 from persistence.database import Database
 from persistence.migrations import upgrade_head
 from tests.support.servers import (
@@ -72,8 +73,10 @@ async def cluster(
     per_replica: Sequence[Mapping[str, str]] = (),
     database_url: str | None = None,
     command: Sequence[str] | None = None,
+    model_url: str | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Start `replicas` API processes with the built-in scripted model.
+    """Start `replicas` API processes with the built-in scripted model, or, given `model_url`, with that
+    model API as their upstream (a scripted model the caller runs: a benchmark's bare SDK uses the same).
 
     embedded: one process on SQLite + in-process fan-out. Otherwise a fresh PostgreSQL database (or
     `database_url`, an empty database the caller owns, e.g. on a private server) and the shared Redis
@@ -90,6 +93,8 @@ async def cluster(
     servers: list[ApiServer] = []
     try:
         base_env = {"DATA_DIR": str(data_dir), "CATCHUP_POLL_SECONDS": "2", **(env or {})}
+        if model_url is not None:
+            base_env |= scripted_model_cli_env(model_url)
         if not embedded:
             await upgrade_head(database_url)
             if redis is not None:
@@ -102,7 +107,7 @@ async def cluster(
                 ApiServer(
                     work_dir / f"replica-{index}",
                     env={**base_env, **extra},
-                    extra_args=["--scripted-model"],
+                    extra_args=["--scripted-model"] if model_url is None else [],
                     command=command,
                 )
             )
