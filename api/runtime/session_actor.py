@@ -138,7 +138,8 @@ class SessionActor:
         self._tenant_id: str | None = None
         # The session's transcripts in the database (SESSION_STORE=database), else None.
         self._store: DatabaseSessionStore | None = None
-        # A CLI from the warm pool, connected for this session before it existed, until a run uses it.
+        # A CLI from the warm pool, connected for this session before it existed, or one startRun started
+        # for it (still connecting, perhaps), until a run uses it.
         self._warm: WarmCli | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
@@ -558,6 +559,9 @@ class SessionActor:
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._needs_new_connection(spec):
             await self._disconnect()
+        if self._warm is not None and self._pump is None:
+            # A CLI startRun started for this new session may still be connecting.
+            await self._warm.started()
         connection = self._take_warm(spec)
         if connection is None and self._warm is not None:
             # A pooled CLI started for other options (or a changed webhook set), or one that died.
@@ -633,8 +637,11 @@ class SessionActor:
         if not warm.connection.alive or warm.connection.spec.connection_key() != spec.connection_key():
             return None
         self._warm = None
-        metrics.WARM_POOL_USED.inc()
-        log.info("agent.from_warm_pool")
+        if warm.early:
+            log.info("agent.started_early")
+        else:
+            metrics.WARM_POOL_USED.inc()
+            log.info("agent.from_warm_pool")
         return warm.connection
 
     async def _rewind(self, command: RewindFiles) -> None:
@@ -749,7 +756,7 @@ class SessionActor:
         warm, self._warm = self._warm, None
         if warm is not None:
             # Never used: nothing of its session is lost (its folders stay, they are the session's).
-            await warm.connection.close(interrupt_first=False)
+            await warm.stop()
         pump, self._pump = self._pump, None
         launch, self._launch = self._launch, None
         if pump is not None:
