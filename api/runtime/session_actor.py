@@ -559,13 +559,26 @@ class SessionActor:
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._needs_new_connection(spec):
             await self._disconnect()
+        # The log's end is read while the CLI starts: nothing appends to it meanwhile but this actor
+        # (its run's RUNNING came first, and hooks are not logged before the pump).
+        last_seq_read: asyncio.Future[int] | None = None
         if self._warm is not None and self._pump is None:
-            # A CLI startRun started for this new session may still be connecting.
-            await self._warm.started()
+            last_seq_read = asyncio.ensure_future(self._last_seq())
+            try:
+                # A CLI startRun started for this new session may still be connecting.
+                await self._warm.started()
+            except BaseException:
+                last_seq_read.cancel()
+                raise
         connection = self._take_warm(spec)
         if connection is None and self._warm is not None:
             # A pooled CLI started for other options (or a changed webhook set), or one that died.
-            await self._disconnect()
+            try:
+                await self._disconnect()
+            except BaseException:
+                if last_seq_read is not None:
+                    last_seq_read.cancel()
+                raise
         if self._pump is None:
             # The CLI's cost figure is a running total that a resumed (or forked) process continues from
             # the transcript's last cost-state, not from zero: the per-run difference starts there, and
@@ -598,9 +611,8 @@ class SessionActor:
                     ask_permission=self.permissions.ask,
                     session_store=self._store,
                 )
-                # The log's end is read while the CLI starts: nothing appends to it meanwhile but
-                # this actor (its run's RUNNING came first, and hooks are not logged before the pump).
-                last_seq_read = asyncio.ensure_future(self._last_seq())
+                if last_seq_read is None:
+                    last_seq_read = asyncio.ensure_future(self._last_seq())
                 try:
                     await connection.connect()
                 except BaseException:
@@ -608,7 +620,7 @@ class SessionActor:
                     raise
                 last_seq = await last_seq_read
             else:
-                last_seq = await self._last_seq()
+                last_seq = await (last_seq_read if last_seq_read is not None else self._last_seq())
             metrics.LIVE_SESSIONS.inc()
             self._drain_signals()
             self._cost_so_far = cost_so_far
