@@ -43,6 +43,9 @@ class EarlyStarts:
         self._preparing = 0
         self._clis: set[WarmCli] = set()
         self._refused_until: dict[str, float] = {}
+        # Each tenant's hook events as last read, and the reads under way (hook_events()).
+        self._hook_events: dict[str, tuple[str, ...]] = {}
+        self._reading: dict[str, asyncio.Task[None]] = {}
 
     def live(self) -> int:
         self._clis = {cli for cli in self._clis if cli.binding.actor is None and not cli.stopped}
@@ -65,13 +68,39 @@ class EarlyStarts:
     def refused(self, tenant_id: str) -> None:
         self._refused_until[tenant_id] = asyncio.get_running_loop().time() + REFUSED_BACKOFF_SECONDS
 
+    def hook_events(self, tenant_id: str) -> tuple[str, ...] | None:
+        """The tenant's hook events as last read (None the first time: read them before the start), read
+        anew in the background for the next start. The CLI need not wait for a database read: the run
+        begins with the events read in its transaction, and its actor starts a CLI anew when they differ
+        from the ones this CLI was started with (SessionActor._take_warm), so a webhook added meanwhile
+        costs one start its head start, never a hook."""
+        known = self._hook_events.get(tenant_id)
+        if known is not None and tenant_id not in self._reading:
+            task = asyncio.create_task(self._read_hook_events(tenant_id), name="early-start-hook-events")
+            self._reading[tenant_id] = task
+        return known
+
+    async def stop(self) -> None:
+        for task in list(self._reading.values()):
+            task.cancel()
+        await asyncio.gather(*self._reading.values(), return_exceptions=True)
+
+    async def _read_hook_events(self, tenant_id: str) -> None:
+        try:
+            self._hook_events[tenant_id] = await self.manager.webhooks.events_for(tenant_id)
+        except Exception:
+            # The cached events stay; the next start reads again.
+            log.warning("agent.early_hook_events_failed", tenant_id=tenant_id, exc_info=True)
+        finally:
+            self._reading.pop(tenant_id, None)
+
     async def start(self, tenant_id: str, session_id: str, options: RunOptions) -> WarmCli | None:
         """Start the CLI (connecting in the background: WarmCli.starting); None when it could not be
         prepared. Counted as live from the call on, before its first await."""
         self._preparing += 1
         try:
             launch, connection, binding = await new_session_cli(
-                self.manager, tenant_id, session_id, options, "early"
+                self.manager, tenant_id, session_id, options, "early", self.hook_events(tenant_id)
             )
         except BaseException as exc:
             # No session was made of its folders (new and empty): they go.
@@ -83,6 +112,7 @@ class EarlyStarts:
             return None
         finally:
             self._preparing -= 1
+        self._hook_events.setdefault(tenant_id, connection.spec.hook_events)
         cli = WarmCli(tenant_id, session_id, "", options.to_json(), launch, connection, binding, early=True)
         cli.starting = asyncio.create_task(connection.connect(), name=f"early-start-{session_id}")
         self._clis.add(cli)

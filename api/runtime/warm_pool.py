@@ -408,27 +408,36 @@ class WarmPool:
 
 
 async def new_session_cli(
-    manager: RunManager, tenant_id: str, session_id: str, options: RunOptions, label: str
+    manager: RunManager,
+    tenant_id: str,
+    session_id: str,
+    options: RunOptions,
+    label: str,
+    hook_events: tuple[str, ...] | None = None,
 ) -> tuple[Launch, AgentConnection, WarmBinding]:
     """A CLI (not yet connected) for a session that does not exist yet, in the session's own new folders,
-    with `options` and the tenant's current hook events; its callbacks reach nobody until the binding
-    has an actor. The warm pool starts its CLIs with it too."""
+    with `options` and the tenant's hook events (`hook_events`, else read now); its callbacks reach
+    nobody until the binding has an actor. The warm pool starts its CLIs with it too."""
     launcher = manager.launcher
-    # Side by side: both are on the way to the CLI's start.
-    paths, hook_events = await asyncio.gather(
-        asyncio.to_thread(launcher.paths, tenant_id, session_id), manager.webhooks.events_for(tenant_id)
-    )
+    events: tuple[str, ...]
+    if hook_events is None:
+        # Side by side: both are on the way to the CLI's start.
+        paths, events = await asyncio.gather(
+            asyncio.to_thread(launcher.paths, tenant_id, session_id), manager.webhooks.events_for(tenant_id)
+        )
+    else:
+        paths, events = await asyncio.to_thread(launcher.paths, tenant_id, session_id), hook_events
     launch = launcher.prepare(paths, f"{session_id}-{label}")
     binding = WarmBinding()
     hooks = None
-    if hook_events:
+    if events:
         timeout = manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
-        hooks = HookProvider(hook_events, binding.on_hook, timeout)
+        hooks = HookProvider(events, binding.on_hook, timeout)
     spec = agent_spec(
         session_id,
         str(paths.workspace),
         options,
-        hook_events=hook_events,
+        hook_events=events,
         mcp_servers=manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
         setting_sources=tuple(manager.settings.agent_setting_sources),
     )
