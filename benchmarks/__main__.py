@@ -118,7 +118,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             "Medians of interleaved rounds. Targets: cold ≤ 1.05x, follow-up (kept open) ≤ 1.1x, from the "
             "warm pool "
             "≤ 0.3x of the bare SDK's cold start. The API's CLIs run in the bubblewrap sandbox "
-            "(docs/security.md): the sandbox alone costs about 1.1x on a cold start (benchmarks/sandbox.py).",
+            "(docs/security.md): the sandbox alone costs about 1.03x on a cold start "
+            "(benchmarks/sandbox.py).",
             "",
             _table(
                 [

@@ -93,6 +93,12 @@ class RunControl:
             reservation = self.manager.reserve_start(warm.session_id, pooled=True)
         elif request.session_id is not None:
             reservation = self.manager.reserve_start(request.session_id)
+        else:
+            # A new session that can begin here at once: its CLI starts now, while the session and its
+            # run are written, and is the session's as a pooled one would be (api/runtime/early_start.py).
+            early = await self.manager.start_early(principal.tenant_id, options)
+            if early is not None:
+                warm, reservation = early
         try:
             try:
                 run, fresh, records, created = await self._write_run(
@@ -114,6 +120,8 @@ class RunControl:
                 # No session was made of it (its folders are new and empty, so removing them is safe
                 # even if the commit went through unseen: the session's first CLI makes them again).
                 pool.discard(warm, remove_files=True)
+                if warm.early:
+                    self.manager.early.refused(principal.tenant_id)
             raise
         if created:
             pool.note_new_session(principal.tenant_id, principal.tenant_name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,10 @@ from api.control.commands import Command, RewindFiles
 from api.events.bus import EventBus, Resync
 from api.events.log import EventLog
 from api.runtime import capacity, lifecycle, metrics
+from api.runtime.early_start import EarlyStarts
 from api.runtime.leases import LeaseKeeper, OrphanReaper
 from api.runtime.mcp_registry import McpRegistry
+from api.runtime.policy import RunOptions
 from api.runtime.session_actor import SessionActor
 from api.runtime.warm_pool import WarmCli, WarmPool
 from api.sandbox.launcher import AgentLauncher
@@ -81,6 +84,7 @@ class RunManager:
         # Runs waiting QUEUED in the deployment when the dispatcher last counted (reserve_start).
         self._queued_seen = 0
         self.warm_pool = WarmPool(self)
+        self.early = EarlyStarts(self)
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
         self.reaper = OrphanReaper(
             settings, event_log, is_local=lambda session_id: session_id in self._actors, on_reaped=self.nudge
@@ -108,6 +112,7 @@ class RunManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.warm_pool.stop()
+        await self.early.stop()
         actors = list(self._actors.values())
         for actor in actors:
             actor.task.cancel()
@@ -197,6 +202,32 @@ class RunManager:
         # As in _begin: a late release of the session's lease waits until the run is handed over.
         self._start_beginning(session_id)
         return StartReservation(session_id, actor, self.leases.now())
+
+    async def start_early(
+        self, tenant_id: str, options: RunOptions
+    ) -> tuple[WarmCli, StartReservation] | None:
+        """For a new session's first run, when it can begin here at once: a session id, a run slot held
+        for it (reserve_start) and its CLI starting, so the CLI starts while startRun writes the session
+        (api/runtime/early_start.py). None: the run takes the usual way (queued, then the dispatcher).
+
+        No await between the checks and the holds: the slot and the room the CLI takes are counted
+        before anything else on the loop can look."""
+        if not self.early.allowed(tenant_id):
+            return None
+        session_id = str(uuid.uuid4())
+        reservation = self.reserve_start(session_id, pooled=True)
+        if reservation is None:
+            return None
+        if not self._room_for_an_agent():
+            await self.cancel_start(reservation)
+            return None
+        cli: WarmCli | None = None
+        try:
+            cli = await self.early.start(tenant_id, session_id, options)
+        finally:
+            if cli is None:
+                await asyncio.shield(self.cancel_start(reservation))
+        return None if cli is None else (cli, reservation)
 
     def begun_here(
         self, reservation: StartReservation, run: Run, token: int, hook_events: tuple[str, ...]
@@ -344,7 +375,8 @@ class RunManager:
 
     def live_agents(self) -> int:
         """CLIs alive or starting on this replica, the warm pool's included: what the budget counts."""
-        return sum(1 for actor in self._actors.values() if actor.has_agent) + self.warm_pool.live
+        local = sum(1 for actor in self._actors.values() if actor.has_agent)
+        return local + self.warm_pool.live + self.early.live()
 
     def agents_by_state(self) -> tuple[int, int]:
         """Sessions' CLIs (running, idle) on this replica; the warm pool's are `warm_pool.live`."""

@@ -146,7 +146,8 @@ class SessionActor:
         self._tenant_id: str | None = None
         # The session's transcripts in the database (SESSION_STORE=database), else None.
         self._store: DatabaseSessionStore | None = None
-        # A CLI from the warm pool, connected for this session before it existed, until a run uses it.
+        # A CLI from the warm pool, connected for this session before it existed, or one startRun started
+        # for it (still connecting, perhaps), until a run uses it.
         self._warm: WarmCli | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
@@ -584,10 +585,26 @@ class SessionActor:
     async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
         if self._pump is not None and self._needs_new_connection(spec):
             await self._disconnect()
+        # The log's end is read while the CLI starts: nothing appends to it meanwhile but this actor
+        # (its run's RUNNING came first, and hooks are not logged before the pump).
+        last_seq_read: asyncio.Future[int] | None = None
+        if self._warm is not None and self._pump is None:
+            last_seq_read = asyncio.ensure_future(self._last_seq())
+            try:
+                # A CLI startRun started for this new session may still be connecting.
+                await self._warm.started()
+            except BaseException:
+                last_seq_read.cancel()
+                raise
         connection = self._take_warm(spec)
         if connection is None and self._warm is not None:
             # A pooled CLI started for other options (or a changed webhook set), or one that died.
-            await self._disconnect()
+            try:
+                await self._disconnect()
+            except BaseException:
+                if last_seq_read is not None:
+                    last_seq_read.cancel()
+                raise
         if self._pump is None:
             # The CLI's cost figure is a running total that a resumed (or forked) process continues from
             # the transcript's last cost-state, not from zero: the per-run difference starts there, and
@@ -620,9 +637,8 @@ class SessionActor:
                     ask_permission=self.permissions.ask,
                     session_store=self._store,
                 )
-                # The log's end is read while the CLI starts: nothing appends to it meanwhile but
-                # this actor (its run's RUNNING came first, and hooks are not logged before the pump).
-                last_seq_read = asyncio.ensure_future(self._last_seq())
+                if last_seq_read is None:
+                    last_seq_read = asyncio.ensure_future(self._last_seq())
                 try:
                     await connection.connect()
                 except BaseException:
@@ -630,7 +646,7 @@ class SessionActor:
                     raise
                 last_seq = await last_seq_read
             else:
-                last_seq = await self._last_seq()
+                last_seq = await (last_seq_read if last_seq_read is not None else self._last_seq())
             metrics.LIVE_SESSIONS.inc()
             self._drain_signals()
             self._cost_so_far = cost_so_far
@@ -659,8 +675,11 @@ class SessionActor:
         if not warm.connection.alive or warm.connection.spec.connection_key() != spec.connection_key():
             return None
         self._warm = None
-        metrics.WARM_POOL_USED.inc()
-        log.info("agent.from_warm_pool")
+        if warm.early:
+            log.info("agent.started_early")
+        else:
+            metrics.WARM_POOL_USED.inc()
+            log.info("agent.from_warm_pool")
         return warm.connection
 
     async def _rewind(self, command: RewindFiles) -> None:
@@ -775,7 +794,7 @@ class SessionActor:
         warm, self._warm = self._warm, None
         if warm is not None:
             # Never used: nothing of its session is lost (its folders stay, they are the session's).
-            await warm.connection.close(interrupt_first=False)
+            await warm.stop()
         pump, self._pump = self._pump, None
         launch, self._launch = self._launch, None
         if pump is not None:

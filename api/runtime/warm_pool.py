@@ -29,7 +29,7 @@ import structlog
 
 from api.errors import ServiceError
 from api.runtime import metrics
-from api.runtime.policy import RunRequest, apply_policy
+from api.runtime.policy import RunOptions, RunRequest, apply_policy
 from api.runtime.sdk_adapter import (
     AgentConnection,
     HookProvider,
@@ -79,7 +79,9 @@ class WarmBinding:
 
 @dataclass(eq=False)
 class WarmCli:
-    """A connected CLI for a session that does not exist yet: its id, tenant and folders are chosen."""
+    """A connected CLI for a session that does not exist yet: its id, tenant and folders are chosen.
+    Also a CLI startRun started for the new session it is creating (`early`, api/runtime/early_start.py),
+    which may still be connecting (`starting`)."""
 
     tenant_id: str
     session_id: str
@@ -90,6 +92,34 @@ class WarmCli:
     launch: Launch
     connection: AgentConnection
     binding: WarmBinding = field(default_factory=WarmBinding)
+    early: bool = False
+    # The connect() of an early CLI, until it is over.
+    starting: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    async def started(self) -> None:
+        """Until the CLI's start is over, connected or not (`connection.alive` tells which)."""
+        if self.starting is not None:
+            await asyncio.wait({self.starting})
+            _retrieve(self.starting)
+
+    async def stop(self) -> None:
+        """Stop the CLI, also while it is still starting."""
+        self.stopped = True
+        if self.starting is not None:
+            if not self.starting.done():
+                # connect() stops the process it spawned when it is cancelled.
+                self.starting.cancel()
+                await asyncio.wait({self.starting})
+            _retrieve(self.starting)
+        await self.connection.close(interrupt_first=False)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # A failed start shows as a CLI that is not alive; its error is the actor's to report (it starts
+    # a CLI anew, which fails the same way with the reason), not the event loop's.
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass
@@ -330,32 +360,13 @@ class WarmPool:
             log.warning("warm_pool.profile_refused", tenant=tenant.name, profile=profile, error=str(exc))
             self._refused.add(key)
             return True
-        launcher = self.manager.launcher
         session_id = str(uuid.uuid4())
         launch: Launch | None = None
         connection: AgentConnection | None = None
         self._starting += 1
         try:
-            paths = await asyncio.to_thread(launcher.paths, tenant_id, session_id)
-            launch = launcher.prepare(paths, f"{session_id}-warm")
-            hook_events = await self.manager.webhooks.events_for(tenant_id)
-            binding = WarmBinding()
-            hooks = None
-            if hook_events:
-                timeout = self.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
-                hooks = HookProvider(hook_events, binding.on_hook, timeout)
-            spec = agent_spec(
-                session_id,
-                str(paths.workspace),
-                options,
-                hook_events=hook_events,
-                mcp_servers=self.manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
-                setting_sources=tuple(self.settings.agent_setting_sources),
-            )
-            connection = AgentConnection(
-                dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path),
-                hooks,
-                ask_permission=binding.ask,
+            launch, connection, binding = await new_session_cli(
+                self.manager, tenant_id, session_id, options, "warm"
             )
             await connection.connect()
             await connection.warm_up()
@@ -394,8 +405,48 @@ class WarmPool:
 
     async def _close(self, cli: WarmCli, *, remove_files: bool) -> None:
         try:
-            await cli.connection.close(interrupt_first=False)
+            await cli.stop()
         finally:
             self.manager.launcher.release(cli.launch)
             if remove_files:
                 await asyncio.to_thread(remove_tree, cli.launch.paths.root)
+
+
+async def new_session_cli(
+    manager: RunManager,
+    tenant_id: str,
+    session_id: str,
+    options: RunOptions,
+    label: str,
+    hook_events: tuple[str, ...] | None = None,
+) -> tuple[Launch, AgentConnection, WarmBinding]:
+    """A CLI (not yet connected) for a session that does not exist yet, in the session's own new folders,
+    with `options` and the tenant's hook events (`hook_events`, else read now); its callbacks reach
+    nobody until the binding has an actor. The warm pool starts its CLIs with it too."""
+    launcher = manager.launcher
+    events: tuple[str, ...]
+    if hook_events is None:
+        # Side by side: both are on the way to the CLI's start.
+        paths, events = await asyncio.gather(
+            asyncio.to_thread(launcher.paths, tenant_id, session_id), manager.webhooks.events_for(tenant_id)
+        )
+    else:
+        paths, events = await asyncio.to_thread(launcher.paths, tenant_id, session_id), hook_events
+    launch = launcher.prepare(paths, f"{session_id}-{label}")
+    binding = WarmBinding()
+    hooks = None
+    if events:
+        timeout = manager.settings.webhook_timeout_seconds + HOOK_TIMEOUT_MARGIN_SECONDS
+        hooks = HookProvider(events, binding.on_hook, timeout)
+    spec = agent_spec(
+        session_id,
+        str(paths.workspace),
+        options,
+        hook_events=events,
+        mcp_servers=manager.mcp_registry.config_for(tuple(options.mcp_servers)) or None,
+        setting_sources=tuple(manager.settings.agent_setting_sources),
+    )
+    connection = AgentConnection(
+        dataclasses.replace(spec, env=launch.env, cli_path=launch.cli_path), hooks, ask_permission=binding.ask
+    )
+    return launch, connection, binding

@@ -45,12 +45,12 @@ _ETC_KEPT = (
     "/etc/ssl",
     "/etc/ca-certificates",
     "/etc/ld.so.cache",
-    "/etc/localtime",
     "/etc/mime.types",
     "/etc/bash.bashrc",
     "/etc/profile",
     "/etc/inputrc",
 )
+_LOCALTIME = "/etc/localtime"
 _PASSWD = f"agent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{HOME_INSIDE}:/bin/bash\n"
 _GROUP = f"agent:x:{SANDBOX_UID}:\n"
 _HOSTS = "127.0.0.1 localhost sandbox\n::1 localhost\n"
@@ -138,6 +138,14 @@ class Bubblewrap:
         for kept in _ETC_KEPT:
             if Path(kept).exists():
                 args += ["--ro-bind", kept, kept]
+        localtime = Path(_LOCALTIME)
+        if localtime.is_symlink():
+            # As a link, like the host's: a bound copy is a plain file, and the CLI's ICU then finds the
+            # zone's name by comparing it with every file under /usr/share/zoneinfo (~2,700 opens, about
+            # 60 ms of each cold start, measured 2026-11-27). The link's target is under the bound /usr.
+            args += ["--symlink", os.readlink(localtime), _LOCALTIME]
+        elif localtime.exists():
+            args += ["--ro-bind", _LOCALTIME, _LOCALTIME]
         for name in ("passwd", "group", "hosts"):
             args += ["--ro-bind", str(self._etc / name), f"/etc/{name}"]
         args += [

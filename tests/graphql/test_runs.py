@@ -27,7 +27,8 @@ class TestStartRunAndWatch:
         async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
             started = await start_ok(client, prompt="hello there")
             session_id, run_id = started["session"]["id"], started["run"]["id"]
-            assert started["run"]["status"] == "QUEUED"
+            # The replica is free: the run began in startRun's transaction, its agent starting meanwhile.
+            assert started["run"]["status"] == "RUNNING"
             assert started["session"]["title"] == "hello there"
 
             sub = await watch(ws, session_id)

@@ -316,6 +316,25 @@ class TestWhenWebhooksApply:
         assert len(receiver.calls[token]) == 1
         assert [f["data"]["decision"] for f in hooks_fired(events)] == ["deny"]
 
+    async def test_a_webhook_registered_after_a_new_session_applies_to_the_next_new_session(
+        self, hook_stack: Stack, receiver: WebhookReceiver
+    ) -> None:
+        # A new session's CLI starts with the tenant's hook events as last read (api/runtime/early_start.py):
+        # a webhook registered since must still reach the next new session's first run.
+        token = uuid.uuid4().hex
+        async with await tenant_client(hook_stack) as client:
+            first = await start_ok(client, prompt="no hooks yet")
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+
+            await register_ok(client, receiver.url("deny", token, SECRET), ["PreToolUse"])
+            session_id, run = await write_run(client, permissionMode="ACCEPT_EDITS")
+            events = await session_events(client, session_id)
+
+        assert run["status"] == "COMPLETED", run
+        assert not hello(hook_stack, session_id).exists()
+        assert [c.behaviour for c in receiver.calls[token]] == ["deny"]
+        assert [f["data"]["decision"] for f in hooks_fired(events)] == ["deny"]
+
 
 class TestRegistration:
     async def test_internal_addresses_are_refused_unless_listed(

@@ -118,7 +118,9 @@ async def attack(stack: Stack) -> AsyncIterator[Attack]:
                 f'echo "signal_server=$(kill -0 {os.getpid()} 2>&1 && echo delivered)"',
                 f'echo "database=$(ls {q(str(data_dir / "claude-agent-api.sqlite3"))} 2>&1)"',
                 f'echo "tenants=$(ls {q(str(data_dir / "tenants"))} 2>&1 | tr "\\n" " ")"',
-                "for target in /usr/pwned /etc/pwned /pwned "
+                # /etc/localtime is a link into the read-only /usr (api/sandbox/bubblewrap.py).
+                'echo "localtime=$(readlink /etc/localtime)"',
+                "for target in /usr/pwned /etc/pwned /pwned /etc/localtime "
                 f"{q(str(data_dir / 'pwned'))} {q(str(victim_ws / 'pwned'))}; do",
                 '  if touch "$target" 2>/dev/null; then echo "wrote_$RANDOM=$target"; fi',
                 "done",
@@ -173,11 +175,18 @@ def test_the_database_and_other_sessions_are_out_of_sight(attack: Attack) -> Non
 def test_nothing_outside_the_workspace_can_be_written(attack: Attack, stack: Stack) -> None:
     written = [value for name, value in attack.probes.items() if name.startswith("wrote_")]
     # System folders are read-only; DATA_DIR's path inside is at most scaffolding on the private /tmp.
-    assert not {"/usr/pwned", "/etc/pwned", "/pwned"} & set(written), attack.raw
+    assert not {"/usr/pwned", "/etc/pwned", "/pwned", "/etc/localtime"} & set(written), attack.raw
     assert not (attack.victim_workspace / "pwned").exists()
     assert not (stack.data_dir / "pwned").exists()
     assert not Path("/usr/pwned").exists()
     assert not Path("/etc/pwned").exists()
+
+
+def test_the_time_zone_is_a_link_as_on_the_host(attack: Attack) -> None:
+    # A plain file there makes the CLI's ICU compare it with every zone file at each start (~60 ms).
+    host = Path("/etc/localtime")
+    if host.is_symlink():
+        assert attack.probes["localtime"] == os.readlink(host), attack.raw
 
 
 def test_the_agents_own_workspace_works_and_tmp_is_private(attack: Attack) -> None:
