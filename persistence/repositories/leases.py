@@ -81,19 +81,8 @@ class LeaseRepository:
         """Take the lease (free, lapsed, or already ours) for `ttl_seconds`; returns its token, None when
         another replica holds it. A new holder, or a lapsed lease, starts a new generation; a live lease
         of ours keeps its token (an idle CLI of this replica goes on serving the session)."""
-        ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(self._lapsed()))
         result = await self.session.execute(
-            sa.update(AgentSession)
-            .where(AgentSession.id == session_id, self.claimable_by(owner))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=db_later(self.dialect, ttl_seconds),
-                lease_token=sa.case(
-                    (ours_and_live, AgentSession.lease_token), else_=AgentSession.lease_token + 1
-                ),
-            )
-            .returning(AgentSession.lease_token)
-            .execution_options(synchronize_session=False)
+            self._claiming(session_id, owner, ttl_seconds).returning(AgentSession.lease_token)
         )
         token = result.scalar_one_or_none()
         return int(token) if token is not None else None
@@ -105,8 +94,18 @@ class LeaseRepository:
         for the caller (who adds the events: EventRepository.add_numbered): (lease token, last seq
         taken), or None (nothing changed) when another replica holds the lease. For a run begun as it
         is queued on this replica's live CLI: one trip to the session's row instead of three."""
-        ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(self._lapsed()))
         result = await self.session.execute(
+            self._claiming(session_id, owner, ttl_seconds)
+            .values(status="RUNNING", updated_at=at, last_seq=AgentSession.last_seq + seqs)
+            .returning(AgentSession.lease_token, AgentSession.last_seq)
+        )
+        row = result.one_or_none()
+        return (int(row[0]), int(row[1])) if row is not None else None
+
+    def _claiming(self, session_id: str, owner: str, ttl_seconds: float) -> sa.Update:
+        """The UPDATE that takes the lease for `owner`, keeping the token of a live lease of ours."""
+        ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(self._lapsed()))
+        return (
             sa.update(AgentSession)
             .where(AgentSession.id == session_id, self.claimable_by(owner))
             .values(
@@ -115,15 +114,9 @@ class LeaseRepository:
                 lease_token=sa.case(
                     (ours_and_live, AgentSession.lease_token), else_=AgentSession.lease_token + 1
                 ),
-                status="RUNNING",
-                updated_at=at,
-                last_seq=AgentSession.last_seq + seqs,
             )
-            .returning(AgentSession.lease_token, AgentSession.last_seq)
             .execution_options(synchronize_session=False)
         )
-        row = result.one_or_none()
-        return (int(row[0]), int(row[1])) if row is not None else None
 
     async def renew(self, owner: str, tokens: Mapping[str, int], *, ttl_seconds: float) -> set[str]:
         """Extend our leases; returns the ids still ours under the token we hold (not one another

@@ -155,15 +155,21 @@ async def test_a_failing_leaf_fails_as_it_did(document: str) -> None:
         assert generic.errors
 
 
-async def test_plain_leaves_skip_graphql_cores_field_execution(monkeypatch: pytest.MonkeyPatch) -> None:
-    long_way: list[str] = []
+@pytest.fixture
+def long_way(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the fields graphql-core's own execute_field takes, in order."""
+    taken: list[str] = []
     generic = StrawberryGraphQLCoreExecutionContext.execute_field
 
     def counted(self: Any, parent_type: Any, source: Any, details: Any, path: Any, context: Any) -> Any:
-        long_way.append(details[0].node.name.value)
+        taken.append(details[0].node.name.value)
         return generic(self, parent_type, source, details, path, context)
 
     monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_field", counted)
+    return taken
+
+
+async def test_plain_leaves_skip_graphql_cores_field_execution(long_way: list[str]) -> None:
     result = await _schema(FastLeafExecutor).execute("{ good { __typename text number maybe color ratio } }")
     assert result.errors is None
     good = {"__typename": "Leaves", "text": "t", "number": 1, "maybe": None, "color": "RED", "ratio": 0.5}
@@ -449,15 +455,7 @@ async def test_objects_and_lists_complete_as_graphql_core_completes_them(query: 
     assert outcome(fast) == outcome(generic) == outcome(plain)
 
 
-async def test_plain_objects_skip_graphql_cores_field_execution(monkeypatch: pytest.MonkeyPatch) -> None:
-    long_way: list[str] = []
-    generic = StrawberryGraphQLCoreExecutionContext.execute_field
-
-    def counted(self: Any, parent_type: Any, source: Any, details: Any, path: Any, context: Any) -> Any:
-        long_way.append(details[0].node.name.value)
-        return generic(self, parent_type, source, details, path, context)
-
-    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_field", counted)
+async def test_plain_objects_skip_graphql_cores_field_execution(long_way: list[str]) -> None:
     result = await _objects_schema().execute("{ ordinary {" + HOLDER_FIELDS + "} }")
     assert result.errors is None
     assert result.data is not None
