@@ -165,12 +165,6 @@ class RunControl:
                     title=request.title or _title(request.prompt),
                     at=now,
                 )
-                if warm is not None:
-                    # Ours from the start: the pooled CLI lives on this replica, so its run must too.
-                    claim_sent = self.manager.leases.now()
-                    warm_token = await LeaseRepository(session).claim(
-                        row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
-                    )
                 await audit.record(
                     session, actor=principal, action="session.create", target_type="Session", target_id=row.id
                 )
@@ -201,6 +195,18 @@ class RunControl:
             )
             # Rates and the tenant's bound on active runs; RateLimited rolls back all of the above.
             await self.limits.admit_run(principal, session)
+            if created and warm is not None:
+                # Ours from the start: the pooled (or early) CLI lives on this replica, so its run must
+                # too. Claimed after the tenant's row, just before the commit: in a burst, startRuns wait
+                # seconds for that row, and a lease claimed before the wait was near its end when the
+                # commit handed it to the keeper, which gave it up as unrenewable. The lease lasts from
+                # this claim, not from the reservation (an early CLI's start came in between).
+                claim_sent = self.manager.leases.now()
+                if reservation is not None:
+                    reservation.claim_sent = claim_sent
+                warm_token = await LeaseRepository(session).claim(
+                    row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
+                )
             token = warm_token
             statuses = [lifecycle.status_event(run.id, "QUEUED")]
             if begin_here:
@@ -213,6 +219,7 @@ class RunControl:
                 # statement marks the session RUNNING and takes the seqs of the run's two events.
                 assert reservation is not None
                 assert reservation.actor is not None
+                reservation.claim_sent = self.manager.leases.now()
                 claimed = await LeaseRepository(session).claim_to_run(
                     row.id,
                     self.manager.replica,

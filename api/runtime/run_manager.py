@@ -48,7 +48,8 @@ class StartReservation:
 
     session_id: str
     actor: SessionActor | None
-    # When the lease claim that keeps (or takes) the session's lease was sent (LeaseKeeper.note_claimed).
+    # When the lease claim that keeps (or takes) the session's lease was sent (LeaseKeeper.note_claimed);
+    # startRun sets it again as it sends the claim.
     claim_sent: float
     done: bool = False
 

@@ -9,10 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from api.scripted_model.server import ScriptedModelServer
+from persistence.database import Database
+from persistence.repositories.tenants import TenantRepository
 from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
 from tests.documents import start_ok, start_run, wait_for_run, workspace_of
+from tests.runtime.test_warm_pool import tenant_of
 from tests.support.servers import create_postgres_database, drop_postgres_database
 
 
@@ -75,3 +79,67 @@ async def test_a_refused_start_stops_its_cli_and_leaves_nothing(bounded_stack: S
         assert later["run"]["status"] == "QUEUED"
         assert (await wait_for_run(client, later["run"]["id"]))["status"] == "COMPLETED"
         assert (await wait_for_run(other, elsewhere["run"]["id"]))["status"] == "COMPLETED"
+
+
+@pytest.fixture
+async def short_lease_stack(tmp_path: Path, scripted_model: ScriptedModelServer) -> AsyncIterator[Stack]:
+    _skip_unavailable("postgres")
+    database_url = await create_postgres_database("caga_early_lease")
+    running = await start_stack(
+        "postgres",
+        tmp_path,
+        scripted_model,
+        database_url,
+        lease_seconds=LEASE_SECONDS,
+        lease_renew_seconds=1.0,
+        rate_limit_requests_per_second=0,
+    )
+    try:
+        yield running
+    finally:
+        await running.api.stop()
+        await drop_postgres_database(database_url)
+
+
+LEASE_SECONDS = 3.0
+
+
+async def test_a_start_that_waits_for_the_tenants_row_keeps_its_lease(short_lease_stack: Stack) -> None:
+    """In a burst, startRuns wait in turn for their tenant's row. The new session's lease is claimed
+    after that wait: one claimed before it was near its end by the commit, and the keeper gave it up
+    as unrenewable, failing the run (seen in benchmarks.burst)."""
+    stack = short_lease_stack
+    db = Database(stack.settings.effective_database_url)
+    try:
+        async with stack.client() as client:
+            first = await start_ok(client, prompt="[scenario:echo] first")
+            await wait_for_run(client, first["run"]["id"])
+            tenant_id = await tenant_of(stack, first["session"]["id"])
+            async with db.session() as holder:
+                await TenantRepository(holder).lock(tenant_id)
+                # A run long enough for the lease keeper to come round while it streams.
+                started = asyncio.create_task(start_ok(client, prompt="[scenario:slow]"))
+                await until_waiting_for_a_lock(db)
+                # The startRun waits for the row longer than a lease lasts.
+                await asyncio.sleep(LEASE_SECONDS)
+                await holder.rollback()
+            waited = await started
+            assert waited["run"]["status"] == "RUNNING"
+            finished = await wait_for_run(client, waited["run"]["id"])
+    finally:
+        await db.dispose()
+    assert finished["status"] == "COMPLETED", finished
+
+
+async def until_waiting_for_a_lock(db: Database, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with db.session() as session:
+            waiting = await session.scalar(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            )
+        if waiting:
+            return
+        assert loop.time() < deadline, "no startRun waited for the tenant's row"
+        await asyncio.sleep(0.02)
