@@ -110,7 +110,8 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             "From `startRun` (the WebSocket already open) to the first AssistantMessage, against the bare "
             "SDK set up alike (new client, fresh config and working directories, no setting sources, "
-            "unconfined). Two follow-up columns, both over the bare SDK's follow-up (the next query on its "
+            "unconfined); both call the same scripted model, in the benchmark's process, as a remote model "
+            "API would be. Two follow-up columns, both over the bare SDK's follow-up (the next query on its "
             "open stream): \"follow-up, kept-open subscription\", the answer arriving on the `sessionEvents` "
             "subscription the cold turn opened, as a chat frontend keeps it (the follow-up target's "
             "figure); and \"follow-up, new subscription with afterSeq\", a client that opens a new "
