@@ -7,6 +7,7 @@ loopback). Every test that takes it runs on both.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +122,23 @@ async def stack(
     scripted_model: ScriptedModelServer,
 ) -> AsyncIterator[Stack]:
     mode = request.param
+    async with running_stack(mode, tmp_path_factory.mktemp(f"stack-{mode}"), scripted_model) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_stack(
+    mode: str,
+    data_dir: Path,
+    scripted_model: ScriptedModelServer,
+    database: str = "caga_tests",
+    **overrides: object,
+) -> AsyncIterator[Stack]:
+    """start_stack() in `mode` (skipped where PostgreSQL or Redis is missing), on a PostgreSQL database
+    of its own named after `database`, which it drops when the server has stopped."""
     _skip_unavailable(mode)
-    database_url = await create_postgres_database("caga_tests") if mode == "postgres" else None
-    running = await start_stack(mode, tmp_path_factory.mktemp(f"stack-{mode}"), scripted_model, database_url)
+    database_url = await create_postgres_database(database) if mode == "postgres" else None
+    running = await start_stack(mode, data_dir, scripted_model, database_url, **overrides)
     try:
         yield running
     finally:

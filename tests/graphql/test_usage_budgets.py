@@ -15,10 +15,9 @@ import pytest
 from api.auth import create_key
 from api.scripted_model.server import ScriptedModelServer
 from persistence.repositories.runs import RunRepository
-from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
+from tests.conftest import MODES, Stack, running_stack
 from tests.documents import start_ok, wait_for_run
 from tests.support.graphql_http import GraphQLHttpClient
-from tests.support.servers import create_postgres_database, drop_postgres_database
 
 OTHER_MODEL = "claude-haiku-4-5"
 
@@ -231,26 +230,19 @@ async def budget_stack(
     """A stack with budgets: 0.001 USD a day and runs of at most 2 USD (1 by default); the policy file
     gives tenant-b no daily budget and runs of at most 0.5 USD."""
     mode = request.param
-    _skip_unavailable(mode)
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"tenants": {"tenant-b": {"dailyBudgetUsd": None, "maxRunBudgetUsd": 0.5}}}))
-    database_url = await create_postgres_database("caga_budget") if mode == "postgres" else None
-    running = await start_stack(
+    async with running_stack(
         mode,
         tmp_path / "data",
         scripted_model,
-        database_url,
+        "caga_budget",
         tenant_daily_budget_usd=0.001,
         max_run_budget_usd=2.0,
         default_run_budget_usd=1.0,
         policy_file=policy,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        if database_url:
-            await drop_postgres_database(database_url)
 
 
 async def stored_budget(stack: Stack, run_id: str) -> float | None:

@@ -15,10 +15,9 @@ import pytest
 
 from api.auth import create_key
 from api.scripted_model.server import ScriptedModelServer
-from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
+from tests.conftest import MODES, Stack, running_stack
 from tests.documents import start_ok, wait_for_run, workspace_of
 from tests.support.graphql_http import GraphQLHttpClient
-from tests.support.servers import create_postgres_database, drop_postgres_database
 from tests.webhooks.receiver import DENY_REASON, REWRITTEN, STOP_REASON, WebhookReceiver
 
 # Short, so the timeout case is quick; ample for a loopback receiver on a loaded machine.
@@ -88,22 +87,15 @@ async def hook_stack(
     receiver: WebhookReceiver,
 ) -> AsyncIterator[Stack]:
     mode = request.param
-    _skip_unavailable(mode)
-    database_url = await create_postgres_database("caga_webhooks") if mode == "postgres" else None
-    running = await start_stack(
+    async with running_stack(
         mode,
         tmp_path_factory.mktemp(f"webhooks-{mode}"),
         scripted_model,
-        database_url,
+        "caga_webhooks",
         webhook_allowed_hosts=[f"127.0.0.1:{receiver.port}"],
         webhook_timeout_seconds=WEBHOOK_TIMEOUT,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        if database_url:
-            await drop_postgres_database(database_url)
 
 
 async def tenant_client(stack: Stack) -> GraphQLHttpClient:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from api.scripted_model.server import ScriptedModelServer
-from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
-from tests.support.servers import create_postgres_database, drop_postgres_database
+from tests.conftest import MODES, Stack, running_stack
 
 NO_LIMITS = {
     "rate_limit_requests_per_second": 0,
@@ -35,15 +34,7 @@ async def limited_stack(
     limits: dict[str, object],
 ) -> AsyncIterator[Stack]:
     """Every limit off but the test's `limits`."""
-    mode = request.param
-    _skip_unavailable(mode)
-    database_url = await create_postgres_database("caga_limits") if mode == "postgres" else None
-    running = await start_stack(
-        mode, tmp_path, scripted_model, database_url, execute_runs=False, **{**NO_LIMITS, **limits}
-    )
-    try:
+    async with running_stack(
+        request.param, tmp_path, scripted_model, "caga_limits", execute_runs=False, **{**NO_LIMITS, **limits}
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        if database_url:
-            await drop_postgres_database(database_url)

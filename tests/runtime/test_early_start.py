@@ -14,10 +14,9 @@ import sqlalchemy as sa
 from api.scripted_model.server import ScriptedModelServer
 from persistence.database import Database
 from persistence.repositories.tenants import TenantRepository
-from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
+from tests.conftest import MODES, Stack, running_stack
 from tests.documents import start_ok, start_run, wait_for_run, workspace_of
 from tests.runtime.test_warm_pool import tenant_of
-from tests.support.servers import create_postgres_database, drop_postgres_database
 
 
 @pytest.fixture(params=MODES)
@@ -26,23 +25,15 @@ async def bounded_stack(
 ) -> AsyncIterator[Stack]:
     """One active run per tenant: a second new session of the tenant is refused inside the transaction,
     after its CLI started."""
-    mode = request.param
-    _skip_unavailable(mode)
-    database_url = await create_postgres_database("caga_early") if mode == "postgres" else None
-    running = await start_stack(
-        mode,
+    async with running_stack(
+        request.param,
         tmp_path,
         scripted_model,
-        database_url,
+        "caga_early",
         max_active_runs_per_tenant=1,
         rate_limit_requests_per_second=0,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        if database_url:
-            await drop_postgres_database(database_url)
 
 
 async def until(condition: object, timeout: float = 30) -> None:
@@ -83,22 +74,16 @@ async def test_a_refused_start_stops_its_cli_and_leaves_nothing(bounded_stack: S
 
 @pytest.fixture
 async def short_lease_stack(tmp_path: Path, scripted_model: ScriptedModelServer) -> AsyncIterator[Stack]:
-    _skip_unavailable("postgres")
-    database_url = await create_postgres_database("caga_early_lease")
-    running = await start_stack(
+    async with running_stack(
         "postgres",
         tmp_path,
         scripted_model,
-        database_url,
+        "caga_early_lease",
         lease_seconds=LEASE_SECONDS,
         lease_renew_seconds=1.0,
         rate_limit_requests_per_second=0,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        await drop_postgres_database(database_url)
 
 
 LEASE_SECONDS = 3.0

@@ -18,12 +18,11 @@ from api.runtime import metrics
 from api.runtime.run_manager import RunManager
 from api.runtime.sdk_adapter import transcript_path
 from api.scripted_model.server import ScriptedModelServer
-from tests.conftest import MODES, Stack, _skip_unavailable, start_stack
+from tests.conftest import MODES, Stack, running_stack, start_stack
 from tests.documents import collect_until_run_ends, start_ok, wait_for_run, watch, workspace_of
 from tests.graphql.test_failures import cli_pids
 from tests.graphql.test_permissions import decide, requested, tool_results
 from tests.support.graphql_ws import GraphQLWSClient
-from tests.support.servers import create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -52,18 +51,10 @@ async def pooled_stack(
     request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
 ) -> AsyncIterator[Stack]:
     """On PostgreSQL + Redis too: the session's lease is taken in startRun's transaction there."""
-    mode = request.param
-    _skip_unavailable(mode)
-    database_url = await create_postgres_database("caga_warm") if mode == "postgres" else None
-    running = await start_stack(
-        mode, tmp_path, scripted_model, database_url, warm_pool_size=2, max_live_agents=6
-    )
-    try:
+    async with running_stack(
+        request.param, tmp_path, scripted_model, "caga_warm", warm_pool_size=2, max_live_agents=6
+    ) as running:
         yield running
-    finally:
-        await running.api.stop()
-        if database_url:
-            await drop_postgres_database(database_url)
 
 
 async def test_two_sessions_from_the_pool_share_nothing(pooled_stack: Stack) -> None:
