@@ -117,7 +117,12 @@ async def test_stop_is_clean(transport: str, private_redis: RedisServer, channel
                 await waiting
         del bus, watcher
         gc.collect()
-    assert asyncio.all_tasks() - before == set()
+    # A task a library left to finish on its own (seen once under heavy load: an Event.wait from a
+    # wait_for) is not a leak if it ends; one still waiting after the bound is.
+    leftover = asyncio.all_tasks() - before
+    if leftover:
+        await asyncio.wait(leftover, timeout=5)
+    assert {task for task in leftover if not task.done()} == set()
     assert [str(w.message) for w in caught] == []
     if url is not None:
         client_count = await _client_count(url)
