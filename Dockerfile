@@ -24,10 +24,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data
 
 # The agent CLI works in git repositories and shells out to git; ca-certificates for the Anthropic API;
-# bubblewrap and socat for the sandbox every agent runs in (docs/security.md). The sandbox needs
-# unprivileged user namespaces: Docker's default seccomp profile refuses them, so run the container with
-# `--security-opt seccomp=unconfined` (and `--security-opt apparmor=unconfined` where AppArmor restricts
-# user namespaces, as Ubuntu 24.04 does), or the server refuses runs and says why (GET /readyz).
+# bubblewrap for the sandbox every agent runs in, socat for its egress relay (docs/security.md). The
+# sandbox needs unprivileged user namespaces: Docker's default seccomp profile refuses them, so run the
+# container with `--security-opt seccomp=unconfined` (and `--security-opt apparmor=unconfined` where
+# AppArmor restricts user namespaces, as Ubuntu 24.04 does), or the server refuses runs and says why
+# (GET /readyz).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates bubblewrap socat \
     && rm -rf /var/lib/apt/lists/*

@@ -68,6 +68,7 @@ GATEWAY_HELD = frozenset(
         "ANTHROPIC_AUTH_TOKEN",
         "ANTHROPIC_BASE_URL",
         "ANTHROPIC_CUSTOM_HEADERS",
+        "ANTHROPIC_UNIX_SOCKET",
         "CLAUDE_CODE_OAUTH_TOKEN",
         "CLAUDE_CODE_CLIENT_CERT",
         "CLAUDE_CODE_CLIENT_KEY",
@@ -101,6 +102,7 @@ def sandboxed_environment(
     config_dir: Path,
     home: str,
     model_url: str,
+    model_socket: str,
     model_pass: str,
     operator: Mapping[str, str],
     egress_url: str | None = None,
@@ -121,11 +123,14 @@ def sandboxed_environment(
             "CLAUDE_CODE_TMPDIR": "/tmp",
             "CLAUDE_CONFIG_DIR": str(config_dir),
             "ANTHROPIC_BASE_URL": model_url,
+            # The CLI sends its model API calls over this socket (the gateway's, bound in) instead of
+            # TCP: no relay to start and wait for before it (api/sandbox/bubblewrap.py).
+            "ANTHROPIC_UNIX_SOCKET": model_socket,
             "ANTHROPIC_API_KEY": model_pass,
         }
     )
     if egress_url is not None:
-        # Tools reach allow-listed hosts through the egress proxy; the model relay is on loopback.
+        # Tools reach allow-listed hosts through the egress proxy; the model goes over its socket.
         for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
             env[name] = egress_url
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"

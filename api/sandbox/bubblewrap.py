@@ -3,7 +3,9 @@
 Inside: uid 1000 in a user namespace of its own, its own PID, IPC, UTS and network namespaces (no network
 but a private loopback), system directories read-only, a private /tmp, the session's workspace and agent
 state read-write, and nothing else of the host: no server files, no database, no other session, no /proc
-of the host. The only way out is a relay on the sandbox's loopback to the model gateway's Unix socket.
+of the host. The only way out is the model gateway's Unix socket, bound in, which the CLI calls directly
+(ANTHROPIC_UNIX_SOCKET); with an egress allow-list, also a relay on the sandbox's loopback to the egress
+proxy's socket.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ CLI_INSIDE = "/opt/claude-agent/claude"
 GATEWAY_INSIDE = "/run/claude-agent/gateway.sock"
 EGRESS_INSIDE = "/run/claude-agent/egress.sock"
 HOME_INSIDE = "/tmp/home"
-RELAY_PORT = 8787
-MODEL_URL_INSIDE = f"http://127.0.0.1:{RELAY_PORT}"
+# The CLI sends its model calls over GATEWAY_INSIDE (ANTHROPIC_UNIX_SOCKET); the URL only names the
+# request's host and path. Its loopback port 80 has nothing listening, so a call that ever ignored the
+# socket would be refused at once rather than go anywhere.
+MODEL_URL_INSIDE = "http://localhost"
 EGRESS_PORT = 8788
 
 # Variables the SDK sets on the process it starts; the launcher passes them on by name.
@@ -59,19 +63,24 @@ _HOSTS = "127.0.0.1 localhost sandbox\n::1 localhost\n"
 @dataclass(frozen=True)
 class SandboxTools:
     bwrap: str
-    relay: str
+    # socat: only the egress relay needs it (None when there is no egress allow-list).
+    relay: str | None
     cli: Path
 
     @classmethod
-    def find(cls, cli: Path, bwrap_name: str = "bwrap") -> SandboxTools | SandboxUnavailable:
+    def find(
+        cls, cli: Path, bwrap_name: str = "bwrap", need_relay: bool = False
+    ) -> SandboxTools | SandboxUnavailable:
         bwrap = shutil.which(bwrap_name)
         if bwrap is None:
             return SandboxUnavailable(
                 f"bubblewrap ({bwrap_name}) is not installed", "install it: apt-get install bubblewrap"
             )
         relay = shutil.which("socat")
-        if relay is None:
-            return SandboxUnavailable("socat is not installed", "install it: apt-get install socat")
+        if relay is None and need_relay:
+            return SandboxUnavailable(
+                "socat is not installed (SANDBOX_EGRESS_HOSTS needs it)", "install it: apt-get install socat"
+            )
         if not os.access(cli, os.X_OK):
             return SandboxUnavailable(f"the agent CLI {cli} is not executable", "reinstall claude-agent-sdk")
         return cls(bwrap=bwrap, relay=relay, cli=cli)
@@ -168,12 +177,9 @@ class Bubblewrap:
         The file holds the connection's gateway pass, so it lives in the runtime folder (0700, never
         bound into a sandbox) and is removed when the connection closes.
         """
-        relays = [(RELAY_PORT, self.gateway_socket, GATEWAY_INSIDE)]
+        args = [*self.base_arguments(), "--ro-bind", str(self.gateway_socket), GATEWAY_INSIDE]
         if self.egress_socket is not None:
-            relays.append((EGRESS_PORT, self.egress_socket, EGRESS_INSIDE))
-        args = [*self.base_arguments()]
-        for _, outside, inside in relays:
-            args += ["--ro-bind", str(outside), inside]
+            args += ["--ro-bind", str(self.egress_socket), EGRESS_INSIDE]
         args += [
             "--bind", str(paths.workspace), str(paths.workspace),
             "--bind", str(paths.agent_dir), str(paths.agent_dir),
@@ -183,17 +189,22 @@ class Bubblewrap:
         ]
         for key, value in sorted(env.items()):
             args += ["--setenv", key, value]
-        relay = "".join(
-            f"{shlex.quote(self.tools.relay)} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr "
-            f"UNIX-CONNECT:{inside} &\n"
-            for port, _, inside in relays
-        ) + (
-            # The CLI calls the model soon after it starts: wait (bounded) until the relay listens.
-            f"i=0; until grep -qi ':{RELAY_PORT:04X} 00000000:0000 0A' /proc/net/tcp; do\n"
-            '  i=$((i+1)); [ "$i" -gt 500 ] && break; sleep 0.01\n'
-            "done\n"
-            'exec "$@"'
-        )
+        if self.egress_socket is None:
+            # The model is a Unix socket away: nothing to start before the CLI, which is bubblewrap's child.
+            inside = [CLI_INSIDE]
+        else:
+            assert self.tools.relay is not None, "SandboxTools.find(need_relay=True) when egress is on"
+            # Tools reach the egress proxy through a relay on loopback (HTTPS_PROXY is a TCP URL). Wait
+            # (bounded) until it listens: a tool call is rare before that, but must not find it shut.
+            relay = (
+                f"{shlex.quote(self.tools.relay)} TCP-LISTEN:{EGRESS_PORT},bind=127.0.0.1,fork,reuseaddr "
+                f"UNIX-CONNECT:{EGRESS_INSIDE} &\n"
+                f"i=0; until grep -qi ':{EGRESS_PORT:04X} 00000000:0000 0A' /proc/net/tcp; do\n"
+                '  i=$((i+1)); [ "$i" -gt 500 ] && break; sleep 0.01\n'
+                "done\n"
+                'exec "$@"'
+            )
+            inside = ["/bin/sh", "-c", relay, "sh", CLI_INSIDE]
         script = (
             "#!/bin/bash\n"
             "# Generated by claude-agent-api for one agent connection; removed when it closes.\n"
@@ -204,7 +215,7 @@ class Bubblewrap:
             # bwrap itself starts with an empty environment: its init process (pid 1 in the sandbox)
             # keeps the environment it was started with, readable from inside through /proc/1/environ.
             f"exec /usr/bin/env -i {' '.join(shlex.quote(arg) for arg in args)} "
-            f'"${{sdk[@]}}" -- /bin/sh -c {shlex.quote(relay)} sh {CLI_INSIDE} "$@"\n'
+            f'"${{sdk[@]}}" -- {" ".join(shlex.quote(arg) for arg in inside)} "$@"\n'
         )
         path = self._launchers / f"{name}.sh"
         path.write_text(script)

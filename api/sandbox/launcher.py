@@ -20,6 +20,7 @@ from api.runtime.cli_environment import agent_environment, operator_environment,
 from api.runtime.sdk_adapter import bundled_cli_path
 from api.sandbox.bubblewrap import (
     EGRESS_PORT,
+    GATEWAY_INSIDE,
     HOME_INSIDE,
     MODEL_URL_INSIDE,
     Bubblewrap,
@@ -83,7 +84,8 @@ class AgentLauncher:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def _bubblewrap(self) -> Bubblewrap | SandboxUnavailable:
-        tools = SandboxTools.find(bundled_cli_path(), self.settings.sandbox_bwrap)
+        need_relay = bool(self.settings.sandbox_egress_hosts)
+        tools = SandboxTools.find(bundled_cli_path(), self.settings.sandbox_bwrap, need_relay=need_relay)
         if isinstance(tools, SandboxUnavailable):
             return tools
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -153,6 +155,7 @@ class AgentLauncher:
             config_dir=paths.agent_dir,
             home=HOME_INSIDE,
             model_url=MODEL_URL_INSIDE,
+            model_socket=GATEWAY_INSIDE,
             model_pass=grant.token,
             operator=operator_environment(self._overrides),
             egress_url=f"http://agent:{grant.token}@127.0.0.1:{EGRESS_PORT}" if self._egress else None,

@@ -126,6 +126,8 @@ async def attack(stack: Stack) -> AsyncIterator[Attack]:
                 "done",
                 f'echo "host_tmp=$(ls {q(str(HOST_TMP_MARKER))} 2>&1)"',
                 'echo "processes=$(ls /proc | grep -c "^[0-9]")"',
+                # The CLI reaches the model over the gateway's socket: no relay listens on loopback.
+                'echo "listening=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -c " 0A ")"',
                 'echo own > mine.txt && echo "own_write=$(cat mine.txt)"',
             ]
         )
@@ -150,8 +152,14 @@ def test_server_processes_and_their_environment_are_invisible(attack: Attack) ->
     assert "No such file" in attack.probes["server_environ"], attack.raw
     assert attack.probes["canary"] == "0", attack.raw
     assert "delivered" not in attack.probes["signal_server"], attack.raw
-    # Only the sandbox's own: its init, the shell, the CLI, the relay, this probe.
+    # Only the sandbox's own: its init, the CLI, this probe.
     assert int(attack.probes["processes"]) < 12, attack.raw
+
+
+def test_nothing_listens_in_the_sandbox(attack: Attack) -> None:
+    # The model gateway is a Unix socket bound in (ANTHROPIC_UNIX_SOCKET), not a relay on loopback; with
+    # no egress allow-list there is no relay at all.
+    assert attack.probes["listening"] == "0", attack.raw
 
 
 def test_the_operators_key_never_enters_the_sandbox(attack: Attack) -> None:
