@@ -214,7 +214,8 @@ class Bubblewrap:
             "done\n"
             # bwrap itself starts with an empty environment: its init process (pid 1 in the sandbox)
             # keeps the environment it was started with, readable from inside through /proc/1/environ.
-            f"exec /usr/bin/env -i {' '.join(shlex.quote(arg) for arg in args)} "
+            # bash's `exec -c` empties it without a further program (env -i) to start.
+            f"exec -c {' '.join(shlex.quote(arg) for arg in args)} "
             f'"${{sdk[@]}}" -- {" ".join(shlex.quote(arg) for arg in inside)} "$@"\n'
         )
         path = self._launchers / f"{name}.sh"
