@@ -3,12 +3,15 @@ operator's explicit way out, and says so too."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from api.runtime.sdk_adapter import bundled_cli_path
+from api.sandbox.bubblewrap import SandboxTools, SandboxUnavailable
 from api.scripted_model.server import ScriptedModelServer
 from tests.conftest import Stack, start_stack
 from tests.documents import start_ok, start_run, wait_for_run
@@ -88,3 +91,21 @@ async def test_a_sandboxed_server_is_ready_and_says_so(stack: Stack) -> None:
     assert ready.status_code == 200
     assert ready.json()["sandbox"] is True
     assert ready.json()["sandboxMode"] == "bubblewrap"
+
+
+def test_socat_is_needed_only_for_the_egress_relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model is the gateway's socket, bound in (ANTHROPIC_UNIX_SOCKET): only SANDBOX_EGRESS_HOSTS's
+    # relay on loopback needs socat. A PATH with bwrap and no socat:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    bwrap = shutil.which("bwrap")
+    assert bwrap is not None
+    (bin_dir / "bwrap").symlink_to(bwrap)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cli = bundled_cli_path()
+    tools = SandboxTools.find(cli)
+    assert isinstance(tools, SandboxTools)
+    assert tools.relay is None
+    refused = SandboxTools.find(cli, need_relay=True)
+    assert isinstance(refused, SandboxUnavailable)
+    assert "socat" in refused.reason
