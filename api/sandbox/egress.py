@@ -1,10 +1,11 @@
 """Outbound access for tools in a sandbox (WebFetch, curl in Bash, HTTP MCP servers): a CONNECT proxy to
 the hosts the operator allow-listed, and nowhere else. Empty by default, and then not offered at all.
 
-A sandbox reaches it like the model gateway, through a relay on its loopback to a Unix socket; tools find
-it through HTTPS_PROXY, which carries the connection's pass as the proxy password. A tunnel opens only for
-an open pass, an allow-listed host and port, and addresses that are public, unless the operator listed
-the address itself: an allow-listed name that resolves to 127.0.0.1 or 10.x opens nothing.
+A sandbox reaches it through a relay on its loopback to a Unix socket (tools speak to a proxy over TCP,
+where the CLI's own model calls use the gateway's socket directly); tools find it through HTTPS_PROXY,
+which carries the connection's pass as the proxy password. A tunnel opens only for an open pass, an
+allow-listed host and port, and addresses that are public, unless the operator listed the address
+itself: an allow-listed name that resolves to 127.0.0.1 or 10.x opens nothing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The only way out of a sandbox: a forwarding proxy to the model API that holds the operator's key.
 
-A sandboxed CLI has no network but its own loopback. Inside the sandbox a relay listens on loopback and
-forwards to this gateway's Unix socket, bound into the sandbox; the CLI's ANTHROPIC_BASE_URL points at
-the relay and its ANTHROPIC_API_KEY is a pass issued for its connection. The gateway checks the pass,
+A sandboxed CLI has no network but its own loopback. This gateway's Unix socket is bound into the
+sandbox, and the CLI sends its model API calls over it (ANTHROPIC_UNIX_SOCKET; ANTHROPIC_BASE_URL only
+names the host); its ANTHROPIC_API_KEY is a pass issued for its connection. The gateway checks the pass,
 replaces it with the operator's credentials and forwards to the operator's ANTHROPIC_BASE_URL, streaming
 the answer back. So the operator's key never enters a sandbox, and a pass is only honoured while its
 session has a run executing: a pass copied out of a finished run opens nothing.
