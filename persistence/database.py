@@ -150,14 +150,6 @@ class Database:
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # On PostgreSQL, units of work of one statement run outside a transaction: the statement is atomic
-        # alone, and BEGIN and COMMIT are a round trip each. Not on SQLite, whose driver would then
-        # commit each statement of such a unit on its own.
-        self._one_statement = self.sessionmaker
-        if not is_sqlite(url):
-            self._one_statement = async_sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            )
 
     @property
     def dialect(self) -> str:
@@ -167,17 +159,6 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session that rolls back on error; callers commit."""
         async with self.sessionmaker() as session:
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-
-    @asynccontextmanager
-    async def one_statement_session(self) -> AsyncIterator[AsyncSession]:
-        """For a unit of work that is a single statement (or, on SQLite, whose statements the caller
-        commits together as usual): on PostgreSQL in autocommit, no BEGIN or COMMIT sent."""
-        async with self._one_statement() as session:
             try:
                 yield session
             except BaseException:

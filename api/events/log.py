@@ -45,7 +45,7 @@ class EventLog:
         if not items:
             return []
         at = utcnow()
-        async with self.db.one_statement_session() as session:
+        async with self.db.session() as session:
             rows = [(item.run_id, item.kind.value, item.payload) for item in items]
             seqs = await EventRepository(session).append_alone(session_id, rows, at=at, fence=fence)
             await session.commit()

@@ -27,8 +27,8 @@ _PAGE = (
 
 
 # The pump's append on PostgreSQL (EventRepository.append_alone): the seq allocation (fenced or not) and
-# the inserts as one statement, which needs no transaction around it. Items come as arrays, so the
-# text, and the server's prepared statement, is the same whatever a batch's size.
+# the inserts as one statement. Items come as arrays, so the text, and the server's prepared statement,
+# is the same whatever a batch's size.
 _APPEND_ONE_STATEMENT = """
 WITH taken AS (
     UPDATE sessions SET last_seq = last_seq + :count, updated_at = :at
@@ -97,10 +97,13 @@ class EventRepository:
         """As append, as the whole of the unit of work (the caller commits right after), for the pump's
         commits, one or more per turn: the seqs taken, in the items' order.
 
-        On PostgreSQL one statement, which the caller may run outside a transaction
-        (Database.one_statement_session): the UPDATE takes the row lock as append's does, and BEGIN,
-        UPDATE, INSERT and COMMIT were four round trips. On SQLite the UPDATE … RETURNING, then one
-        INSERT, without building ORM objects."""
+        On PostgreSQL one statement: BEGIN, the statement, COMMIT, where append is BEGIN, UPDATE, INSERT,
+        COMMIT. Still in a transaction, on purpose: the session row's lock is held from the statement to
+        the commit, and a writer cancelled before its COMMIT went out writes nothing, so a run's outcome
+        written after its pump was cancelled (SessionActor._disconnect_within) is the log's last event.
+        Outside a transaction, a statement already sent when its writer was cancelled could land after
+        that outcome (tests/streaming/test_lossless.py, a replica shut down mid-run). On SQLite the
+        UPDATE … RETURNING, then one INSERT, without building ORM objects."""
         if not items:
             return []
         if self.session.get_bind().dialect.name == "postgresql":

@@ -60,14 +60,14 @@ async def test_reading_after_a_cursor_pages_in_order(db: Database) -> None:
     assert [e.payload["i"] for e in page] == [4, 5, 6]
 
 
-async def test_one_statement_appends_interleave_gaplessly_with_transactional_ones(db: Database) -> None:
-    """EventRepository.append_alone (on PostgreSQL one statement outside a transaction) beside append in
-    a transaction: the row lock orders them alike, and what it wrote reads back as given."""
+async def test_one_statement_appends_interleave_gaplessly_with_the_others(db: Database) -> None:
+    """EventRepository.append_alone (on PostgreSQL one statement) beside append: the row lock orders them
+    alike, and what it wrote reads back as given."""
     session_id = await _session(db)
 
     async def alone(name: str) -> None:
         for i in range(10):
-            async with db.one_statement_session() as session:
+            async with db.session() as session:
                 items = [
                     (None if n else "run-1", "system", {"writer": name, "batch": i, "n": n}) for n in range(3)
                 ]
@@ -96,7 +96,7 @@ async def test_one_statement_appends_interleave_gaplessly_with_transactional_one
             assert [e.run_id for e in chunk] == ["run-1", None, None]
 
     odd = {"text": 'naïve ☃ "quoted" \\ back', "nested": {"list": [1, 2.5, None, True]}, "empty": {}}
-    async with db.one_statement_session() as session:
+    async with db.session() as session:
         repository = EventRepository(session)
         [seq] = await repository.append_alone(session_id, [(None, "assistant", odd)], at=utcnow())
         await session.commit()
@@ -106,6 +106,6 @@ async def test_one_statement_appends_interleave_gaplessly_with_transactional_one
 
 
 async def test_a_one_statement_append_to_no_session_writes_nothing(db: Database) -> None:
-    async with db.one_statement_session() as session:
+    async with db.session() as session:
         with pytest.raises(sa.exc.NoResultFound):
             await EventRepository(session).append_alone("nowhere", [(None, "system", {})], at=utcnow())
