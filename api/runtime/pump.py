@@ -215,6 +215,15 @@ class ConnectionPump:
         # A writer held back (hold()) wakes to find it must write nothing.
         self._may_write.set()
 
+    def abandon(self) -> None:
+        """Stop writing now, without waiting for anything: the caller writes the run's outcome next, and
+        nothing of the CLI's may follow it in the log. Its tasks are cancelled (a commit already sent
+        holds the session row's lock, so it lands before that outcome or not at all), and the CLI is
+        killed."""
+        self.terminate()
+        for task in self._tasks:
+            task.cancel()
+
     async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the
         ConnectionLost the reader always puts last)."""

@@ -930,6 +930,10 @@ class SessionActor:
         try:
             await asyncio.shield(asyncio.wait_for(self._disconnect(interrupt_first=interrupt_first), seconds))
         except TimeoutError:
+            # The pump's writer too, not only the stop: a stop still waiting for the CLI to exit never
+            # reached the writer's cancellation, and it went on committing after the outcome.
+            if self._closing_pump is not None:
+                self._closing_pump.abandon()
             if self._stopping is not None:
                 self._stopping.cancel()
 
