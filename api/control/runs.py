@@ -99,10 +99,16 @@ class RunControl:
             early = await self.manager.start_early(principal.tenant_id, options)
             if early is not None:
                 warm, reservation = early
+        # Chosen here, so a follow-up's prompt can go to its live CLI while the transaction commits.
+        ids = (str(uuid.uuid4()), str(uuid.uuid4()))
         try:
+            if reservation is not None and reservation.actor is not None:
+                # Its model calls and its log wait for the commit; a begin that fails undoes it
+                # (RunManager.cancel_start). docs/architecture.md, decision 15.
+                await reservation.actor.send_ahead(*ids, request.prompt, principal.tenant_id, options)
             try:
                 run, fresh, records, created = await self._write_run(
-                    principal, request, options, now, warm, to_interrupt, reservation
+                    principal, request, options, now, warm, to_interrupt, reservation, ids
                 )
             except _LeaseMoved:
                 # The session's lease is no longer the one its CLI here runs under: queue the run.
@@ -111,7 +117,7 @@ class RunControl:
                 reservation = None
                 to_interrupt.clear()
                 run, fresh, records, created = await self._write_run(
-                    principal, request, options, now, warm, to_interrupt, None
+                    principal, request, options, now, warm, to_interrupt, None, ids
                 )
         except BaseException:
             if reservation is not None:
@@ -146,6 +152,7 @@ class RunControl:
         warm: WarmCli | None,
         to_interrupt: list[str],
         reservation: StartReservation | None,
+        ids: tuple[str, str],
     ) -> tuple[Run, AgentSession, list[EventRecord], bool]:
         """The run (and a new session) in one transaction, with the limits checked inside it; with a
         `reservation`, begun here in the same transaction, under the session's lease, unless the session
@@ -183,11 +190,11 @@ class RunControl:
                     reservation = None
             begin_here = reservation is not None
             run = await runs.create(
-                run_id=str(uuid.uuid4()),
+                run_id=ids[0],
                 session_id=row.id,
                 tenant_id=principal.tenant_id,
                 prompt=request.prompt,
-                prompt_uuid=str(uuid.uuid4()),
+                prompt_uuid=ids[1],
                 options=options.to_json(),
                 api_key_id=principal.api_key_id,
                 at=now,

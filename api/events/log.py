@@ -44,9 +44,16 @@ class EventLog:
         longer does."""
         if not items:
             return []
+        at = utcnow()
         async with self.db.session() as session:
-            records = await self.append_in(session, session_id, items, fence=fence)
+            rows = [(item.run_id, item.kind.value, item.payload) for item in items]
+            seqs = await EventRepository(session).append_alone(session_id, rows, at=at, fence=fence)
             await session.commit()
+        metrics.EVENTS_APPENDED.inc(len(seqs))
+        records = [
+            EventRecord(session_id, seq, item.run_id, item.kind.value, item.payload, at)
+            for seq, item in zip(seqs, items, strict=True)
+        ]
         if publish:
             await self.publish(records)
         return records

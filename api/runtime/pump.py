@@ -87,11 +87,22 @@ class ConnectionPump:
         self._on_lease_lost = on_lease_lost
         self._fence_refused = False
         self._ended = False
+        # Cleared while a run's begin commits after its prompt went out (hold()): nothing of its turn
+        # may be logged before its run exists, and if the begin fails, nothing of it ever is.
+        self._may_write = asyncio.Event()
+        self._may_write.set()
         self._inbox: asyncio.Queue[AgentOutput | ConnectionLost | _Flush] = asyncio.Queue()
         self._tasks = [
             asyncio.create_task(self._read(), name=f"pump-read-{session_id}"),
             asyncio.create_task(self._write(), name=f"pump-write-{session_id}"),
         ]
+
+    def hold(self) -> None:
+        """Commit nothing read from now on until release() (or terminate(): never)."""
+        self._may_write.clear()
+
+    def release(self) -> None:
+        self._may_write.set()
 
     def record(self, output: AgentOutput) -> None:
         """An event of the server's own about this connection (a webhook call), logged in stream order."""
@@ -121,6 +132,8 @@ class ConnectionPump:
                     batch.append(await asyncio.wait_for(self._inbox.get(), TURN_START_LINGER_SECONDS))
                 while len(batch) < BATCH_LIMIT and not self._inbox.empty():
                     batch.append(self._inbox.get_nowait())
+            if not self._may_write.is_set():
+                await self._may_write.wait()
             if self._fence_refused:
                 return
             try:
@@ -199,6 +212,17 @@ class ConnectionPump:
         self._ended = True
         self._fence_refused = True
         self.connection.terminate()
+        # A writer held back (hold()) wakes to find it must write nothing.
+        self._may_write.set()
+
+    def abandon(self) -> None:
+        """Stop writing now, without waiting for anything: the caller writes the run's outcome next, and
+        nothing of the CLI's may follow it in the log. Its tasks are cancelled (a commit already sent
+        holds the session row's lock, so it lands before that outcome or not at all), and the CLI is
+        killed."""
+        self.terminate()
+        for task in self._tasks:
+            task.cancel()
 
     async def close(self, *, interrupt_first: bool = True) -> None:
         """Stop the CLI, then let the writer commit everything the reader took in (it ends on the

@@ -244,6 +244,8 @@ class RunManager:
             and held.lease_token == token
             and self._actors.get(session_id) is held
         ):
+            # A prompt sent ahead (SessionActor.send_ahead) goes on: its model calls and its log.
+            held.confirm_ahead(run.id, hook_events)
             held.submit(run, reserved=True, hook_events=hook_events)
         else:
             if held is not None:
@@ -259,10 +261,12 @@ class RunManager:
         """The run was not begun here after all (refused or rolled back): give the slot back."""
         if reservation.done:
             return
+        reservation.done = True
         if reservation.actor is not None:
+            # A prompt sent ahead of the run is undone first, while the actor is still held for it.
+            await asyncio.shield(reservation.actor.undo_ahead())
             reservation.actor.unreserve()
         self._running = max(0, self._running - 1)
-        reservation.done = True
         deferred = self._end_beginning(reservation.session_id)
         if deferred is not None:
             await self.release_lease(reservation.session_id, deferred)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -83,6 +85,17 @@ class Outcome:
     usage: dict[str, Any] | None = None
 
 
+@dataclass
+class _SentAhead:
+    """A run's prompt that went to the live CLI while startRun's transaction commits (send_ahead)."""
+
+    run_id: str
+    # The session's transcript and its length before the prompt went out: what an undo restores.
+    transcript: Path
+    length: int
+    confirmed: bool = False
+
+
 def _refused_by_cli(exc: BaseException) -> bool:
     """The SDK raises a plain `Exception` with the CLI's message for a control request the CLI answered
     with an error; a lost CLI or a timeout is no fault of this server either."""
@@ -149,6 +162,8 @@ class SessionActor:
         # A CLI from the warm pool, connected for this session before it existed, or one startRun started
         # for it (still connecting, perhaps), until a run uses it.
         self._warm: WarmCli | None = None
+        # A prompt sent ahead of its run's commit (send_ahead), until the run executes or it is undone.
+        self._ahead: _SentAhead | None = None
         self.permissions = PermissionBroker(
             manager.event_log,
             session_id,
@@ -166,7 +181,13 @@ class SessionActor:
 
     @property
     def busy(self) -> bool:
-        return self.current_run is not None or self._working or self._reserved > 0 or not self._queue.empty()
+        return (
+            self.current_run is not None
+            or self._working
+            or self._reserved > 0
+            or self._ahead is not None
+            or not self._queue.empty()
+        )
 
     @property
     def has_live_cli(self) -> bool:
@@ -181,6 +202,101 @@ class SessionActor:
 
     def unreserve(self) -> None:
         self._reserved = max(0, self._reserved - 1)
+
+    async def send_ahead(
+        self, run_id: str, prompt_uuid: str, prompt: str, tenant_id: str, options: RunOptions
+    ) -> bool:
+        """Send a follow-up's prompt to this session's live, idle CLI before startRun's transaction,
+        which this actor is reserved for (reserve()), commits its run (docs/architecture.md, decision 15).
+        Nothing of the turn leaves before the commit: the CLI's model calls wait at the gateway (the
+        pass is held, not open) and the pump logs nothing. confirm_ahead() lets both go once the run is
+        committed; undo_ahead() (the begin failed, or did not begin this run here) stops the CLI and cuts
+        the transcript back to its length before the prompt, so the session is as it was.
+
+        Only where that holds: a CLI of this tenant's session, behind the gateway, with no hooks (a hook
+        would call the tenant's webhooks before the model, that is, before the commit) and with no
+        session store (which mirrors the transcript elsewhere as it is written), whose connection fits
+        the run's options as they are. False: nothing was sent."""
+        pump, launch, paths = self._pump, self._launch, self._paths
+        if (
+            self._ahead is not None
+            or self._reserved != 1
+            or self.closing
+            or self.current_run is not None
+            or self._store is not None
+            or pump is None
+            or not pump.connection.alive
+            or launch is None
+            or launch.grant is None
+            or paths is None
+            or self._tenant_id != tenant_id
+        ):
+            return False
+        spec = self._agent_spec(str(paths.workspace), options, (), resume=True)
+        if spec.hook_events or self._needs_new_connection(spec):
+            return False
+        transcript = transcript_path(str(paths.agent_dir), spec.cwd, self.session_id)
+        try:
+            length = transcript.stat().st_size
+        except OSError:
+            # Nothing to restore it to: the run goes the usual way.
+            return False
+        self._ahead = _SentAhead(run_id, transcript, length)
+        launch.grant.hold()
+        pump.hold()
+        # What is left of earlier turns; from here on nothing is signalled before the commit.
+        self._drain_signals()
+        pump.current_run_id = run_id
+        try:
+            await pump.connection.send(prompt, prompt_uuid)
+        except AgentFailure:
+            # Perhaps written in part: undone, and the run goes the usual way (a new CLI).
+            await asyncio.shield(self.undo_ahead())
+            return False
+        except BaseException:
+            await asyncio.shield(self.undo_ahead())
+            raise
+        return True
+
+    def confirm_ahead(self, run_id: str, hook_events: tuple[str, ...]) -> None:
+        """The run whose prompt went ahead is committed RUNNING here: its model calls and its log go on,
+        unless the tenant has hooks now (read in that transaction), which the CLI was started without:
+        then the run's execution undoes the turn and sends the prompt again on a CLI that has them."""
+        ahead = self._ahead
+        if ahead is None or ahead.run_id != run_id or hook_events or self._pump is None:
+            return
+        ahead.confirmed = True
+        if self._launch is not None and self._launch.grant is not None:
+            self._launch.grant.settle(open=True)
+        self._pump.release()
+
+    async def undo_ahead(self) -> None:
+        """Stop the CLI a prompt went to ahead of a begin that failed, and restore the transcript as it
+        was before the prompt; a no-op when no prompt went ahead (or it was confirmed)."""
+        ahead = self._ahead
+        if ahead is None or ahead.confirmed:
+            return
+        pump = self._pump
+        if pump is not None:
+            # Nothing it said is logged (the pump is held) and nothing more will be.
+            pump.terminate()
+        # Until the process is gone: only then can nothing write the transcript any more.
+        await self._disconnect(interrupt_first=False)
+        if self._ahead is not ahead:
+            return  # undone meanwhile by another caller (startRun's failure and the actor's end)
+        self._ahead = None
+        if self._lease_lost:
+            # Another replica may hold the session by now and write the transcript itself: leave it. (The
+            # keeper kills this replica's CLIs before the lease could lapse, so while _lease_lost is
+            # unset, nobody else holds it, and nothing awaits between this check and the truncate.)
+            log.warning("run.ahead_not_restored", session_id=self.session_id)
+            return
+        try:
+            os.truncate(ahead.transcript, ahead.length)
+        except OSError:
+            log.exception("run.ahead_restore_failed", session_id=self.session_id)
+        else:
+            log.info("run.ahead_undone", session_id=self.session_id)
 
     @property
     def has_agent(self) -> bool:
@@ -366,6 +482,8 @@ class SessionActor:
         finally:
             self.closing = True
             self.manager.forget_actor(self)
+            # A prompt sent ahead of a begin that never came (the actor was cancelled meanwhile) is undone.
+            await self.undo_ahead()
             await self._disconnect(interrupt_first=not self._lease_lost)
             await self.manager.release_lease(self.session_id, self.lease_token)
             if closed_for is not None:
@@ -812,6 +930,10 @@ class SessionActor:
         try:
             await asyncio.shield(asyncio.wait_for(self._disconnect(interrupt_first=interrupt_first), seconds))
         except TimeoutError:
+            # The pump's writer too, not only the stop: a stop still waiting for the CLI to exit never
+            # reached the writer's cancellation, and it went on committing after the outcome.
+            if self._closing_pump is not None:
+                self._closing_pump.abandon()
             if self._stopping is not None:
                 self._stopping.cancel()
 
@@ -831,6 +953,14 @@ class SessionActor:
 
     async def _execute(self, run: Run) -> Outcome:
         known = self._hook_events.pop(run.id, None)
+        ahead = self._ahead
+        if ahead is not None and ahead.run_id == run.id and ahead.confirmed:
+            # Its prompt went to the CLI while the run was committed (send_ahead): the turn is under way.
+            self._ahead = None
+            return await self._await_result(run)
+        # A prompt that went ahead and was not confirmed (the tenant's hooks changed meanwhile): undone,
+        # then sent again as for any run.
+        await self.undo_ahead()
         try:
             spec = await self._spec(run.tenant_id, run.options, live_ok=True, known_hook_events=known)
         except PolicyViolation as exc:

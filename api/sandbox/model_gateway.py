@@ -10,6 +10,8 @@ session has a run executing: a pass copied out of a finished run opens nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,13 +72,38 @@ class Upstream:
         return headers
 
 
+# The longest a model call waits at the gateway for a run whose begin is still committing (Pass.hold).
+HOLD_SECONDS = 60.0
+
+
 @dataclass
 class Pass:
-    """One CLI connection's credential. `open` while a run of its session executes."""
+    """One CLI connection's credential. `open` while a run of its session executes.
+
+    `hold()`: a run's prompt went to the CLI while startRun's transaction commits (SessionActor.send_ahead):
+    the CLI's model calls wait here, not refused, until `settle()` opens the pass (the run committed) or
+    leaves it shut (it did not, and the CLI is stopped)."""
 
     session_id: str
     token: str
     open: bool = False
+    _settled: asyncio.Event | None = field(default=None, repr=False)
+
+    def hold(self) -> None:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+
+    def settle(self, *, open: bool) -> None:
+        self.open = open
+        settled, self._settled = self._settled, None
+        if settled is not None:
+            settled.set()
+
+    async def wait_settled(self) -> None:
+        settled = self._settled
+        if settled is not None and not self.open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), HOLD_SECONDS)
 
 
 class ModelGateway:
@@ -97,8 +124,8 @@ class ModelGateway:
         return issued
 
     def revoke(self, issued: Pass) -> None:
-        issued.open = False
         self._passes.pop(issued.token, None)
+        issued.settle(open=False)
 
     def find(self, token: str | None) -> Pass | None:
         """The pass with this token, open or not (the egress proxy checks it too)."""
@@ -148,6 +175,10 @@ class ModelGateway:
         token = request.headers.get("x-api-key")
         if token is None and request.headers.get("authorization", "").startswith("Bearer "):
             token = request.headers["authorization"][7:]
+        held = self._passes.get(token or "")
+        if held is not None:
+            # Its run's begin may still be committing: the call waits for the outcome (Pass.hold).
+            await held.wait_settled()
         issued = self._valid(token)
         if issued is None:
             return _error(401, "authentication_error", "this pass is not valid (its run is over)")

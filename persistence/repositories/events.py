@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,28 @@ _PAGE = (
     .order_by(Event.seq)
     .limit(sa.bindparam("limit"))
 )
+
+
+# The pump's append on PostgreSQL (EventRepository.append_alone): the seq allocation (fenced or not) and
+# the inserts as one statement. Items come as arrays, so the text, and the server's prepared statement,
+# is the same whatever a batch's size.
+_APPEND_ONE_STATEMENT = """
+WITH taken AS (
+    UPDATE sessions SET last_seq = last_seq + :count, updated_at = :at
+    WHERE id = :session_id{fence}
+    RETURNING last_seq
+)
+INSERT INTO events (session_id, seq, run_id, kind, payload, created_at)
+SELECT :session_id, taken.last_seq - :count + item.n, item.run_id, item.kind, CAST(item.payload AS JSONB), :at
+FROM taken, unnest(CAST(:run_ids AS VARCHAR[]), CAST(:kinds AS VARCHAR[]), CAST(:payloads AS TEXT[]))
+    WITH ORDINALITY AS item(run_id, kind, payload, n)
+RETURNING seq
+"""
+_APPEND_PG = sa.text(_APPEND_ONE_STATEMENT.format(fence=""))
+_APPEND_PG_FENCED = sa.text(
+    _APPEND_ONE_STATEMENT.format(fence=" AND lease_owner = :owner AND lease_token = :token")
+)
+_EVENTS = cast(sa.Table, Event.__table__)
 
 
 class EventRepository:
@@ -62,6 +85,77 @@ class EventRepository:
         events = self.add_numbered(session_id, items, last=last, at=at)
         await self.session.flush()
         return events
+
+    async def append_alone(
+        self,
+        session_id: str,
+        items: Sequence[tuple[str | None, str, dict[str, Any]]],
+        *,
+        at: datetime,
+        fence: Fence | None = None,
+    ) -> list[int]:
+        """As append, as the whole of the unit of work (the caller commits right after), for the pump's
+        commits, one or more per turn: the seqs taken, in the items' order.
+
+        On PostgreSQL one statement: BEGIN, the statement, COMMIT, where append is BEGIN, UPDATE, INSERT,
+        COMMIT. Still in a transaction, on purpose: the session row's lock is held from the statement to
+        the commit, and a writer cancelled before its COMMIT went out writes nothing, so a run's outcome
+        written after its pump was cancelled (SessionActor._disconnect_within) is the log's last event.
+        Outside a transaction, a statement already sent when its writer was cancelled could land after
+        that outcome (tests/streaming/test_lossless.py, a replica shut down mid-run). On SQLite the
+        UPDATE … RETURNING, then one INSERT, without building ORM objects."""
+        if not items:
+            return []
+        if self.session.get_bind().dialect.name == "postgresql":
+            params: dict[str, Any] = {
+                "session_id": session_id,
+                "count": len(items),
+                "at": at,
+                "run_ids": [run_id for run_id, _, _ in items],
+                "kinds": [kind for _, kind, _ in items],
+                # As the JSONB column's own bind processing writes them (json.dumps).
+                "payloads": [json.dumps(payload) for _, _, payload in items],
+            }
+            statement = _APPEND_PG
+            if fence is not None:
+                params.update(owner=fence.owner, token=fence.token)
+                statement = _APPEND_PG_FENCED
+            seqs = sorted((await self.session.execute(statement, params)).scalars())
+            if not seqs:
+                if fence is not None:
+                    raise StaleLease(session_id, fence)
+                raise sa.exc.NoResultFound(f"no session {session_id}")
+            return seqs
+        condition = AgentSession.id == session_id
+        if fence is not None:
+            condition = sa.and_(condition, fence.matches())
+        result = await self.session.execute(
+            sa.update(AgentSession)
+            .where(condition)
+            .values(last_seq=AgentSession.last_seq + len(items), updated_at=at)
+            .returning(AgentSession.last_seq)
+        )
+        last = result.scalar_one_or_none()
+        if last is None:
+            if fence is not None:
+                raise StaleLease(session_id, fence)
+            raise sa.exc.NoResultFound(f"no session {session_id}")
+        first = last - len(items) + 1
+        await self.session.execute(
+            sa.insert(_EVENTS),
+            [
+                {
+                    "session_id": session_id,
+                    "seq": first + i,
+                    "run_id": run_id,
+                    "kind": kind,
+                    "payload": payload,
+                    "created_at": at,
+                }
+                for i, (run_id, kind, payload) in enumerate(items)
+            ],
+        )
+        return list(range(first, last + 1))
 
     def add_numbered(
         self,

@@ -6,6 +6,7 @@ session of it), against a receiver on loopback that the stack's WEBHOOK_ALLOWED_
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -307,6 +308,39 @@ class TestWhenWebhooksApply:
         assert hello(hook_stack, session_id).read_text() == "hello\n"
         assert len(receiver.calls[token]) == 1
         assert [f["data"]["decision"] for f in hooks_fired(events)] == ["deny"]
+
+    async def test_a_webhook_registered_while_the_sessions_cli_idles_applies_to_the_prompt_sent_ahead(
+        self, hook_stack: Stack, receiver: WebhookReceiver
+    ) -> None:
+        """The follow-up's prompt goes to the hookless CLI before startRun's transaction, which reads
+        the new webhook (docs/architecture.md, decision 15): that turn is undone, and the prompt is sent
+        again, once, on a CLI that has the hook."""
+        token = uuid.uuid4().hex
+        async with await tenant_client(hook_stack) as client:
+            first = await start_ok(client, prompt="no hooks yet", permissionMode="ACCEPT_EDITS")
+            session_id = first["session"]["id"]
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+            idle = hook_stack.api.services.run_manager._actors[session_id]._pump
+            assert idle is not None
+
+            await register_ok(client, receiver.url("deny", token, SECRET), ["PreToolUse"])
+            denied = await start_ok(
+                client, prompt="[scenario:write-file]", sessionId=session_id, permissionMode="ACCEPT_EDITS"
+            )
+            assert (await wait_for_run(client, denied["run"]["id"]))["status"] == "COMPLETED"
+            events = await session_events(client, session_id)
+            # A CLI of its own: the idle one, which the prompt went to first, was stopped.
+            assert hook_stack.api.services.run_manager._actors[session_id]._pump is not idle
+
+        assert not hello(hook_stack, session_id).exists()
+        assert len(receiver.calls[token]) == 1
+        assert [f["data"]["decision"] for f in hooks_fired(events)] == ["deny"]
+        [transcript] = (hook_stack.data_dir / "tenants").glob(
+            f"*/sessions/{session_id}/agent/projects/*/*.jsonl"
+        )
+        lines = [json.loads(line) for line in transcript.read_text().splitlines()]
+        prompts = [line["message"]["content"] for line in lines if line.get("type") == "user"]
+        assert prompts.count("[scenario:write-file]") == 1
 
     async def test_a_webhook_registered_after_a_new_session_applies_to_the_next_new_session(
         self, hook_stack: Stack, receiver: WebhookReceiver

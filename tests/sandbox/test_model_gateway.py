@@ -3,7 +3,8 @@ swaps it for the operator's key, forwards only the model API, and streams answer
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from api.sandbox.model_gateway import ModelGateway, Upstream
+from api.sandbox.model_gateway import ModelGateway, Pass, Upstream
 from api.uvicorn_task import UvicornTask
 
 
@@ -144,3 +145,39 @@ def test_upstream_reads_the_operators_environment() -> None:
     assert upstream.base_url == "https://models.example"
     assert upstream.auth_headers() == {"X-A": "1", "X-B": "two", "authorization": "Bearer tok"}
     assert Upstream.from_environment({}).base_url == "https://api.anthropic.com"
+
+
+async def test_a_held_pass_makes_calls_wait_for_the_begin_and_then_go_or_fail(gateway: ModelGateway) -> None:
+    """Pass.hold(): a follow-up's prompt went to its CLI while its run commits; the CLI's model call
+    waits, and goes on once the run committed, or is refused if it did not (or the pass is revoked)."""
+    committed, failed, revoked = (gateway.issue(f"session-{n}") for n in range(3))
+    for issued in (committed, failed, revoked):
+        issued.hold()
+    async with (
+        client(gateway, committed.token) as a,
+        client(gateway, failed.token) as b,
+        client(gateway, revoked.token) as c,
+    ):
+        calls = [asyncio.create_task(http.post("/v1/messages", content=b"{}")) for http in (a, b, c)]
+        # Each is at the gateway, waiting: neither answered nor refused while the begin commits.
+        await until(lambda: all(waiters(issued) for issued in (committed, failed, revoked)))
+        assert not any(call.done() for call in calls)
+        committed.settle(open=True)
+        failed.settle(open=False)
+        gateway.revoke(revoked)
+        answers = await asyncio.gather(*calls)
+    assert [answer.status_code for answer in answers] == [200, 401, 401]
+    assert answers[0].json()["x-api-key"] == "operator-key"
+
+
+def waiters(issued: Pass) -> bool:
+    settled = issued._settled
+    return settled is not None and bool(getattr(settled, "_waiters", None))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the calls did not reach the gateway"
+        await asyncio.sleep(0.01)
