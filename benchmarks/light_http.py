@@ -52,34 +52,61 @@ class LightClient:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         async with self._slots:
-            if self._idle:
+            while self._idle:
                 reader, writer = self._idle.pop()
-            else:
-                try:
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
-                except OSError as exc:
-                    raise HttpError(str(exc)) from exc
-            # The connection goes back to the pool only once its response was read whole; anything else
-            # (an error, a cancellation mid-response) closes it, so no reply is ever read by another request.
-            reusable = False
-            try:
-                writer.write(request)
-                status, body, reusable = await _response(reader)
-                return status, body
-            except _BROKEN as exc:
-                raise HttpError(repr(exc)) from exc
-            finally:
-                if reusable:
-                    self._idle.append((reader, writer))
+                if not reader.at_eof():
+                    try:
+                        return await self._exchange(reader, writer, request)
+                    except _Stale:
+                        pass  # the server closed it while idle (keep-alive timeout): another one
                 else:
                     writer.close()
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                raise HttpError(str(exc)) from exc
+            try:
+                return await self._exchange(reader, writer, request)
+            except _Stale as exc:
+                raise HttpError("the server closed a new connection without a response") from exc
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        """One request and its whole response. The connection goes back to the pool only once its
+        response was read whole; anything else (an error, a cancellation mid-response) closes it, so no
+        reply is ever read by another request. A connection the server closed before answering raises
+        _Stale, as httpx retries such a request once on another connection."""
+        reusable = False
+        try:
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    raise _Stale from exc
+                raise
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise _Stale from exc
+            status, body, reusable = await _response(head, reader)
+            return status, body
+        except _BROKEN as exc:
+            raise HttpError(repr(exc)) from exc
+        finally:
+            if reusable:
+                self._idle.append((reader, writer))
+            else:
+                writer.close()
+
+
+class _Stale(Exception):
+    """A kept-alive connection the server had closed: nothing of the request was answered."""
 
 
 _BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
 
 
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
+async def _response(head: bytes, reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     length: int | None = None
