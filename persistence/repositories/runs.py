@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,41 +20,48 @@ ACTIVE_STATUSES = ("QUEUED", "RUNNING")
 # checkpoints), read as plain rows: building, tracking and populating an ORM object for each of a
 # listing's runs (a page of 20 sessions with their first runs is a hundred-odd) was over a tenth of the
 # `sessions` query's CPU. A run's options are left out: its full option set (system prompt, MCP servers,
-# output schema…) can be large and no listed field shows it.
-LISTED: tuple[Any, ...] = (
-    Run.id,
-    Run.session_id,
-    Run.status,
-    Run.prompt,
-    Run.prompt_uuid,
-    Run.created_at,
-    Run.started_at,
-    Run.finished_at,
-    Run.error,
-    Run.cost_usd,
-    Run.usage,
-    Run.result,
+# output schema…) can be large and no listed field shows it. The listings' statements are written with
+# the table's columns, not the mapped class's attributes: a statement of the ORM's goes through its
+# compile and result setup on every execution even when it loads no object.
+_RUNS = cast(sa.Table, Run.__table__)
+LISTED: tuple[sa.Column[Any], ...] = tuple(
+    _RUNS.c[name]
+    for name in (
+        "id",
+        "session_id",
+        "status",
+        "prompt",
+        "prompt_uuid",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "cost_usd",
+        "usage",
+        "result",
+    )
 )
 # A run as a listing reads it: a row of the LISTED columns, read by the same attribute names as a Run.
 ListedRun = sa.Row[Any]
 
 
-def _first_pages() -> sa.Select[Run]:
+def _first_pages() -> sa.Select[Any]:
+    runs = _RUNS.c
     position = (
         sa.func.row_number()
-        .over(partition_by=Run.session_id, order_by=(Run.created_at, Run.id))
+        .over(partition_by=runs.session_id, order_by=(runs.created_at, runs.id))
         .label("position")
     )
     numbered = (
-        sa.select(Run.id, position)
-        .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)))
+        sa.select(runs.id, position)
+        .where(runs.session_id.in_(sa.bindparam("session_ids", expanding=True)))
         .subquery()
     )
     return (
         sa.select(*LISTED)
-        .join(numbered, numbered.c.id == Run.id)
+        .join(numbered, numbered.c.id == runs.id)
         .where(numbered.c.position <= sa.bindparam("limit"))
-        .order_by(Run.session_id, Run.created_at, Run.id)
+        .order_by(runs.session_id, runs.created_at, runs.id)
     )
 
 
@@ -63,8 +70,10 @@ def _first_pages() -> sa.Select[Run]:
 _FIRST_PAGES = _first_pages()
 _STARTED = (
     sa.select(*LISTED)
-    .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)), Run.started_at.is_not(None))
-    .order_by(Run.session_id, Run.created_at, Run.id)
+    .where(
+        _RUNS.c.session_id.in_(sa.bindparam("session_ids", expanding=True)), _RUNS.c.started_at.is_not(None)
+    )
+    .order_by(_RUNS.c.session_id, _RUNS.c.created_at, _RUNS.c.id)
 )
 
 
@@ -119,13 +128,14 @@ class RunRepository:
     ) -> Sequence[ListedRun]:
         """Oldest first, as rows of the LISTED columns; `after` is the (created_at, id) of the last run of
         the previous page."""
-        stmt = sa.select(*LISTED).where(Run.session_id == session_id)
+        runs = _RUNS.c
+        stmt = sa.select(*LISTED).where(runs.session_id == session_id)
         if after is not None:
             created_at, run_id = after
             stmt = stmt.where(
-                sa.or_(Run.created_at > created_at, sa.and_(Run.created_at == created_at, Run.id > run_id))
+                sa.or_(runs.created_at > created_at, sa.and_(runs.created_at == created_at, runs.id > run_id))
             )
-        stmt = stmt.order_by(Run.created_at, Run.id).limit(limit)
+        stmt = stmt.order_by(runs.created_at, runs.id).limit(limit)
         return (await self.session.execute(stmt)).all()
 
     async def first_pages(self, session_ids: Sequence[str], *, limit: int) -> dict[str, list[ListedRun]]:

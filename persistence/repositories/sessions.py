@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -15,18 +15,24 @@ from persistence.models import AgentSession
 
 # What a listing shows of a session (graphql_schema.types.Session.from_model), read as plain rows: a page
 # of 20 ORM objects (each built, tracked in the identity map and populated attribute by attribute) was
-# about a tenth of the `sessions` query's CPU, and a listing only reads them.
-LISTED: tuple[Any, ...] = (
-    AgentSession.id,
-    AgentSession.title,
-    AgentSession.status,
-    AgentSession.created_at,
-    AgentSession.updated_at,
-    AgentSession.last_seq,
-    AgentSession.total_cost_usd,
-    AgentSession.tags,
-    AgentSession.archived_at,
-    AgentSession.forked_from_id,
+# about a tenth of the `sessions` query's CPU, and a listing only reads them. The table's columns, not the
+# mapped class's attributes: a statement of the ORM's goes through its compile and result setup on every
+# execution even when it loads no object.
+_SESSIONS = cast(sa.Table, AgentSession.__table__).c
+LISTED: tuple[sa.Column[Any], ...] = tuple(
+    _SESSIONS[name]
+    for name in (
+        "id",
+        "title",
+        "status",
+        "created_at",
+        "updated_at",
+        "last_seq",
+        "total_cost_usd",
+        "tags",
+        "archived_at",
+        "forked_from_id",
+    )
 )
 # A session as a listing reads it: a row of the LISTED columns, read by the same attribute names.
 ListedSession = sa.Row[Any]
@@ -82,6 +88,13 @@ class SessionRepository:
         row = await self.session.get(AgentSession, session_id, populate_existing=True)
         if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
             return None
+        return row
+
+    async def find(self, session_id: str, *, tenant_id: str) -> ListedSession | None:
+        """The session as a listing reads it (a row of the LISTED columns), or None when it does not exist
+        or belongs to another tenant: for the `session` query, which only reads it."""
+        values = {"session_id": session_id, "tenant_id": tenant_id}
+        row: ListedSession | None = (await self.session.execute(_ONE, values)).first()
         return row
 
     async def get_many(self, ids: Sequence[str], *, tenant_id: str) -> Sequence[AgentSession]:
@@ -251,24 +264,26 @@ def _matching(stmt: SelectT, query: SessionQuery, dialect: str) -> SelectT:
 # `list`'s unfiltered statements, built once: building one and SQLAlchemy's cache key for it (which a
 # statement object keeps) on every listing was a few per cent of the `sessions` query's CPU. The same
 # statements as `listing` builds for a query without filters.
-_NEWEST_FIRST = (AgentSession.created_at.desc(), AgentSession.id.desc())
+_NEWEST_FIRST = (_SESSIONS.created_at.desc(), _SESSIONS.id.desc())
 _FIRST_PAGE = (
     sa.select(*LISTED)
-    .where(AgentSession.tenant_id == sa.bindparam("tenant_id"))
+    .where(_SESSIONS.tenant_id == sa.bindparam("tenant_id"))
     .order_by(*_NEWEST_FIRST)
     .limit(sa.bindparam("limit"))
 )
 _PAGE_AFTER = (
     sa.select(*LISTED)
-    .where(AgentSession.tenant_id == sa.bindparam("tenant_id"))
+    .where(_SESSIONS.tenant_id == sa.bindparam("tenant_id"))
     .where(
         sa.or_(
-            AgentSession.created_at < sa.bindparam("created_at"),
-            sa.and_(
-                AgentSession.created_at == sa.bindparam("created_at"), AgentSession.id < sa.bindparam("id")
-            ),
+            _SESSIONS.created_at < sa.bindparam("created_at"),
+            sa.and_(_SESSIONS.created_at == sa.bindparam("created_at"), _SESSIONS.id < sa.bindparam("id")),
         )
     )
     .order_by(*_NEWEST_FIRST)
     .limit(sa.bindparam("limit"))
+)
+# `find`'s statement: one session of a tenant, as a listing reads it.
+_ONE = sa.select(*LISTED).where(
+    _SESSIONS.id == sa.bindparam("session_id"), _SESSIONS.tenant_id == sa.bindparam("tenant_id")
 )
