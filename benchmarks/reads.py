@@ -23,6 +23,13 @@ Requests are sent open-loop on a fixed schedule and latency is counted from the 
 so a server that falls behind is charged for the queue (no coordinated omission). The client shares the
 2 cores with the server: the figures are a floor. Results go to benchmarks/results/reads-<time>.json.
 
+The load client is benchmarks/light_http.py (keep-alive HTTP/1.1 over asyncio streams), not httpx, since
+the 28 November 2026 revision: httpx spent CPU per request on the cores the server needs. The queries, the
+schedule and what a latency is (from the time a request was due until its full response was read; a
+request counts only with status 200 and no `errors`) are the same, but figures before and after that
+change are from different instruments: compare rows of one invocation. The client's own CPU per request
+is reported beside the server's.
+
     .venv/bin/python -m benchmarks.reads --compare main [--stores embedded]
 
 measures another revision's server against this tree's instead, both with the caches on, on the same
@@ -48,10 +55,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import orjson
 import sqlalchemy as sa
 
 from api.auth import create_key
+from benchmarks.light_http import HttpError, LightClient
 from benchmarks.revisions import checkout, server_command
 from persistence.database import Database
 from persistence.migrations import upgrade_head
@@ -142,6 +150,9 @@ class Row:
     # The server process's CPU time (user + system) over the step, per request answered: what bounds
     # the rate on a machine of its own, and far less noisy than latency on a shared one.
     server_cpu_ms_per_request: float
+    # The benchmark process's own CPU time over the step, per request: the load client's share of the cores
+    # it shares with the server.
+    client_cpu_ms_per_request: float = 0.0
 
 
 @dataclass
@@ -291,8 +302,15 @@ def _request(kind: str, seeded: Seeded, rng: random.Random) -> dict[str, Any]:
     return {"query": EVENTS, "variables": {"sessionId": session_id, "afterSeq": after}}
 
 
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:  # what orjson refuses (an integer past 64 bits) the standard library reads
+        return json.loads(body)
+
+
 async def load(
-    http: httpx.AsyncClient,
+    http: LightClient,
     seeded: Seeded,
     rate: float,
     seconds: float,
@@ -308,9 +326,9 @@ async def load(
     async def one(i: int, due: float) -> None:
         kind = kinds[i % len(kinds)]
         try:
-            response = await http.post("/graphql", json=_request(kind, seeded, rng))
-            ok = response.status_code == 200 and not response.json().get("errors")
-        except httpx.HTTPError:
+            status, body = await http.post_json("/graphql", _request(kind, seeded, rng))
+            ok = status == 200 and not _json(body).get("errors")
+        except HttpError:
             ok = False
         if ok:
             latencies.by_query[kind].append((loop.time() - due) * 1000)
@@ -339,7 +357,9 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def row(configuration: str, rate: float, seconds: float, latencies: Latencies, cpu: float) -> Row:
+def row(
+    configuration: str, rate: float, seconds: float, latencies: Latencies, cpu: float, client_cpu: float
+) -> Row:
     def figures(q: float) -> dict[str, float]:
         return {kind: round(percentile(values, q), 1) for kind, values in latencies.by_query.items()}
 
@@ -354,6 +374,7 @@ def row(configuration: str, rate: float, seconds: float, latencies: Latencies, c
         p99_ms=figures(0.99),
         overall_p95_ms=round(percentile(latencies.all(), 0.95), 1),
         server_cpu_ms_per_request=round(cpu * 1000 / max(1, len(latencies.all())), 2),
+        client_cpu_ms_per_request=round(client_cpu * 1000 / max(1, len(latencies.all())), 2),
     )
 
 
@@ -378,32 +399,31 @@ async def server(work: Path, env: dict[str, str], source: Path | None = None) ->
 async def step(
     configuration: str,
     api: ApiServer,
-    http: httpx.AsyncClient,
+    http: LightClient,
     seeded: Seeded,
     rate: float,
     seconds: float,
     rng: random.Random,
     kinds: tuple[str, ...] = QUERIES,
 ) -> Row:
-    before = cpu_seconds(api.pid)
+    before, client_before = cpu_seconds(api.pid), time.process_time()
     latencies = await load(http, seeded, rate, seconds, rng, kinds)
-    return row(configuration, rate, seconds, latencies, cpu_seconds(api.pid) - before)
+    client = time.process_time() - client_before
+    return row(configuration, rate, seconds, latencies, cpu_seconds(api.pid) - before, client)
 
 
 async def measure(
     configuration: str, api: ApiServer, seeded: Seeded, rate: float, seconds: float, ladder: list[float]
 ) -> Outcome:
     rng = random.Random(7)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     headers = {"Authorization": f"Bearer {seeded.key}"}
-    async with httpx.AsyncClient(
-        base_url=api.base_url, headers=headers, limits=limits, timeout=30, trust_env=False
-    ) as http:
+    async with LightClient(api.base_url, headers, max_connections=100) as http:
         await load(http, seeded, rate=20, seconds=2, rng=rng)  # warm: connections, pools, caches
         fixed = await step(configuration, api, http, seeded, rate, seconds, rng)
         print(
             f"  {configuration}: {rate:g}/s p95 {fixed.overall_p95_ms} ms, "
-            f"server CPU {fixed.server_cpu_ms_per_request} ms/request",
+            f"server CPU {fixed.server_cpu_ms_per_request} ms/request, "
+            f"client CPU {fixed.client_cpu_ms_per_request} ms/request",
             flush=True,
         )
         alone = {}
@@ -526,7 +546,9 @@ async def main(args: argparse.Namespace) -> list[Outcome]:
 def report(outcomes: list[Outcome]) -> str:
     lines = []
     header = f"{'configuration':24} {'query':9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
-    cpu_header = f"{'configuration':24} {'mix':>6} " + " ".join(f"{q:>9}" for q in QUERIES) + "  req/s/core"
+    cpu_header = (
+        f"{'configuration':24} {'mix':>6} " + " ".join(f"{q:>9}" for q in QUERIES) + "  req/s/core  client"
+    )
     rate = outcomes[0].fixed.rate if outcomes else 0
     lines += [f"At {rate:g} requests/s (the three queries in turn):", header, "-" * len(header)]
     for outcome in outcomes:
@@ -538,15 +560,17 @@ def report(outcomes: list[Outcome]) -> str:
             )
     lines += [
         "",
-        f"Server CPU ms per request at {rate:g} requests/s (each query alone too), and the rate one core",
-        "would sustain at the mix's cost:",
+        f"Server CPU ms per request at {rate:g} requests/s (each query alone too), the rate one core",
+        "would sustain at the mix's cost, and the load client's own CPU ms per request of the mix:",
         cpu_header,
         "-" * len(cpu_header),
     ]
     for outcome in outcomes:
         mix = outcome.fixed.server_cpu_ms_per_request
         alone = " ".join(f"{outcome.cpu_ms_per_query[q]:>9.2f}" for q in QUERIES)
-        lines.append(f"{outcome.configuration:24} {mix:>6.2f} {alone}  {1000 / mix if mix else 0:>10.0f}")
+        client = outcome.fixed.client_cpu_ms_per_request
+        per_core = 1000 / mix if mix else 0
+        lines.append(f"{outcome.configuration:24} {mix:>6.2f} {alone}  {per_core:>10.0f}  {client:>6.2f}")
     lines += [
         "",
         f"Highest rate of the mix (requests/s) with every request answered and p95 < {TARGET_P95_MS:g} ms, "

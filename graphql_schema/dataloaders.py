@@ -28,8 +28,7 @@ from strawberry.types.graphql import OperationType
 
 from persistence.database import Database
 from persistence.models import AgentSession
-from persistence.models import Run as RunModel
-from persistence.repositories.runs import RunRepository
+from persistence.repositories.runs import ListedRun, RunRepository
 from persistence.repositories.sessions import SessionRepository
 
 if TYPE_CHECKING:
@@ -56,8 +55,8 @@ class Loaders:
         # The shared session serves one statement sequence at a time; root fields and loaders take turns.
         self._session_lock = asyncio.Lock()
         self.session: DataLoader[str, AgentSession | None] = DataLoader(self._sessions, cache=cache)
-        self.runs_page: DataLoader[RunsPage, list[RunModel]] = DataLoader(self._runs_pages, cache=cache)
-        self.started_runs: DataLoader[str, list[RunModel]] = DataLoader(self._started_runs, cache=cache)
+        self.runs_page: DataLoader[RunsPage, list[ListedRun]] = DataLoader(self._runs_pages, cache=cache)
+        self.started_runs: DataLoader[str, list[ListedRun]] = DataLoader(self._started_runs, cache=cache)
         self.queue_position: DataLoader[tuple[datetime, str], int] = DataLoader(
             self._queue_positions, cache=cache
         )
@@ -91,10 +90,10 @@ class Loaders:
         by_id = {row.id: row for row in rows}
         return [by_id.get(session_id) for session_id in ids]
 
-    async def _runs_pages(self, keys: list[RunsPage]) -> Sequence[list[RunModel]]:
+    async def _runs_pages(self, keys: list[RunsPage]) -> Sequence[list[ListedRun]]:
         # First pages (the usual case) share one statement per page size; a page after a cursor is its
         # own query, since each session's cursor differs.
-        found: dict[RunsPage, list[RunModel]] = {}
+        found: dict[RunsPage, list[ListedRun]] = {}
         firsts: defaultdict[int, list[str]] = defaultdict(list)
         async with self.reading() as db:
             runs = RunRepository(db)
@@ -111,7 +110,7 @@ class Loaders:
                     found[RunsPage(session_id, None, limit)] = page
         return [found[key] for key in keys]
 
-    async def _started_runs(self, session_ids: list[str]) -> Sequence[list[RunModel]]:
+    async def _started_runs(self, session_ids: list[str]) -> Sequence[list[ListedRun]]:
         async with self.reading() as db:
             found = await RunRepository(db).started_for_sessions(session_ids)
         return [found[session_id] for session_id in session_ids]

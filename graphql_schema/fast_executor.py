@@ -27,18 +27,19 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from graphql import GraphQLObjectType, GraphQLOutputType, Undefined
+from graphql import GraphQLField, GraphQLObjectType, GraphQLOutputType, Undefined
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, gather_with_cancel
 from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
+from graphql_schema.fast_paths import DirectCall, value_shape
 from graphql_schema.fast_paths import Shape as _Shape
-from graphql_schema.fast_paths import value_shape
 
 # How a field of a plan is executed.
-_TYPENAME, _LEAF, _VALUE, _GENERIC = range(4)
+_TYPENAME, _LEAF, _VALUE, _CALL, _GENERIC = range(5)
 # A plan entry: (response name, the field's details, how, what that needs).
 _Step = tuple[str, FieldDetailsList, int, Any]
 _MISS = object()  # "not in place": graphql-core's execute_field takes the field
@@ -120,6 +121,14 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
                 elif how == _TYPENAME:
                     results[response_name] = need
                     continue
+                elif how == _CALL:
+                    value = self._call(
+                        parent_type, source_value, path, response_name, details, need, position_context
+                    )
+                    results[response_name] = value
+                    if is_awaitable(value):
+                        awaitable_fields.append(response_name)
+                    continue
                 elif how == _VALUE:
                     value = self._value(
                         parent_type, source_value, path, response_name, details, need, position_context
@@ -186,6 +195,9 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
             if field_def is TypeNameMetaFieldDef:
                 # Its resolver answers `info.parent_type.name`, a String! that is already a str.
                 how, need = _TYPENAME, parent_type.name
+            elif field_def is not None and (call := getattr(field_def.resolve, "_call", None)) is not None:
+                need = self._call_plan(field_def, details, call)
+                how = _CALL if need is not None else _GENERIC
             elif field_def is not None and not any(d.node.arguments for d in details):
                 leaf = getattr(field_def.resolve, "_leaf", None)
                 value = getattr(field_def.resolve, "_value", None)
@@ -198,6 +210,72 @@ class FastLeafExecutor(StrawberryGraphQLCoreExecutionContext):
                     how, need = _VALUE, (*value, field_def.type)
             plan.append((response_name, details, how, need))
         return plan
+
+    def _call_plan(self, field_def: GraphQLField, details: FieldDetailsList, call: DirectCall) -> Any:
+        """How to call a resolver fast_paths.call_resolvers_directly marked, with its arguments as
+        graphql-core coerces them (they depend on the operation's variables only, so once per plan) and
+        named as Strawberry names them; None when coercing them fails (graphql-core's own path reports it
+        at every place the field is executed)."""
+        first = details[0]
+        try:
+            if field_def.args or first.node.arguments:
+                args = get_argument_values(
+                    field_def,
+                    first.node,
+                    self.variable_values,
+                    first.fragment_variable_values,
+                    self.hide_suggestions,
+                )
+            else:
+                args = {}
+        except Exception:
+            return None
+        function, pass_source, info_name, info_class, field, names = call
+        kwargs = {python: args[name] for name, python in names if name in args}
+        return (
+            field_def,
+            [d.node for d in details],
+            function,
+            pass_source,
+            info_name,
+            info_class,
+            field,
+            kwargs,
+        )
+
+    def _call(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        path: Path | None,
+        response_name: str,
+        details: FieldDetailsList,
+        need: Any,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's execute_field for a resolver marked by fast_paths.call_resolvers_directly: the
+        resolver's function called as Strawberry calls it (the source first, its Info, its arguments), and
+        what it returns completed and its errors handled as graphql-core does."""
+        field_def, field_nodes, function, pass_source, info_name, info_class, field, kwargs = need
+        field_path = Path(path, response_name, parent_type.name)
+        info = self.build_resolve_info(field_def, field_nodes, parent_type, field_path)
+        return_type = field_def.type
+        try:
+            arguments = dict(kwargs)  # the resolver's own, as Strawberry's are for every call
+            if info_name is not None:
+                arguments[info_name] = info_class(_raw_info=info, _field=field)
+            result = function(source, **arguments) if pass_source else function(**arguments)
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(
+                    return_type, details, info, field_path, result, position_context
+                )
+            completed = self.complete_value(return_type, details, info, field_path, result, position_context)
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, details, field_path)
+            return completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, details, field_path)
+            return None
 
     def _value(
         self,

@@ -16,6 +16,16 @@ Plain fields are marked for graphql_schema/fast_executor.py, which completes the
 enum field with how to read and coerce it (`_leaf`), a field of an object type, a union told by class
 or a list of those with the object types its values complete as (`_value`).
 
+An async resolver with plain scalar arguments (a connection's `runs(first:)`, `checkpoints`, the root
+fields) called without Strawberry's layers around it (`call_resolvers_directly`): for each call Strawberry
+builds its Info, wraps the resolver's coroutine in one of its own, converts the arguments, chains the
+field's extensions (none) and goes through `get_result` and the resolver object's `__call__`, all to call
+the function with the source, the Info and the arguments. A listing's `runs(first: 5)` runs that once per
+session. fast_executor.py calls the marked function itself, with the arguments graphql-core coerced once
+per operation and named as Strawberry names them; a field with an extension (permission classes are one),
+an exception handler, a `root`/`parent` parameter or any argument Strawberry would convert keeps
+Strawberry's resolver.
+
 Arguments that are all plain scalars (`first: Int`, `after: String`…) passed on as they came: for each
 call of a resolver with arguments (a listing's `runs(first:)`, once per session) Strawberry's
 `convert_arguments` walks every argument's type (optional? Maybe? list? input? enum? GlobalID?) to find
@@ -45,12 +55,14 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.arguments import StrawberryArgument
 from strawberry.types.base import StrawberryMaybe, StrawberryObjectDefinition, StrawberryOptional
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
+from strawberry.types.field import StrawberryField
 
 
 def apply_fast_paths(schema: Schema) -> None:
     resolve_unions_by_class(schema)
     resolve_plain_fields_directly(schema)
     convert_scalar_arguments()
+    call_resolvers_directly(schema)
 
 
 def resolve_plain_fields_directly(schema: Schema) -> None:
@@ -200,3 +212,48 @@ def _plan(arguments: list[StrawberryArgument], scalar_registry: Any, config: Str
             return None
         names.append((config.name_converter.from_argument(argument), argument.python_name))
     return tuple(names)
+
+
+# (the resolver's function, pass the source first?, the Info parameter's name or None, the Info class,
+# the Strawberry field, the arguments' (GraphQL name, Python name) pairs)
+DirectCall = tuple[Callable[..., Any], bool, str | None, type, StrawberryField, tuple[tuple[str, str], ...]]
+
+
+def call_resolvers_directly(schema: Schema) -> None:
+    """Mark every async resolver Strawberry would only call (see the module) with how to call it."""
+    converter = schema.schema_converter
+    handlers_of = getattr(converter, "_get_field_exception_handlers", None)
+    if handlers_of is None:  # a Strawberry this was not written against: keep its resolvers
+        return
+    for concrete in converter.type_map.values():
+        definition = concrete.definition
+        if not isinstance(definition, StrawberryObjectDefinition) or definition.is_input:
+            continue
+        fields = getattr(concrete.implementation, "fields", {})
+        for field in definition.fields:
+            graphql_field = fields.get(schema.config.name_converter.get_graphql_name(field))
+            if graphql_field is None or getattr(graphql_field.resolve, "__name__", "") != "_async_resolver":
+                continue
+            resolver = field.base_resolver
+            if (
+                resolver is None
+                or field.extensions
+                or not field.is_async
+                or handlers_of(field)
+                or resolver.root_parameter is not None
+                or resolver.parent_parameter is not None
+                or not callable(resolver.wrapped_func)
+            ):
+                continue
+            arguments = _plan(field.arguments, converter.scalar_registry, schema.config)
+            if arguments is None:
+                continue
+            info = resolver.info_parameter
+            graphql_field.resolve._call = (
+                resolver.wrapped_func,
+                resolver.self_parameter is not None,
+                info.name if info is not None else None,
+                schema.config.info_class,
+                field,
+                arguments,
+            )

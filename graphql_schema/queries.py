@@ -43,7 +43,7 @@ class Query:
     ) -> Session | None:
         principal = info.context.require_principal()
         async with info.context.loaders.reading() as db:
-            row = await SessionRepository(db).get(str(id), tenant_id=principal.tenant_id)
+            row = await SessionRepository(db).find(str(id), tenant_id=principal.tenant_id)
         return Session.from_model(row) if row else None
 
     @strawberry.field(description="The caller's sessions, newest first.")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession, Run
@@ -17,29 +16,52 @@ from persistence.repositories.leases import LeaseRepository
 ACTIVE_STATUSES = ("QUEUED", "RUNNING")
 
 
-# The listings (the GraphQL loaders) leave out a run's options: a run's full option set (system prompt,
-# MCP servers, output schema…) can be large and no listed field shows it. Raising, not lazy-loading, if
-# anything touches it (a lazy load cannot run on an async session anyway).
-_LISTING = orm.defer(Run.options, raiseload=True)
+# What the listings (the GraphQL loaders) show of a run (graphql_schema.types.Run.from_model and its
+# checkpoints), read as plain rows: building, tracking and populating an ORM object for each of a
+# listing's runs (a page of 20 sessions with their first runs is a hundred-odd) was over a tenth of the
+# `sessions` query's CPU. A run's options are left out: its full option set (system prompt, MCP servers,
+# output schema…) can be large and no listed field shows it. The listings' statements are written with
+# the table's columns, not the mapped class's attributes: a statement of the ORM's goes through its
+# compile and result setup on every execution even when it loads no object.
+_RUNS = cast(sa.Table, Run.__table__)
+LISTED: tuple[sa.Column[Any], ...] = tuple(
+    _RUNS.c[name]
+    for name in (
+        "id",
+        "session_id",
+        "status",
+        "prompt",
+        "prompt_uuid",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "cost_usd",
+        "usage",
+        "result",
+    )
+)
+# A run as a listing reads it: a row of the LISTED columns, read by the same attribute names as a Run.
+ListedRun = sa.Row[Any]
 
 
-def _first_pages() -> sa.Select[Run]:
+def _first_pages() -> sa.Select[Any]:
+    runs = _RUNS.c
     position = (
         sa.func.row_number()
-        .over(partition_by=Run.session_id, order_by=(Run.created_at, Run.id))
+        .over(partition_by=runs.session_id, order_by=(runs.created_at, runs.id))
         .label("position")
     )
     numbered = (
-        sa.select(Run.id, position)
-        .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)))
+        sa.select(runs.id, position)
+        .where(runs.session_id.in_(sa.bindparam("session_ids", expanding=True)))
         .subquery()
     )
     return (
-        sa.select(Run)
-        .options(_LISTING)
-        .join(numbered, numbered.c.id == Run.id)
+        sa.select(*LISTED)
+        .join(numbered, numbered.c.id == runs.id)
         .where(numbered.c.position <= sa.bindparam("limit"))
-        .order_by(Run.session_id, Run.created_at, Run.id)
+        .order_by(runs.session_id, runs.created_at, runs.id)
     )
 
 
@@ -47,10 +69,11 @@ def _first_pages() -> sa.Select[Run]:
 # cache key for it, which a statement object keeps) took more CPU than running it on a read.
 _FIRST_PAGES = _first_pages()
 _STARTED = (
-    sa.select(Run)
-    .options(_LISTING)
-    .where(Run.session_id.in_(sa.bindparam("session_ids", expanding=True)), Run.started_at.is_not(None))
-    .order_by(Run.session_id, Run.created_at, Run.id)
+    sa.select(*LISTED)
+    .where(
+        _RUNS.c.session_id.in_(sa.bindparam("session_ids", expanding=True)), _RUNS.c.started_at.is_not(None)
+    )
+    .order_by(_RUNS.c.session_id, _RUNS.c.created_at, _RUNS.c.id)
 )
 
 
@@ -102,34 +125,36 @@ class RunRepository:
 
     async def list_for_session(
         self, session_id: str, *, after: tuple[datetime, str] | None, limit: int
-    ) -> Sequence[Run]:
-        """Oldest first; `after` is the (created_at, id) of the last run of the previous page."""
-        stmt = sa.select(Run).options(_LISTING).where(Run.session_id == session_id)
+    ) -> Sequence[ListedRun]:
+        """Oldest first, as rows of the LISTED columns; `after` is the (created_at, id) of the last run of
+        the previous page."""
+        runs = _RUNS.c
+        stmt = sa.select(*LISTED).where(runs.session_id == session_id)
         if after is not None:
             created_at, run_id = after
             stmt = stmt.where(
-                sa.or_(Run.created_at > created_at, sa.and_(Run.created_at == created_at, Run.id > run_id))
+                sa.or_(runs.created_at > created_at, sa.and_(runs.created_at == created_at, runs.id > run_id))
             )
-        stmt = stmt.order_by(Run.created_at, Run.id).limit(limit)
-        return (await self.session.execute(stmt)).scalars().all()
+        stmt = stmt.order_by(runs.created_at, runs.id).limit(limit)
+        return (await self.session.execute(stmt)).all()
 
-    async def first_pages(self, session_ids: Sequence[str], *, limit: int) -> dict[str, list[Run]]:
-        """The first `limit` runs of each session, oldest first, in one statement (a window per session)."""
+    async def first_pages(self, session_ids: Sequence[str], *, limit: int) -> dict[str, list[ListedRun]]:
+        """The first `limit` runs of each session, oldest first, in one statement (a window per session),
+        as rows of the LISTED columns."""
         if not session_ids:
             return {}
-        pages: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
-        result = await self.session.execute(
-            _FIRST_PAGES, {"session_ids": list(session_ids), "limit": limit}
-        )
-        for run in result.scalars():
+        pages: dict[str, list[ListedRun]] = {session_id: [] for session_id in session_ids}
+        result = await self.session.execute(_FIRST_PAGES, {"session_ids": list(session_ids), "limit": limit})
+        for run in result:
             pages[run.session_id].append(run)
         return pages
 
-    async def started_for_sessions(self, session_ids: Sequence[str]) -> dict[str, list[Run]]:
-        """Every run of each session that has started (its checkpoints), oldest first."""
-        found: dict[str, list[Run]] = {session_id: [] for session_id in session_ids}
+    async def started_for_sessions(self, session_ids: Sequence[str]) -> dict[str, list[ListedRun]]:
+        """Every run of each session that has started (its checkpoints), oldest first, as rows of the
+        LISTED columns."""
+        found: dict[str, list[ListedRun]] = {session_id: [] for session_id in session_ids}
         result = await self.session.execute(_STARTED, {"session_ids": list(session_ids)})
-        for run in result.scalars():
+        for run in result:
             found[run.session_id].append(run)
         return found
 

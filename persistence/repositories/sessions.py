@@ -5,13 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from persistence.models import AgentSession
+
+# What a listing shows of a session (graphql_schema.types.Session.from_model), read as plain rows: a page
+# of 20 ORM objects (each built, tracked in the identity map and populated attribute by attribute) was
+# about a tenth of the `sessions` query's CPU, and a listing only reads them. The table's columns, not the
+# mapped class's attributes: a statement of the ORM's goes through its compile and result setup on every
+# execution even when it loads no object.
+_SESSIONS = cast(sa.Table, AgentSession.__table__).c
+LISTED: tuple[sa.Column[Any], ...] = tuple(
+    _SESSIONS[name]
+    for name in (
+        "id",
+        "title",
+        "status",
+        "created_at",
+        "updated_at",
+        "last_seq",
+        "total_cost_usd",
+        "tags",
+        "archived_at",
+        "forked_from_id",
+    )
+)
+# A session as a listing reads it: a row of the LISTED columns, read by the same attribute names.
+ListedSession = sa.Row[Any]
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,13 @@ class SessionRepository:
             return None
         return row
 
+    async def find(self, session_id: str, *, tenant_id: str) -> ListedSession | None:
+        """The session as a listing reads it (a row of the LISTED columns), or None when it does not exist
+        or belongs to another tenant: for the `session` query, which only reads it."""
+        values = {"session_id": session_id, "tenant_id": tenant_id}
+        row: ListedSession | None = (await self.session.execute(_ONE, values)).first()
+        return row
+
     async def get_many(self, ids: Sequence[str], *, tenant_id: str) -> Sequence[AgentSession]:
         result = await self.session.execute(
             sa.select(AgentSession).where(AgentSession.id.in_(ids), AgentSession.tenant_id == tenant_id)
@@ -74,25 +105,27 @@ class SessionRepository:
 
     async def list(
         self, query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int
-    ) -> Sequence[AgentSession]:
-        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+    ) -> Sequence[ListedSession]:
+        """Newest first, as rows of the LISTED columns; `after` is the (created_at, id) of the last row of
+        the previous page."""
         if query == SessionQuery(tenant_id=query.tenant_id):
             # Unfiltered (what most listings are): a statement built once, its values as parameters.
             values: dict[str, Any] = {"tenant_id": query.tenant_id, "limit": limit}
             if after is None:
-                return (await self.session.execute(_FIRST_PAGE, values)).scalars().all()
+                return (await self.session.execute(_FIRST_PAGE, values)).all()
             values["created_at"], values["id"] = after
-            return (await self.session.execute(_PAGE_AFTER, values)).scalars().all()
+            return (await self.session.execute(_PAGE_AFTER, values)).all()
         dialect = self.session.get_bind().dialect.name
         statement = self.listing(query, after=after, limit=limit, dialect=dialect)
-        return (await self.session.execute(statement)).scalars().all()
+        rows: Sequence[ListedSession] = (await self.session.execute(statement)).all()
+        return rows
 
     @staticmethod
     def listing(
         query: SessionQuery, *, after: tuple[datetime, str] | None, limit: int, dialect: str = "sqlite"
-    ) -> sa.Select[AgentSession]:
+    ) -> sa.Select[Any]:
         """The statement of `list`, ordered as ix_sessions_tenant_id_created_at_id is, so no sort."""
-        stmt = _matching(sa.select(AgentSession), query, dialect)
+        stmt = _matching(sa.select(*LISTED), query, dialect)
         if after is not None:
             created_at, session_id = after
             stmt = stmt.where(
@@ -231,24 +264,26 @@ def _matching(stmt: SelectT, query: SessionQuery, dialect: str) -> SelectT:
 # `list`'s unfiltered statements, built once: building one and SQLAlchemy's cache key for it (which a
 # statement object keeps) on every listing was a few per cent of the `sessions` query's CPU. The same
 # statements as `listing` builds for a query without filters.
-_NEWEST_FIRST = (AgentSession.created_at.desc(), AgentSession.id.desc())
+_NEWEST_FIRST = (_SESSIONS.created_at.desc(), _SESSIONS.id.desc())
 _FIRST_PAGE = (
-    sa.select(AgentSession)
-    .where(AgentSession.tenant_id == sa.bindparam("tenant_id"))
+    sa.select(*LISTED)
+    .where(_SESSIONS.tenant_id == sa.bindparam("tenant_id"))
     .order_by(*_NEWEST_FIRST)
     .limit(sa.bindparam("limit"))
 )
 _PAGE_AFTER = (
-    sa.select(AgentSession)
-    .where(AgentSession.tenant_id == sa.bindparam("tenant_id"))
+    sa.select(*LISTED)
+    .where(_SESSIONS.tenant_id == sa.bindparam("tenant_id"))
     .where(
         sa.or_(
-            AgentSession.created_at < sa.bindparam("created_at"),
-            sa.and_(
-                AgentSession.created_at == sa.bindparam("created_at"), AgentSession.id < sa.bindparam("id")
-            ),
+            _SESSIONS.created_at < sa.bindparam("created_at"),
+            sa.and_(_SESSIONS.created_at == sa.bindparam("created_at"), _SESSIONS.id < sa.bindparam("id")),
         )
     )
     .order_by(*_NEWEST_FIRST)
     .limit(sa.bindparam("limit"))
+)
+# `find`'s statement: one session of a tenant, as a listing reads it.
+_ONE = sa.select(*LISTED).where(
+    _SESSIONS.id == sa.bindparam("session_id"), _SESSIONS.tenant_id == sa.bindparam("tenant_id")
 )

@@ -521,3 +521,103 @@ async def test_a_subscriptions_plans_do_not_grow_with_its_events(monkeypatch: py
     assert len(executors) == 1
     assert len(executors[0]._plans) == 0
     assert len(executors[0]._relevant_sub_fields) == 0
+
+
+# Async resolvers called directly (fast_paths.call_resolvers_directly): the same answers and errors as
+# Strawberry's resolver chain and graphql-core's field execution, and only the fields it may call.
+
+
+class Denied(strawberry.BasePermission):
+    message = "denied"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return False
+
+
+@strawberry.type
+class Page:
+    tag: str
+
+    @strawberry.field
+    async def items(
+        self, info: strawberry.Info, first: int | None = 2, after: str | None = None
+    ) -> list[Block]:
+        return [Block(text=f"{self.tag}:{info.path.key}:{after}", size=n) for n in range(first or 0)]
+
+    @strawberry.field
+    async def count(self, first: int = 1) -> int:
+        return first * 10
+
+    @strawberry.field
+    async def fails(self, first: int | None = None) -> str:
+        raise RuntimeError(f"failed with {first}")
+
+    @strawberry.field
+    async def missing(self) -> str:
+        return None  # type: ignore[return-value]
+
+    @strawberry.field
+    async def by_root(self, root: Any, first: int = 1) -> str:
+        return f"{root.tag}:{first}"
+
+    @strawberry.field(permission_classes=[Denied])
+    async def guarded(self, first: int = 1) -> str:
+        return "never"
+
+    @strawberry.field
+    async def picked(self, pick: Pick | None = None) -> str:
+        return repr(pick)
+
+
+@strawberry.type
+class CallsQuery:
+    @strawberry.field
+    async def pages(self, info: strawberry.Info, count: int = 2) -> list[Page]:
+        return [Page(tag=f"{info.field_name}{n}") for n in range(count)]
+
+    @strawberry.field
+    async def wrong(self) -> int:
+        return "not a number"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("document", "variables"),
+    [
+        ("{ pages { tag items { text size } count } }", None),
+        ('{ pages(count: 3) { items(first: 1, after: "c") { text } count(first: 4) } }', None),
+        ("query($n: Int, $f: Int) { pages(count: $n) { items(first: $f) { text } } }", {"n": 2, "f": 3}),
+        ("query($f: Int) { pages { items(first: $f) { text } } }", {}),
+        ("query($f: Int!) { pages { count(first: $f) } }", {"f": 5}),
+        ("{ pages { fails(first: 2) tag } }", None),
+        ("{ pages { missing } }", None),
+        ("{ pages { byRoot(first: 3) guarded } }", None),
+        ('{ pages { picked(pick: {name: "p"}) } wrong }', None),
+        ("{ pages { a: items(first: 1) { text } b: items(first: 2) { size } } }", None),
+    ],
+)
+async def test_direct_resolvers_answer_as_strawberrys_resolvers(
+    document: str, variables: dict[str, Any] | None
+) -> None:
+    def outcome(result: Any) -> tuple[Any, list[Any]]:
+        return result.data, sorted(str(error.formatted) for error in result.errors or ())
+
+    def schema(executor: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.Schema:
+        built = strawberry.Schema(query=CallsQuery, execution_context_class=executor)
+        apply_fast_paths(built)
+        return built
+
+    fast = await schema(FastLeafExecutor).execute(document, variable_values=variables)
+    with generic_leaves():
+        generic = await schema(FastLeafExecutor).execute(document, variable_values=variables)
+    plain = await schema(StrawberryGraphQLCoreExecutionContext).execute(document, variable_values=variables)
+    assert outcome(fast) == outcome(generic) == outcome(plain)
+
+
+async def test_only_plain_async_resolvers_are_called_directly(long_way: list[str]) -> None:
+    document = "{ pages { items(first: 1) { text } count fails missing byRoot guarded picked } }"
+    schema = strawberry.Schema(query=CallsQuery, execution_context_class=FastLeafExecutor)
+    apply_fast_paths(schema)
+    result = await schema.execute(document)
+    assert result.data is None  # `missing` is a null for a String!: the page, then the list, then data
+    # A `root` parameter, a permission class (an extension) and an input argument keep Strawberry's resolver.
+    assert long_way == ["byRoot", "guarded", "picked"] * 2
