@@ -51,7 +51,7 @@ _APPEND_PG = sa.text(_APPEND_ONE_STATEMENT.format(fence=""))
 _APPEND_PG_FENCED = sa.text(
     _APPEND_ONE_STATEMENT.format(fence=" AND lease_owner = :owner AND lease_token = :token")
 )
-_EVENTS = cast(sa.Table, Event.__table__)
+_EVENTS_TABLE = cast(sa.Table, Event.__table__)
 
 
 class EventRepository:
@@ -148,7 +148,7 @@ class EventRepository:
             raise sa.exc.NoResultFound(f"no session {session_id}")
         first = last - len(items) + 1
         await self.session.execute(
-            sa.insert(_EVENTS),
+            sa.insert(_EVENTS_TABLE),
             [
                 {
                     "session_id": session_id,
