@@ -35,11 +35,12 @@ any other field still has Strawberry's conversion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from graphql import (
     GraphQLAbstractType,
+    GraphQLField,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -69,6 +70,16 @@ def resolve_plain_fields_directly(schema: Schema) -> None:
     """Replace Strawberry's resolver of every plain field with a direct `getattr` of its Python name."""
     if schema.config.default_resolver is not getattr:
         return
+    # Only what Strawberry itself serves by its basic-field path (no resolver, no extension, no exception
+    # handler).
+    for field, graphql_field in _output_fields(schema, "_get_basic_result"):
+        if field.is_basic_field:
+            graphql_field.resolve = _attribute(field.python_name, graphql_field.type)
+
+
+def _output_fields(schema: Schema, resolved_by: str) -> Iterator[tuple[StrawberryField, GraphQLField]]:
+    """Every field of the schema's output types, with its graphql-core field, whose resolver Strawberry
+    made as the function named `resolved_by`."""
     for concrete in schema.schema_converter.type_map.values():
         definition = concrete.definition
         if not isinstance(definition, StrawberryObjectDefinition) or definition.is_input:
@@ -76,13 +87,8 @@ def resolve_plain_fields_directly(schema: Schema) -> None:
         fields = getattr(concrete.implementation, "fields", {})
         for field in definition.fields:
             graphql_field = fields.get(schema.config.name_converter.get_graphql_name(field))
-            # Only what Strawberry itself serves by its basic-field path (no resolver, no extension, no
-            # exception handler).
-            if graphql_field is None or getattr(graphql_field.resolve, "__name__", "") != "_get_basic_result":
-                continue
-            if not field.is_basic_field:
-                continue
-            graphql_field.resolve = _attribute(field.python_name, graphql_field.type)
+            if graphql_field is not None and getattr(graphql_field.resolve, "__name__", "") == resolved_by:
+                yield field, graphql_field
 
 
 def _attribute(name: str, graphql_type: GraphQLOutputType) -> Callable[[Any, Any], Any]:
@@ -225,35 +231,27 @@ def call_resolvers_directly(schema: Schema) -> None:
     handlers_of = getattr(converter, "_get_field_exception_handlers", None)
     if handlers_of is None:  # a Strawberry this was not written against: keep its resolvers
         return
-    for concrete in converter.type_map.values():
-        definition = concrete.definition
-        if not isinstance(definition, StrawberryObjectDefinition) or definition.is_input:
+    for field, graphql_field in _output_fields(schema, "_async_resolver"):
+        resolver = field.base_resolver
+        if (
+            resolver is None
+            or field.extensions
+            or not field.is_async
+            or handlers_of(field)
+            or resolver.root_parameter is not None
+            or resolver.parent_parameter is not None
+            or not callable(resolver.wrapped_func)
+        ):
             continue
-        fields = getattr(concrete.implementation, "fields", {})
-        for field in definition.fields:
-            graphql_field = fields.get(schema.config.name_converter.get_graphql_name(field))
-            if graphql_field is None or getattr(graphql_field.resolve, "__name__", "") != "_async_resolver":
-                continue
-            resolver = field.base_resolver
-            if (
-                resolver is None
-                or field.extensions
-                or not field.is_async
-                or handlers_of(field)
-                or resolver.root_parameter is not None
-                or resolver.parent_parameter is not None
-                or not callable(resolver.wrapped_func)
-            ):
-                continue
-            arguments = _plan(field.arguments, converter.scalar_registry, schema.config)
-            if arguments is None:
-                continue
-            info = resolver.info_parameter
-            graphql_field.resolve._call = (
-                resolver.wrapped_func,
-                resolver.self_parameter is not None,
-                info.name if info is not None else None,
-                schema.config.info_class,
-                field,
-                arguments,
-            )
+        arguments = _plan(field.arguments, converter.scalar_registry, schema.config)
+        if arguments is None:
+            continue
+        info = resolver.info_parameter
+        graphql_field.resolve._call = (  # type: ignore[union-attr]  # a function: _output_fields
+            resolver.wrapped_func,
+            resolver.self_parameter is not None,
+            info.name if info is not None else None,
+            schema.config.info_class,
+            field,
+            arguments,
+        )

@@ -74,13 +74,20 @@ class EventRepository:
         """
         if not items:
             return []
+        last = await self._take_seqs(session_id, len(items), at, fence)
+        events = self.add_numbered(session_id, items, last=last, at=at)
+        await self.session.flush()
+        return events
+
+    async def _take_seqs(self, session_id: str, count: int, at: datetime, fence: Fence | None) -> int:
+        """Take `count` seqs from the session's row (locking it until commit); the last one taken."""
         condition = AgentSession.id == session_id
         if fence is not None:
             condition = sa.and_(condition, fence.matches())
         result = await self.session.execute(
             sa.update(AgentSession)
             .where(condition)
-            .values(last_seq=AgentSession.last_seq + len(items), updated_at=at)
+            .values(last_seq=AgentSession.last_seq + count, updated_at=at)
             .returning(AgentSession.last_seq)
         )
         last = result.scalar_one_or_none()
@@ -88,9 +95,7 @@ class EventRepository:
             if fence is not None:
                 raise StaleLease(session_id, fence)
             raise sa.exc.NoResultFound(f"no session {session_id}")
-        events = self.add_numbered(session_id, items, last=last, at=at)
-        await self.session.flush()
-        return events
+        return last
 
     async def append_alone(
         self,
@@ -132,20 +137,7 @@ class EventRepository:
                     raise StaleLease(session_id, fence)
                 raise sa.exc.NoResultFound(f"no session {session_id}")
             return seqs
-        condition = AgentSession.id == session_id
-        if fence is not None:
-            condition = sa.and_(condition, fence.matches())
-        result = await self.session.execute(
-            sa.update(AgentSession)
-            .where(condition)
-            .values(last_seq=AgentSession.last_seq + len(items), updated_at=at)
-            .returning(AgentSession.last_seq)
-        )
-        last = result.scalar_one_or_none()
-        if last is None:
-            if fence is not None:
-                raise StaleLease(session_id, fence)
-            raise sa.exc.NoResultFound(f"no session {session_id}")
+        last = await self._take_seqs(session_id, len(items), at, fence)
         first = last - len(items) + 1
         await self.session.execute(
             sa.insert(_EVENTS_TABLE),
