@@ -60,8 +60,10 @@ class MemoryStore:
         now = time.monotonic()
         wait = 0.0
         for quota in quotas:
-            allow_at = max(self._tat.get(quota.key, now), now) + quota.interval - quota.window
-            wait = max(wait, allow_at - now)
+            # Relative to now: `now + interval - window - now` is not exactly 0 in floating point when
+            # interval == window (limit 1), which refused a fresh key's first take by a wait of ~1e-12 s.
+            backlog = max(self._tat.get(quota.key, now) - now, 0.0)
+            wait = max(wait, backlog + (quota.interval - quota.window))
         if wait > 0:
             return wait
         for quota in quotas:
@@ -88,10 +90,12 @@ for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[2 * i - 1])
   local window = tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
+  local backlog = 0
+  if tat > now then backlog = tat - now else tat = now end
   tats[i] = tat + interval
-  local allow_at = tats[i] - window
-  if allow_at - now > wait then wait = allow_at - now end
+  -- Relative to now, as MemoryStore.take: a limit of 1 must give exactly 0 for a fresh key.
+  local key_wait = backlog + (interval - window)
+  if key_wait > wait then wait = key_wait end
 end
 if wait > 0 then return tostring(wait) end
 for i, key in ipairs(KEYS) do

@@ -88,3 +88,13 @@ async def test_pruning_the_memory_store_keeps_every_live_count() -> None:
     quotas = [Quota(fresh(f"k{n}"), limit=1, window=60.0) for n in range(10)]
     assert [await store.take([quota]) for quota in quotas] == [0.0] * 10
     assert all([await store.take([quota]) > 0 for quota in quotas])
+
+
+async def test_a_fresh_key_with_a_limit_of_one_is_taken_at_any_clock_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # At this monotonic reading `now + 60 - 60 - now` is 7e-12, not 0: the first take was refused.
+    monkeypatch.setattr("api.limits.buckets.time.monotonic", lambda: 65522.47531505132)
+    store = MemoryStore()
+    assert await store.take([Quota(fresh("one"), limit=1, window=60.0)]) == 0.0
+    assert await store.take([Quota(fresh("two"), limit=1, window=60.0)]) == 0.0
