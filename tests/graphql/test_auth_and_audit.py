@@ -12,7 +12,7 @@ from api import keys
 from api.auth import create_key
 from tests.conftest import Stack
 from tests.documents import INTERRUPT_RUN, start_ok, wait_for_run
-from tests.support.graphql_ws import ConnectionClosedWithCode, GraphQLWSClient
+from tests.support.graphql_ws import ConnectionClosedWithCode, GraphQLWSClient, Subscription
 
 SESSIONS = "{ sessions { edges { node { id } } } }"
 AUDIT = """
@@ -85,6 +85,12 @@ class TestWebSocketAuth:
         assert code == 4408
 
 
+async def _drain(feed: Subscription) -> None:
+    """Read the operation's payloads until it ends (raises when it does)."""
+    while True:
+        await feed.next(timeout=5)
+
+
 class TestRevocation:
     async def test_revoking_a_key_closes_its_open_sockets_4403_within_seconds(self, stack: Stack) -> None:
         key = await create_key(stack.api.services.db, tenant_name="tenant-a", name="to be revoked")
@@ -102,11 +108,10 @@ class TestRevocation:
             revoked_at = loop.time()
             code = await doomed.wait_closed(timeout=4 * stack.settings.ws_auth_recheck_seconds + 10)
             took = loop.time() - revoked_at
+            # The tenant's earlier runs may still be changing sessions: their changes, queued before the
+            # close, come first; the socket has closed, so the queue is finite.
             with pytest.raises(ConnectionClosedWithCode):
-                # The tenant's earlier runs may still be changing sessions: their changes, queued
-                # before the close, come first; the socket has closed, so the queue is finite.
-                while True:
-                    await feed.next(timeout=5)
+                await _drain(feed)
             # Another key's socket on the same replica is untouched.
             assert "errors" not in await other.execute(SESSIONS)
         # Over HTTP the key is refused once the verified-key cache lets it go (AUTH_CACHE_SECONDS).
