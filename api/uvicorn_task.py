@@ -70,7 +70,12 @@ class UvicornTask:
             os.chmod(self.uds, 0o600)
         else:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets whose proto says TCP, and an
+            # accepted socket takes the listener's. With Nagle on, a response written in several pieces
+            # (headers, then SSE events) waited for the client's delayed ACK: 40 ms stalls on some model
+            # calls of the scripted model on a plain asyncio loop (uvloop sets TCP_NODELAY itself).
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]

@@ -52,6 +52,21 @@ _APPEND_PG_FENCED = sa.text(
     _APPEND_ONE_STATEMENT.format(fence=" AND lease_owner = :owner AND lease_token = :token")
 )
 _EVENTS_TABLE = cast(sa.Table, Event.__table__)
+# append_alone's seq allocation on SQLite, on the table's columns: the mapped class's UPDATE goes through
+# the ORM's bulk-update path (its compile, and keeping loaded objects in step, which a unit of work of its
+# own has none of), about half of each of the pump's commits on SQLite.
+_TAKE_SEQS = (
+    sa.update(cast(sa.Table, AgentSession.__table__))
+    .where(_SESSIONS.id == sa.bindparam("session_id"))
+    .values(
+        last_seq=_SESSIONS.last_seq + sa.bindparam("count", type_=sa.Integer),
+        updated_at=sa.bindparam("at", type_=_SESSIONS.updated_at.type),
+    )
+    .returning(_SESSIONS.last_seq)
+)
+_TAKE_SEQS_FENCED = _TAKE_SEQS.where(
+    _SESSIONS.lease_owner == sa.bindparam("owner"), _SESSIONS.lease_token == sa.bindparam("token")
+)
 
 
 class EventRepository:
@@ -79,18 +94,32 @@ class EventRepository:
         await self.session.flush()
         return events
 
-    async def _take_seqs(self, session_id: str, count: int, at: datetime, fence: Fence | None) -> int:
-        """Take `count` seqs from the session's row (locking it until commit); the last one taken."""
-        condition = AgentSession.id == session_id
-        if fence is not None:
-            condition = sa.and_(condition, fence.matches())
-        result = await self.session.execute(
-            sa.update(AgentSession)
-            .where(condition)
-            .values(last_seq=AgentSession.last_seq + count, updated_at=at)
-            .returning(AgentSession.last_seq)
-        )
-        last = result.scalar_one_or_none()
+    async def _take_seqs(
+        self, session_id: str, count: int, at: datetime, fence: Fence | None, *, alone: bool = False
+    ) -> int:
+        """Take `count` seqs from the session's row (locking it until commit); the last one taken.
+
+        `alone`: the unit of work is append_alone's and holds no loaded session to keep in step, so the
+        table's own UPDATE does. Otherwise the ORM's, which also brings a session object the caller's
+        unit of work loaded up to date (what it answers may show the new lastSeq)."""
+        if alone:
+            params: dict[str, Any] = {"session_id": session_id, "count": count, "at": at}
+            statement: sa.Update = _TAKE_SEQS
+            if fence is not None:
+                params.update(owner=fence.owner, token=fence.token)
+                statement = _TAKE_SEQS_FENCED
+            result = await self.session.execute(statement, params)
+        else:
+            condition = AgentSession.id == session_id
+            if fence is not None:
+                condition = sa.and_(condition, fence.matches())
+            result = await self.session.execute(
+                sa.update(AgentSession)
+                .where(condition)
+                .values(last_seq=AgentSession.last_seq + count, updated_at=at)
+                .returning(AgentSession.last_seq)
+            )
+        last: int | None = result.scalar_one_or_none()
         if last is None:
             if fence is not None:
                 raise StaleLease(session_id, fence)
@@ -137,7 +166,7 @@ class EventRepository:
                     raise StaleLease(session_id, fence)
                 raise sa.exc.NoResultFound(f"no session {session_id}")
             return seqs
-        last = await self._take_seqs(session_id, len(items), at, fence)
+        last = await self._take_seqs(session_id, len(items), at, fence, alone=True)
         first = last - len(items) + 1
         await self.session.execute(
             sa.insert(_EVENTS_TABLE),
