@@ -30,8 +30,10 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 # orjson turns an integer beyond 64 bits into a float where the standard library keeps it exact; a run of 19
-# digits is the shortest text that can hold one.
-_LONG_DIGITS = re.compile(r"\d{19}")
+# digits is the shortest text that can hold one. ASCII digits only (a JSON number has no others), spelled
+# out: re finds this form by scanning for its first character, about twice as fast as `\d{19}`, whose
+# search cost more than orjson's parse of the same payload.
+_LONG_DIGITS = re.compile("[0-9]" * 19)
 
 
 def load_json(text: str | bytes) -> Any:
