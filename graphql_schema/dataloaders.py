@@ -7,8 +7,10 @@ that batch but do not cache, since each event is resolved again long after the l
 A query reads through one database session for the whole operation (`Loaders.reading`), its root
 fields and loaders in turn, closed when the operation ends: opening and closing a session (a pool
 checkout, on PostgreSQL a pre-ping, and the rollback that returns the connection) for each root field and
-each loader was an eighth of a read's CPU. Mutations and subscriptions open a session per read as before
-(a mutation's reads must see what it just committed; a subscription must not hold a connection for hours).
+each loader was an eighth of a read's CPU. That session only reads: on PostgreSQL it runs in autocommit,
+without the BEGIN and ROLLBACK round trips around its statements (`Database.read_session`). Mutations and
+subscriptions open a session per read as before (a mutation's reads must see what it just committed; a
+subscription must not hold a connection for hours).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Loaders:
             return
         async with self._session_lock:
             if self._session is None:
-                self._session = self.db.sessionmaker()
+                self._session = self.db.read_session()
             try:
                 yield self._session
             except BaseException:

@@ -7,7 +7,6 @@ from typing import Annotated
 import strawberry
 
 from api.errors import NotFound
-from api.events.records import EventRecord
 from graphql_schema import cursors
 from graphql_schema.context import Info
 from graphql_schema.event_types import SessionEvent
@@ -109,18 +108,10 @@ class Query:
             )
         if rows is None:
             raise NotFound("Session", str(session_id))
+        durable = SessionEvent.durable
         return [
-            SessionEvent.from_record(
-                EventRecord(
-                    session_id=row.session_id,
-                    seq=row.seq,
-                    run_id=row.run_id,
-                    kind=row.kind,
-                    payload=row.payload,
-                    created_at=row.created_at,
-                )
-            )
-            for row in rows
+            durable(session, seq, run, kind, payload, created_at)
+            for session, seq, run, kind, payload, created_at in rows
         ]
 
     @strawberry.field(description="The tenant's control actions, newest first.")

@@ -132,3 +132,19 @@ async def test_another_tenants_session_is_not_found(stack: Stack) -> None:
     body = response.json()
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_page_past_the_end_of_ones_own_log_is_empty_not_missing(stack: Stack) -> None:
+    # The page carries the tenant check; only an empty page asks whether the session is there at all.
+    session_id = await _seed(stack)
+    query = "query E($id: ID!, $after: Int) { events(sessionId: $id, afterSeq: $after, first: 10) { seq } }"
+    client = stack.client()
+    try:
+        tail = await client.execute_raw(query, {"id": session_id, "after": 2})
+        past = await client.execute_raw(query, {"id": session_id, "after": 3})
+        missing = await client.execute_raw(query, {"id": str(uuid.uuid4()), "after": 0})
+    finally:
+        await client.aclose()
+    assert tail.json() == {"data": {"events": [{"seq": 3}]}}
+    assert past.json() == {"data": {"events": []}}
+    assert missing.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
