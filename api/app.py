@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any, cast
@@ -23,11 +23,15 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from api.auth import Authenticator, bearer_token
 from api.body_limit import BodyLimitMiddleware
@@ -49,9 +53,9 @@ from api.services import Services
 from api.settings import Settings
 from api.web import mount_web, render_graphiql
 from api.webhooks.registry import WebhookRegistry
-from api.ws_protocol import SHARED_FRAME
+from api.ws_protocol import FRAMES, SHARED_FRAME, SHARED_SINK, SharedFrameWebSocketProtocol
 from graphql_schema.context import Context
-from graphql_schema.live.shared_events import encoded_next_frame
+from graphql_schema.live.shared_events import encoded_next_frame, shared_result_wire
 from graphql_schema.schema import build_schema
 from persistence.database import Database, is_unavailable
 from persistence.migrations import upgrade_head
@@ -145,7 +149,43 @@ class KeyCheckedSocketHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
+    _shared_sink: SharedFrameWebSocketProtocol | None = None
+
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: AsyncGenerator[Any, None]
+    ) -> None:
+        # Strawberry's loop, plus a short cut for a shared result (graphql_schema/live/shared_events.py)
+        # when our protocol can take it at once: its wire bytes go straight to the socket, skipping the
+        # `next` message's dicts and the three coroutines (send_next, send_operation_message,
+        # send_message) that each delivery in a burst to many watchers otherwise passes through.
+        sink = self._shared_sink
+        if sink is None:
+            await super()._send_result_stream(operation, result_source)
+            return
+        encode = self.view.encode_json
+        is_first_result = True
+        async for result in result_source:
+            if is_first_result and isinstance(result, PreExecutionError):
+                await self._handle_pre_execution_error(operation, result)
+                return
+            if not isinstance(result, ExecutionResult):
+                await self._reject_incremental_delivery(operation)
+                return
+            is_first_result = False
+            if not result.errors and not result.extensions and not operation.completed:
+                window_bits = sink.shared_window_bits_now()
+                if window_bits != -1:
+                    wire = shared_result_wire(result.data, operation.id, encode, window_bits, FRAMES.build)
+                    if wire is not None:
+                        sink.queue_shared_now(wire)
+                        continue
+            await operation.send_next(result)
+
     async def handle(self) -> None:
+        socket = getattr(self.websocket, "ws", None)
+        if socket is not None:
+            sink = socket.scope.get("extensions", {}).get(SHARED_SINK)
+            self._shared_sink = sink if isinstance(sink, SharedFrameWebSocketProtocol) else None
         watch = self.context.services.key_watch
         watch.add(self)
         try:

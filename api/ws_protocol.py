@@ -16,6 +16,9 @@ the largest cost left (issue 10). Here:
   of events gets them in one write instead of one system call each. Anything else the application sends
   (and its close) first writes what is queued, so the order on the socket is the order of the sends;
   uvicorn's own control frames (pings, pongs) may go ahead of queued messages, which the protocol allows.
+- the protocol puts itself in the scope's extensions (:data:`SHARED_SINK`), so that the socket handler
+  can queue a shared frame's bytes without the ASGI send chain while the socket is open and writable
+  (:meth:`SharedFrameWebSocketProtocol.shared_window_bits_now`); otherwise it sends the ASGI message.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from websockets.server import ServerProtocol
 
 # The key of an ASGI `websocket.send` message whose text many sockets send alike (other servers ignore it).
 SHARED_FRAME = "caga.shared_frame"
+# The key, in a WebSocket scope's "extensions", of the protocol itself (see shared_window_bits_now).
+SHARED_SINK = "caga.shared_frame_sink"
 # uvicorn's own permessage-deflate settings, plus no context takeover on the server's side.
 _WINDOW_BITS = 12
 _COMPRESS = {"memLevel": 5}
@@ -58,9 +63,7 @@ class FrameCache:
         if found is not None:
             self._frames.move_to_end(key)
             return found
-        self.built += 1
-        extensions = [] if window_bits is None else [_deflate(window_bits)]
-        data = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=extensions)
+        data = self.build(text, window_bits)
         if len(text) <= _MAX_CACHED_CHARS:
             self._frames[key] = data
             self._bytes += len(text) + len(data)
@@ -68,6 +71,12 @@ class FrameCache:
                 (old_text, _), old_data = self._frames.popitem(last=False)
                 self._bytes -= len(old_text) + len(old_data)
         return data
+
+    def build(self, text: str, window_bits: int | None) -> bytes:
+        """The frame's wire bytes, built and not kept (the caller keeps them)."""
+        self.built += 1
+        extensions = [] if window_bits is None else [_deflate(window_bits)]
+        return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=extensions)
 
     def clear(self) -> None:
         self._frames.clear()
@@ -114,6 +123,47 @@ class SharedFrameWebSocketProtocol(WebSocketsSansIOProtocol):
             )
         self._queued: list[bytes] = []
         self._flush_scheduled = False
+        self._known_window_bits: int | None = -2  # -2: not looked up yet (the handshake decides them)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # The application's task is created but has not run yet: it sees the sink in its scope.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.setdefault("extensions", {})[SHARED_SINK] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # No cycle through the scope (the frozen heap's collector runs rarely): the socket is done.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.get("extensions", {}).pop(SHARED_SINK, None)
+
+    def shared_window_bits_now(self) -> int | None:
+        """The compression a shared frame needs on this socket (None: none) when :meth:`queue_shared_now`
+        may take one at once, or -1: then send it as an ASGI message instead.
+
+        In a burst each watcher sends every event, and the ASGI path (Starlette's WebSocket, the
+        middleware's send wrappers, this protocol's ``send``) is a chain of coroutines per message that
+        only hands the message down. When the socket is writable and open that chain would end in this
+        protocol without suspending, so the socket handler may skip it. Otherwise (paused for
+        backpressure, closing, a compression that cannot share) the ASGI path waits for the socket or
+        raises, as before.
+        """
+        if self.disconnected or not self.writable.is_set() or not self._open():
+            return -1
+        window_bits = self._known_window_bits
+        if window_bits == -2:
+            window_bits = self._known_window_bits = self._window_bits()
+        return window_bits
+
+    def queue_shared_now(self, data: bytes) -> None:
+        """Queue a frame's wire bytes, built for what :meth:`shared_window_bits_now` said, with no await
+        in between."""
+        self._queued.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     async def send(self, message: ASGISendEvent) -> None:
         if message.get(SHARED_FRAME) and message["type"] == "websocket.send" and self._open():

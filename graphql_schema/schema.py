@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 import structlog
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
@@ -104,6 +105,30 @@ class ApiSchema(Schema):
     ) -> SchemaExtensionsRunner:
         # Cheap per-event hooks for subscription results without errors (graphql_schema/live/stream_hooks.py).
         return StreamingExtensionsRunner(execution_context=execution_context, extensions=extensions)
+
+    async def _handle_execution_result(
+        self,
+        context: ExecutionContext,
+        result: Any,
+        extensions_runner: SchemaExtensionsRunner,
+        *,
+        skip_process_errors: bool = False,
+    ) -> ExecutionResult:
+        # Strawberry's conversion, without its awaits for a plain result without errors when no extension
+        # adds results: it runs per event and subscriber (issue 10's burst to 100 watchers).
+        if (
+            type(result) is GraphQLExecutionResult
+            and not result.errors
+            and isinstance(extensions_runner, StreamingExtensionsRunner)
+            and extensions_runner.no_extensions_results(context)
+        ):
+            converted = ExecutionResult(data=result.data, errors=result.errors)
+            converted.extensions = {}
+            context.result = converted
+            return converted
+        return await super()._handle_execution_result(
+            context, result, extensions_runner, skip_process_errors=skip_process_errors
+        )
 
     async def execute(
         self,

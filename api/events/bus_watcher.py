@@ -48,6 +48,7 @@ class Watcher:
         self.resync_at = 0.0  # event-loop time the last RESYNC was decided: a log read after it covers it
         self._closed = False
         self._wakeup = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def next(self, timeout: float | None = None) -> str | Resync | None:
         """The next message, RESYNC, or None if nothing came within ``timeout`` seconds."""
@@ -65,14 +66,19 @@ class Watcher:
             if deadline is None:
                 await self._wakeup.wait()
                 continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline <= loop.time():
                 return None
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                return None
+            # One timer per watcher, kept across calls, rather than a timeout armed and cancelled around
+            # every wait (a burst wakes each watcher many times): it may wake us early, and we look again.
+            if self._timer is None or self._timer.when() > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
+            await self._wakeup.wait()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wakeup.set()
 
     def pending(self) -> int:
         """Messages queued and not read yet (diagnostics and tests)."""
@@ -106,4 +112,7 @@ class Watcher:
 
     def _close(self) -> None:
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wakeup.set()

@@ -38,6 +38,8 @@ from graphql_schema.fast_executor import FastLeafExecutor
 # what an event looks like.
 CURSOR_ARGUMENTS: frozenset[tuple[str, str]] = frozenset({("sessionEvents", "afterSeq")})
 DEFAULT_SIZE = 4096  # as many as graphql_schema/event_types.py keeps shared SessionEvents
+# Wire bytes kept with the results (shared_next_wire), in all; beyond it frames are built and not kept.
+MAX_WIRE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -45,6 +47,8 @@ class _Entry:
     result: GraphQLExecutionResult
     anchor: object  # keeps the event (an ephemeral key is its identity) alive while cached
     encoded: str | None = None
+    # A `next` frame's wire bytes by (operation id, compression): see shared_next_wire.
+    wire: dict[tuple[str, int | None], bytes] | None = None
 
 
 class SharedEventResults:
@@ -57,6 +61,8 @@ class SharedEventResults:
         self._by_data: dict[int, _Entry] = {}
         self.executions = 0  # results computed (misses), for tests and diagnostics
         self.hits = 0
+        self.wire_bytes = 0  # kept in the entries' `wire`, bounded by MAX_WIRE_BYTES
+        self.wire_hits = 0  # frames found kept (tests and diagnostics)
 
     def get(self, key: tuple[Any, ...]) -> GraphQLExecutionResult | None:
         entry = self._entries.get(key)
@@ -75,29 +81,75 @@ class SharedEventResults:
         self._by_data[id(result.data)] = entry
         while len(self._entries) > self._size:
             _, old = self._entries.popitem(last=False)
-            self._by_data.pop(id(old.result.data), None)
+            self._forget(old)
+
+    def entry_of(self, payload: Mapping[str, object]) -> _Entry | None:
+        """The entry of a `next` payload that is exactly ``{"data": <a shared result's data>}``."""
+        if len(payload) != 1:
+            return None
+        return self.entry_of_data(payload.get("data"))
+
+    def entry_of_data(self, data: object) -> _Entry | None:
+        """The entry whose result's data is this very object."""
+        entry = self._by_data.get(id(data))
+        if entry is None or entry.result.data is not data:
+            return None
+        return entry
 
     def encoded_payload(
         self, payload: Mapping[str, object], encode: Callable[[Any], str | bytes]
     ) -> str | None:
         """The JSON text of a `next` payload that is exactly ``{"data": <a shared result's data>}``."""
-        if len(payload) != 1:
-            return None
-        data = payload.get("data")
-        entry = self._by_data.get(id(data))
-        if entry is None or entry.result.data is not data:
-            return None
-        if entry.encoded is None:
-            encoded = encode({"data": data})
-            entry.encoded = encoded.decode() if isinstance(encoded, bytes) else encoded
-        return entry.encoded
+        entry = self.entry_of(payload)
+        return None if entry is None else _encoded(entry, encode)
+
+    def keep_wire(self, entry: _Entry, key: tuple[str, int | None], data: bytes) -> None:
+        if self.wire_bytes + len(data) > MAX_WIRE_BYTES:
+            return
+        if self._by_data.get(id(entry.result.data)) is not entry:
+            return  # evicted meanwhile: its bytes would never be counted off
+        if entry.wire is None:
+            entry.wire = {}
+        entry.wire[key] = data
+        self.wire_bytes += len(data)
+
+    def _forget(self, entry: _Entry) -> None:
+        self._by_data.pop(id(entry.result.data), None)
+        if entry.wire:
+            self.wire_bytes -= sum(len(data) for data in entry.wire.values())
+            entry.wire = None
 
     def clear(self) -> None:
+        for entry in self._entries.values():
+            self._forget(entry)
         self._entries.clear()
         self._by_data.clear()
 
 
 RESULTS = SharedEventResults()
+
+
+def _encoded(entry: _Entry, encode: Callable[[Any], str | bytes]) -> str:
+    if entry.encoded is None:
+        encoded = encode({"data": entry.result.data})
+        entry.encoded = encoded.decode() if isinstance(encoded, bytes) else encoded
+    return entry.encoded
+
+
+def _shared_entry(message: Mapping[str, Any]) -> _Entry | None:
+    if message.get("type") != "next" or len(message) != 3:
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, Mapping):
+        return None
+    return RESULTS.entry_of(payload)
+
+
+def _frame_text(entry: _Entry, operation_id: Any, encode: Callable[[Any], str | bytes]) -> str:
+    encoded_id = encode(operation_id)
+    if isinstance(encoded_id, bytes):
+        encoded_id = encoded_id.decode()
+    return '{"id":' + encoded_id + ',"type":"next","payload":' + _encoded(entry, encode) + "}"
 
 
 def encoded_next_frame(message: Mapping[str, Any], encode: Callable[[Any], str | bytes]) -> str | None:
@@ -106,18 +158,47 @@ def encoded_next_frame(message: Mapping[str, Any], encode: Callable[[Any], str |
     Strawberry encodes ``{"id", "type", "payload"}`` in that order with compact separators; only the
     payload is costly, so it is encoded once and the frame is assembled around it.
     """
-    if message.get("type") != "next" or len(message) != 3:
-        return None
-    payload = message.get("payload")
-    if not isinstance(payload, Mapping):
-        return None
-    body = RESULTS.encoded_payload(payload, encode)
-    if body is None:
-        return None
-    operation_id = encode(message["id"])
-    if isinstance(operation_id, bytes):
-        operation_id = operation_id.decode()
-    return '{"id":' + operation_id + ',"type":"next","payload":' + body + "}"
+    entry = _shared_entry(message)
+    return None if entry is None else _frame_text(entry, message["id"], encode)
+
+
+def shared_result_wire(
+    data: object,
+    operation_id: str,
+    encode: Callable[[Any], str | bytes],
+    window_bits: int | None,
+    build: Callable[[str, int | None], bytes],
+) -> bytes | None:
+    """The wire bytes of the `next` message ``{"id": operation_id, "type": "next", "payload": {"data":
+    data}}`` when ``data`` is a shared result's (:func:`encoded_next_frame`'s text, framed by ``build``
+    for ``window_bits``), or None."""
+    entry = RESULTS.entry_of_data(data)
+    return None if entry is None else _wire(entry, operation_id, encode, window_bits, build)
+
+
+def _wire(
+    entry: _Entry,
+    operation_id: Any,
+    encode: Callable[[Any], str | bytes],
+    window_bits: int | None,
+    build: Callable[[str, int | None], bytes],
+) -> bytes:
+    # Kept with the result by operation id and compression: the subscribers of one document mostly name
+    # their operations alike (clients number them from 1), so in a burst each socket's send is a dict
+    # look-up, where assembling the text and hashing it to find its frame cost every socket about as much
+    # as building the frame cost once.
+    if type(operation_id) is not str:
+        return build(_frame_text(entry, operation_id, encode), window_bits)
+    key = (operation_id, window_bits)
+    wire = entry.wire
+    if wire is not None:
+        found = wire.get(key)
+        if found is not None:
+            RESULTS.wire_hits += 1
+            return found
+    data = build(_frame_text(entry, operation_id, encode), window_bits)
+    RESULTS.keep_wire(entry, key, data)
+    return data
 
 
 class _DocumentKey:

@@ -58,13 +58,22 @@ class StreamingExtensionsRunner(SchemaExtensionsRunner):
             return _NO_HOOKS
         return super().on_stream_result(result)
 
-    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+    def no_extensions_results(self, ctx: ExecutionContext) -> bool:
+        """True when :meth:`get_extensions_results` would return ``{}`` (no await needed to know it)."""
+        return not self._extensions_with_results() and not ctx.extensions_results
+
+    def _extensions_with_results(self) -> list[SchemaExtension]:
         if self._with_results is None:
             self._with_results = [
                 extension
                 for extension in self.extensions
                 if type(extension).get_results is not SchemaExtension.get_results
             ]
+        return self._with_results
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        self._extensions_with_results()
+        assert self._with_results is not None
         data: dict[str, Any] = {}
         for extension in self._with_results:
             data.update(await await_maybe(extension.get_results()))

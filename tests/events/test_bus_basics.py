@@ -80,6 +80,24 @@ async def test_next_times_out_with_none_and_channels_are_isolated(
         assert await watcher.next(timeout=0) is None
 
 
+async def test_a_short_timeout_after_a_long_one_still_times_out_on_time(
+    bus_url: str | None, make_bus: BusFactory, channel: str
+) -> None:
+    """The watcher keeps one timer across calls: a later, earlier deadline must not wait for it."""
+    bus = await make_bus(bus_url)
+    async with bus.watch(channel) as watcher:
+        # Waits (so arms the timer for 60 s) until the message comes.
+        waiting = asyncio.create_task(watcher.next(timeout=60))
+        await asyncio.sleep(0.05)
+        assert await bus.publish(channel, "m")
+        assert await waiting == "m"
+        async with asyncio.timeout(5):
+            assert await watcher.next(timeout=0.2) is None
+        assert await bus.publish(channel, "n")
+        async with asyncio.timeout(5):
+            assert await watcher.next(timeout=60) == "n"
+
+
 async def test_memory_bus_is_healthy_and_publish_needs_start() -> None:
     bus = EventBus(None)
     assert not await bus.is_healthy()

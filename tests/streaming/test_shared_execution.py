@@ -18,7 +18,11 @@ from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from api.ws_protocol import FRAMES, FrameCache
-from graphql_schema.live.shared_events import RESULTS, encoded_next_frame
+from graphql_schema.live.shared_events import (
+    RESULTS,
+    encoded_next_frame,
+    shared_result_wire,
+)
 from tests.conftest import Stack
 from tests.documents import SESSION, SESSION_EVENTS, start_ok, wait_for_run
 from tests.support.graphql_ws import GraphQLWSClient, GraphQLWSError, Subscription
@@ -95,7 +99,7 @@ async def test_100_watchers_get_identical_complete_gapless_streams_executed_once
         for ws in sockets:
             for op in ops:
                 await _subscribe(ws, op, SEQS, {"sessionId": session_id, "afterSeq": after})
-        executions, framed = RESULTS.executions, FRAMES.built
+        executions, framed, kept = RESULTS.executions, FRAMES.built, RESULTS.wire_hits
         last = await _run(stack, session_id, "[scenario:many:40]")
         streams = [
             per_op
@@ -120,6 +124,9 @@ async def test_100_watchers_get_identical_complete_gapless_streams_executed_once
     assert RESULTS.executions - executions <= 3 * events, (RESULTS.executions - executions, events)
     # Compressed and framed once per operation id (10 of them), not once per socket too.
     assert FRAMES.built - framed <= 10 * events, (FRAMES.built - framed, events)
+    # And most sends took those bytes as they were kept (the socket handler's short cut), not a frame
+    # assembled per socket (100 sends per event, at most 10 of them building).
+    assert RESULTS.wire_hits - kept >= 50 * events, (RESULTS.wire_hits - kept, events)
     # Only possible because the server compresses each message alone, which it told the clients.
     assert all(
         "server_no_context_takeover" in ws.response.headers["Sec-WebSocket-Extensions"]  # type: ignore[union-attr]
@@ -271,3 +278,36 @@ async def test_idle_watchers_share_one_catch_up_per_session(stack: Stack) -> Non
             await sub.complete()
     # One or two reads per interval for the session, not one per subscriber (that would be 40).
     assert 1 <= queries <= 6, queries
+
+
+def test_a_shared_next_frame_is_framed_once_per_operation_id_and_compression(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = {"sessionEvents": {"seq": 8, "text": "é" * 50}}
+    RESULTS.put(("test-wire", id(data)), _result(data), data)
+    cache = FrameCache()
+    try:
+        message = {"id": "1", "type": "next", "payload": {"data": data}}
+        text = encoded_next_frame(message, compact)
+        assert text is not None
+        first = shared_result_wire(data, "1", compact, 12, cache.build)
+        assert first == FrameCache().frame(text, 12)
+        # Kept: built once.
+        assert shared_result_wire(data, "1", compact, 12, cache.build) is first
+        assert cache.built == 1
+        # Another compression, or another operation id, is another frame.
+        plain = shared_result_wire(data, "1", compact, None, cache.build)
+        assert plain == FrameCache().frame(text, None)
+        other = shared_result_wire(data, "op-2", compact, 12, cache.build)
+        assert other == FrameCache().frame(text.replace('"id":"1"', '"id":"op-2"'), 12)
+        assert cache.built == 3
+        assert shared_result_wire(dict(data), "1", compact, 12, cache.build) is None
+        assert RESULTS.wire_bytes >= len(first) + len(plain) + len(other)
+        # Over the budget frames are still right, only not kept.
+        monkeypatch.setattr("graphql_schema.live.shared_events.MAX_WIRE_BYTES", RESULTS.wire_bytes)
+        again = shared_result_wire(data, "op-3", compact, 12, cache.build)
+        assert again == shared_result_wire(data, "op-3", compact, 12, cache.build)
+        assert cache.built == 5
+    finally:
+        RESULTS.clear()
+    assert RESULTS.wire_bytes == 0
