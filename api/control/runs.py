@@ -259,6 +259,10 @@ class RunControl:
                 target_id=run.id,
                 details={"sessionId": row.id, "onBusy": request.on_busy, "promptChars": len(request.prompt)},
             )
+            # Read before the commit, in the transaction that wrote it (the status changes above are
+            # statements, not attribute sets): after the commit the read would begin a transaction of
+            # its own, a round trip and a pool checkout more on every run's start.
+            fresh = await sessions.get(row.id)
             await session.commit()
             if warm is not None and warm_token is not None:
                 # At once, before the dispatcher here can start the session cold.
@@ -269,7 +273,6 @@ class RunControl:
                 assert token is not None
                 # Before anything else: the prompt is on its way while the answer to the caller is made.
                 self.manager.begun_here(reservation, run, token, hook_events)
-            fresh = await sessions.get(row.id)
         assert fresh is not None
         return run, fresh, records, created
 

@@ -187,10 +187,10 @@ class WebhookDispatcher:
         `session` when given (a transaction under way), else in one of its own."""
         if session is None:
             async with self.db.session() as own:
-                rows = await WebhookRepository(own).list_for_tenant(tenant_id)
+                lists = await WebhookRepository(own).events_of_tenant(tenant_id)
         else:
-            rows = await WebhookRepository(session).list_for_tenant(tenant_id)
-        wanted = {event for row in rows for event in row.events}
+            lists = await WebhookRepository(session).events_of_tenant(tenant_id)
+        wanted = {event for events in lists for event in events}
         return tuple(event for event in HOOK_EVENTS if event in wanted)
 
     async def dispatch(self, call: HookCall) -> HookResult:
