@@ -84,6 +84,8 @@ class RunManager:
         self._deferred_release: dict[str, int] = {}
         # Runs waiting QUEUED in the deployment when the dispatcher last counted (reserve_start).
         self._queued_seen = 0
+        # Whether anything but a run's end woke the dispatcher since its last round (_dispatch_loop).
+        self._work_changed = True
         self.warm_pool = WarmPool(self)
         self.early = EarlyStarts(self)
         self.leases = LeaseKeeper(settings, db, on_lost=self._lease_lost)
@@ -127,6 +129,7 @@ class RunManager:
     # -- what the control plane calls ----------------------------------------------------------------
 
     def nudge(self) -> None:
+        self._work_changed = True
         self._wake.set()
 
     async def announce_work(self) -> None:
@@ -292,7 +295,9 @@ class RunManager:
 
     def run_finished(self) -> None:
         self._running = max(0, self._running - 1)
-        self.nudge()
+        # A freed slot matters only to runs waiting for one: _dispatch_loop skips the round when none
+        # were queued at its last count and nothing was announced since.
+        self._wake.set()
 
     async def release_lease(self, session_id: str, token: int) -> None:
         """An actor is gone (its CLI stopped): free the lease it held, unless a newer actor uses it, or
@@ -319,9 +324,19 @@ class RunManager:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            polled = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.dispatch_poll_seconds)
+            except TimeoutError:
+                polled = True
             self._wake.clear()
+            if not (polled or self._work_changed or self._queued_seen):
+                # Only runs ended since the last round, which saw no queue: a run queued since was
+                # announced (nudge) or is found by the poll, so this round's three reads (interrupts,
+                # claimable runs, the queue's depth) would find what the last found. Every follow-up
+                # turn's end would pay for them.
+                continue
+            self._work_changed = False
             try:
                 await self._poll_interrupts()
                 await self._admit()
