@@ -28,3 +28,17 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         await database.dispose()
         if request.param == "postgres":
             await drop_postgres_database(url)
+
+
+@pytest.fixture
+async def bare_postgres() -> AsyncIterator[Database]:
+    """An empty PostgreSQL database, not migrated, for tests of the engine and its pool alone."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not reachable on loopback")
+    url = await create_postgres_database("caga_engine")
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        await drop_postgres_database(url)

@@ -3,8 +3,6 @@ that died unseen costs one failed statement, after which the whole pool is repla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 import sqlalchemy as sa
@@ -12,20 +10,14 @@ from sqlalchemy import exc as sa_exc
 
 import persistence.database
 from persistence.database import Database, is_unavailable
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
+from tests.support.servers import postgres_available
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not reachable on loopback")
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    url = await create_postgres_database("caga_pool_ping")
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        await drop_postgres_database(url)
+def db(bare_postgres: Database) -> Database:
+    return bare_postgres
 
 
 async def backend_pid(db: Database) -> int:

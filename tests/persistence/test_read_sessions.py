@@ -3,13 +3,11 @@ served last (persistence/database.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 
 from persistence.database import Database
-from tests.support.servers import create_postgres_database, drop_postgres_database, postgres_available
+from tests.support.servers import postgres_available
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not reachable on loopback")
 
@@ -18,14 +16,8 @@ PID = sa.text("SELECT pg_backend_pid()")
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    url = await create_postgres_database("caga_read_sessions")
-    database = Database(url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-        await drop_postgres_database(url)
+def db(bare_postgres: Database) -> Database:
+    return bare_postgres
 
 
 async def test_each_statement_of_a_read_session_is_its_own_transaction(db: Database) -> None:
