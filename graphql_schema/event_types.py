@@ -298,7 +298,7 @@ class SessionEvent:
     payload: SessionEventPayload = strawberry.field(description="What happened.")
 
     @classmethod
-    def durable(
+    def from_columns(
         cls,
         session_id: str,
         seq: int,
@@ -306,13 +306,14 @@ class SessionEvent:
         kind: str,
         payload: dict[str, Any],
         created_at: datetime,
+        ephemeral: bool = False,
     ) -> SessionEvent:
-        """A SessionEvent for a durable event given as its log columns, in the table's order (a row of the
-        `events` query): what `from_record` makes, without an EventRecord built in between for each
-        event (a frozen dataclass: a third of building a page of events)."""
+        """A SessionEvent for an event given as its log columns, in the table's order (a row of the
+        `events` query is one): no EventRecord is built in between for each event of a page (a frozen
+        dataclass: a third of building a page of events)."""
         return cls(
             seq=seq,
-            ephemeral=False,
+            ephemeral=ephemeral,
             session_id=strawberry.ID(session_id),
             run_id=_id(run_id),
             created_at=created_at,
@@ -322,13 +323,14 @@ class SessionEvent:
     @classmethod
     def from_record(cls, record: EventRecord) -> SessionEvent:
         """A new SessionEvent for a record (see shared_event for live fan-out)."""
-        return cls(
-            seq=record.seq,
-            ephemeral=record.ephemeral,
-            session_id=strawberry.ID(record.session_id),
-            run_id=_id(record.run_id),
-            created_at=record.created_at,
-            payload=payload_of(record.kind, record.payload),
+        return cls.from_columns(
+            record.session_id,
+            record.seq,
+            record.run_id,
+            record.kind,
+            record.payload,
+            record.created_at,
+            record.ephemeral,
         )
 
 

@@ -108,9 +108,9 @@ class Query:
             )
         if rows is None:
             raise NotFound("Session", str(session_id))
-        durable = SessionEvent.durable
+        from_columns = SessionEvent.from_columns
         return [
-            durable(session, seq, run, kind, payload, created_at)
+            from_columns(session, seq, run, kind, payload, created_at)
             for session, seq, run, kind, payload, created_at in rows
         ]
 

@@ -173,16 +173,8 @@ def shared_result_wire(
     data}}`` when ``data`` is a shared result's (:func:`encoded_next_frame`'s text, framed by ``build``
     for ``window_bits``), or None."""
     entry = RESULTS.entry_of_data(data)
-    return None if entry is None else _wire(entry, operation_id, encode, window_bits, build)
-
-
-def _wire(
-    entry: _Entry,
-    operation_id: Any,
-    encode: Callable[[Any], str | bytes],
-    window_bits: int | None,
-    build: Callable[[str, int | None], bytes],
-) -> bytes:
+    if entry is None:
+        return None
     # Kept with the result by operation id and compression: the subscribers of one document mostly name
     # their operations alike (clients number them from 1), so in a burst each socket's send is a dict
     # look-up, where assembling the text and hashing it to find its frame cost every socket about as much
@@ -196,9 +188,9 @@ def _wire(
         if found is not None:
             RESULTS.wire_hits += 1
             return found
-    data = build(_frame_text(entry, operation_id, encode), window_bits)
-    RESULTS.keep_wire(entry, key, data)
-    return data
+    frame = build(_frame_text(entry, operation_id, encode), window_bits)
+    RESULTS.keep_wire(entry, key, frame)
+    return frame
 
 
 class _DocumentKey:

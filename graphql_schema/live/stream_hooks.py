@@ -72,10 +72,8 @@ class StreamingExtensionsRunner(SchemaExtensionsRunner):
         return self._with_results
 
     async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
-        self._extensions_with_results()
-        assert self._with_results is not None
         data: dict[str, Any] = {}
-        for extension in self._with_results:
+        for extension in self._extensions_with_results():
             data.update(await await_maybe(extension.get_results()))
         data.update(ctx.extensions_results)
         return data
