@@ -124,7 +124,7 @@ async def one(launcher: AgentLauncher, tenant: str, mode: str) -> Sample:
         )
     finally:
         await connection.close()
-        launcher.release(launch)
+        await launcher.release(launch)
 
 
 async def main(rounds: int) -> None:

@@ -97,7 +97,7 @@ async def _bare_cold(launcher: AgentLauncher) -> tuple[float, float]:
         return first, started + first - connected
     finally:
         await connection.close()
-        launcher.release(launch)
+        await launcher.release(launch)
 
 
 async def main(rounds: int) -> dict[str, Any]:

@@ -48,3 +48,8 @@ PERMISSION_WAIT_SECONDS: Final = Histogram(
     ["status"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900),
 )
+SANDBOX_LEFTOVERS_KILLED: Final = Counter(
+    "agent_sandbox_leftovers_killed",
+    "Sandbox processes killed after their CLI had stopped (bubblewrap killed during its setup leaves its "
+    "sandbox's first process waiting forever).",
+)

@@ -920,7 +920,7 @@ class SessionActor:
             self._closing_pump = pump
             self._stopping = asyncio.create_task(self._stop(pump, launch, interrupt_first))
         elif launch is not None:
-            self.manager.launcher.release(launch)
+            await self.manager.launcher.release(launch)
         if self._stopping is not None and not self._stopping.done():
             await asyncio.shield(self._stopping)
 
@@ -944,7 +944,7 @@ class SessionActor:
             if self._closing_pump is pump:
                 self._closing_pump = None
             if launch is not None:
-                self.manager.launcher.release(launch)
+                await self.manager.launcher.release(launch)
 
     def _hold_model_pass(self, held: bool) -> None:
         """A CLI may call the model only while one of its session's runs executes."""

@@ -399,7 +399,7 @@ class WarmPool:
         if connection is not None:
             await connection.close(interrupt_first=False)
         if launch is not None:
-            self.manager.launcher.release(launch)
+            await self.manager.launcher.release(launch)
         paths = SessionPaths.of(self.settings.data_dir, tenant_id, session_id)
         await asyncio.to_thread(remove_tree, paths.root)
 
@@ -407,7 +407,7 @@ class WarmPool:
         try:
             await cli.stop()
         finally:
-            self.manager.launcher.release(cli.launch)
+            await self.manager.launcher.release(cli.launch)
             if remove_files:
                 await asyncio.to_thread(remove_tree, cli.launch.paths.root)
 

@@ -7,6 +7,7 @@ closes; while a run executes it holds the launch's model pass open.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from api.sandbox.bubblewrap import (
 )
 from api.sandbox.egress import EgressProxy
 from api.sandbox.layout import SessionPaths
+from api.sandbox.leftovers import kill_leftovers
 from api.sandbox.model_gateway import ModelGateway, Pass, Upstream
 from api.settings import Settings
 
@@ -129,6 +131,9 @@ class AgentLauncher:
         log.error("sandbox.unavailable", reason=problem.reason, fix=problem.fix, runs="refused")
 
     async def stop(self) -> None:
+        if self._bwrap is not None:
+            # Every sandbox of this replica binds its gateway socket: none may outlive the replica.
+            await asyncio.to_thread(kill_leftovers, str(self._bwrap.gateway_socket))
         if self._egress is not None:
             await self._egress.stop()
             self._egress = None
@@ -165,9 +170,13 @@ class AgentLauncher:
         # clears it and sets exactly `env` inside the sandbox.
         return Launch(paths, {}, cli_path=str(script), grant=grant, files=[script])
 
-    def release(self, launch: Launch) -> None:
+    async def release(self, launch: Launch) -> None:
+        """After the launch's CLI has stopped: its pass, its launcher and whatever of its sandbox is left
+        (api/sandbox/leftovers.py)."""
         if launch.grant is not None and self._gateway is not None:
             self._gateway.revoke(launch.grant)
         for path in launch.files:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if launch.grant is not None:
+            await asyncio.to_thread(kill_leftovers, launch.grant.token)
