@@ -188,19 +188,33 @@ class RunManager:
         the run must queue for the dispatcher instead. begun_here() or cancel_start() follows.
 
         Nothing awaits between the checks and the hold: the dispatcher, an eviction and the actor's
-        idle timeout, on the same loop, see the slot taken and the actor busy."""
-        if not self.can_execute or self._running >= self.settings.max_concurrent_runs:
+        idle timeout, on the same loop, see the slot taken and the actor busy.
+
+        An actor still writing its last run's outcome counts as idle, and that run's slot as the next
+        one's: other connections read the outcome as committed before the actor's commit returns to it
+        (0.2-8 ms on SQLite here, longer on a loaded machine), and a client that sees the run over may
+        send the next turn at once. startRun's transaction queues the run after all if it finds the
+        last one not over yet; nothing was sent to the CLI (send_ahead waits for an actor with no run)."""
+        if not self.can_execute:
             return None
         if self._queued_seen:
             # Runs are waiting for a slot or for room: they go first, in the dispatcher's order.
             return None
+        running = self._running
         actor: SessionActor | None = None
         if not pooled:
             actor = self._actors.get(session_id)
-            if actor is None or actor.busy or not actor.has_live_cli:
+            if actor is None or not actor.has_live_cli:
+                return None
+            if actor.only_recording:
+                running -= 1
+            elif actor.busy:
                 return None
             if self.leases.token(session_id) != actor.lease_token:
                 return None
+        if running >= self.settings.max_concurrent_runs:
+            return None
+        if actor is not None:
             actor.reserve()
         self._running += 1
         # As in _begin: a late release of the session's lease waits until the run is handed over.

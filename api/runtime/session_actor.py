@@ -140,6 +140,8 @@ class SessionActor:
         # Submitted runs' hook events, read as they began (submit()).
         self._hook_events: dict[str, tuple[str, ...]] = {}
         self._run_recorded = False
+        # From the current run's outcome being written until the run ends here (nothing of it uses the CLI).
+        self._recording = False
         self._pump: ConnectionPump | None = None
         self._signals: asyncio.Queue[PumpSignal] = asyncio.Queue()
         self._interrupt = asyncio.Event()
@@ -187,6 +189,20 @@ class SessionActor:
             or self._reserved > 0
             or self._ahead is not None
             or not self._queue.empty()
+        )
+
+    @property
+    def only_recording(self) -> bool:
+        """Busy with nothing but writing the current run's outcome, which may be committed already: a
+        client that read the run as over may send the session's next turn at once, which can then
+        begin on this CLI once that write is done (RunManager.reserve_start). Nothing of the run uses
+        the CLI any more."""
+        return (
+            self._recording
+            and not self._working
+            and self._reserved == 0
+            and self._ahead is None
+            and self._queue.empty()
         )
 
     @property
@@ -528,6 +544,7 @@ class SessionActor:
                 metrics.RUN_SECONDS.observe(asyncio.get_running_loop().time() - started)
                 structlog.contextvars.unbind_contextvars("run_id", "session_id")
                 self.current_run = None
+                self._recording = False
                 self.last_active = asyncio.get_running_loop().time()
                 self.manager.run_finished()
 
@@ -552,6 +569,7 @@ class SessionActor:
         if self._pump is not None:
             self._pump.current_run_id = None
         self._hold_model_pass(False)
+        self._recording = True
         if await asyncio.shield(self._record(run, outcome)):
             self._run_recorded = True
         else:
