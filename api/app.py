@@ -284,7 +284,8 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
             await manager.start()
             stack.push_async_callback(manager.stop)
             router = CommandRouter(manager)
-            key_watch = KeyWatch(db, interval=settings.ws_auth_recheck_seconds)
+            authenticator = Authenticator(db, ttl=settings.auth_cache_seconds)
+            key_watch = KeyWatch(db, interval=settings.ws_auth_recheck_seconds, authenticator=authenticator)
             await key_watch.start()
             stack.push_async_callback(key_watch.stop)
             limits = Limits.from_settings(settings)
@@ -297,7 +298,7 @@ def create_app(settings: Settings | None = None, *, agent_env: Mapping[str, str]
                 run_manager=manager,
                 run_control=RunControl(settings, event_log, manager, limits),
                 limits=limits,
-                authenticator=Authenticator(db, ttl=settings.auth_cache_seconds),
+                authenticator=authenticator,
                 webhooks=WebhookRegistry(settings, db),
                 permission_control=PermissionControl(event_log, router),
                 live_control=LiveControl(settings, db, router),

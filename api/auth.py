@@ -81,6 +81,11 @@ class Authenticator:
 
     Entries are keyed by the key's SHA-256, never the key itself; unknown and revoked keys are never
     remembered, so a new key works at once and guessing costs a lookup each time. `ttl` 0: no memory.
+
+    The keys of open WebSockets are re-checked every few seconds anyway (api/key_watch.py): each check
+    renews their entries (confirmed()), so a client that keeps a socket open, as a chat frontend does,
+    never waits for the lookup on a request, a new session's startRun included, where it came before the
+    session's CLI could start.
     """
 
     def __init__(
@@ -110,6 +115,21 @@ class Authenticator:
                 del self._verified[next(iter(self._verified))]
         self._verified[digest] = (now + self.ttl, principal)
         return principal
+
+    def confirmed(self, checked: set[str], valid: set[str], since: float) -> None:
+        """The keys `checked` were looked up by a query sent at `since` (this clock), and those in `valid`
+        were neither revoked nor deleted then: their entries are trusted until `since + ttl`, as if that
+        query had been a lookup of ours; the others' entries go at once."""
+        if self.ttl <= 0 or not checked:
+            return
+        until = since + self.ttl
+        for digest, (expires, principal) in list(self._verified.items()):
+            if principal.api_key_id not in checked:
+                continue
+            if principal.api_key_id not in valid:
+                del self._verified[digest]
+            elif expires < until:
+                self._verified[digest] = (until, principal)
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from persistence.database import Database, is_unavailable
 from persistence.repositories.tenants import ApiKeyRepository
+
+if TYPE_CHECKING:
+    from api.auth import Authenticator
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +40,11 @@ class WatchedSocket(Protocol):
 class KeyWatch:
     """The open sockets of this replica, and the task that re-checks their keys."""
 
-    def __init__(self, db: Database, *, interval: float) -> None:
+    def __init__(self, db: Database, *, interval: float, authenticator: Authenticator | None = None) -> None:
         self.db = db
         self.interval = interval
+        # Told what each round found, so requests made with these keys need no lookup of their own.
+        self.authenticator = authenticator
         self._sockets: set[WatchedSocket] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -69,10 +74,14 @@ class KeyWatch:
             return 0
         key_ids = list(by_key)
         valid: set[str] = set()
+        # Before the query is sent: what it finds holds from then on, no earlier.
+        since = self.authenticator.clock() if self.authenticator is not None else 0.0
         async with self.db.session() as session:
             repo = ApiKeyRepository(session)
             for start in range(0, len(key_ids), _QUERY_CHUNK):
                 valid |= await repo.valid_ids(key_ids[start : start + _QUERY_CHUNK])
+        if self.authenticator is not None:
+            self.authenticator.confirmed(set(key_ids), valid, since)
         closing = [(key, socket) for key, sockets in by_key.items() if key not in valid for socket in sockets]
         for key_id, socket in closing:
             self._sockets.discard(socket)

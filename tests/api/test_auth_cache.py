@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event
 
 from api.auth import Authenticator, create_key
+from api.key_watch import KeyWatch
 from persistence.database import Database
 from persistence.migrations import upgrade_head
 from persistence.models import utcnow
@@ -89,3 +90,39 @@ async def test_unknown_keys_are_never_remembered_and_ttl_zero_remembers_nothing(
     assert await uncached(key.secret) is not None
     assert await uncached(key.secret) is not None
     assert len(statements) == 4
+
+
+class Socket:
+    def __init__(self, api_key_id: str) -> None:
+        self.api_key_id: str | None = api_key_id
+        self.closed = False
+
+    async def close_revoked(self) -> None:
+        self.closed = True
+
+
+async def test_the_key_watch_keeps_an_open_sockets_key_trusted_and_drops_a_revoked_one(db: Database) -> None:
+    key = await create_key(db, tenant_name="t", name=None)
+    clock = Clock()
+    authenticator = Authenticator(db, ttl=5.0, clock=clock)
+    watch = KeyWatch(db, interval=2.0, authenticator=authenticator)
+    socket = Socket(key.key_id)
+    watch.add(socket)
+    statements = count_statements(db)
+
+    first = await authenticator(key.secret)
+    clock.now += 4.0
+    await watch.check()
+    clock.now += 4.0  # past the lookup's ttl, within the check's
+    before = len(statements)
+    renewed = await authenticator(key.secret)
+    answered_from_memory = len(statements) == before
+    await revoke(db, key.key_id)
+    await watch.check()
+    after_revoke = await authenticator(key.secret)
+
+    assert first is not None
+    assert renewed == first
+    assert answered_from_memory
+    assert socket.closed
+    assert after_revoke is None
