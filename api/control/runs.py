@@ -267,7 +267,7 @@ class RunControl:
             if warm is not None and warm_token is not None:
                 # At once, before the dispatcher here can start the session cold.
                 self.manager.leases.note_claimed(row.id, warm_token, claim_sent)
-                self.manager.install_warm(warm, warm_token)
+                self.manager.install_warm(warm, warm_token, begun=begin_here)
             if begin_here:
                 assert reservation is not None
                 assert token is not None

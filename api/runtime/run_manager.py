@@ -422,9 +422,10 @@ class RunManager:
         """Whether the warm pool may start one more CLI: only into room nobody else uses."""
         return self.can_execute and self.live_agents() < self.settings.effective_max_live_agents
 
-    def install_warm(self, cli: WarmCli, token: int) -> None:
+    def install_warm(self, cli: WarmCli, token: int, *, begun: bool = False) -> None:
         """startRun made a session of a pooled CLI (its lease is ours): give the session an actor that
-        holds the CLI, so its run (begun with it, or by the dispatcher here) uses it."""
+        holds the CLI, so its run (begun with it, or by the dispatcher here) uses it. `begun`: the run
+        is begun here next (begun_here), so the dispatcher has nothing to do for it."""
         actor = self._actors.get(cli.session_id)
         if actor is not None:
             # The dispatcher was faster and started the session cold: the pooled CLI is surplus.
@@ -433,7 +434,11 @@ class RunManager:
         actor = SessionActor(self, cli.session_id, token)
         actor.adopt_warm(cli)
         self._actors[cli.session_id] = actor
-        self.nudge()
+        if not begun:
+            # Its run waits QUEUED for the dispatcher. Not for a run begun here: a new session's first
+            # run, early-started, would pay for a dispatcher round of reads (interrupts, claimable runs,
+            # the queue's depth) that find nothing, while its CLI starts on the same cores.
+            self.nudge()
 
     def _room_for_an_agent(self) -> bool:
         """Whether one more CLI fits in the budget, stopping a pooled CLI or else the least recently
