@@ -245,6 +245,8 @@ class RunControl:
                 # What the run's CLI must have been started with: read here rather than by the actor,
                 # which then sends the prompt without another round trip.
                 hook_events = await self.manager.webhooks.events_for(principal.tenant_id, session)
+                # What the tenant's next new session's CLI starts with (EarlyStarts.hook_events).
+                self.manager.early.saw_hook_events(principal.tenant_id, hook_events)
                 if records is None:
                     await sessions.set_status(row.id, "RUNNING", now)
             elif row.status == "IDLE":

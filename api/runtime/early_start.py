@@ -43,9 +43,8 @@ class EarlyStarts:
         self._preparing = 0
         self._clis: set[WarmCli] = set()
         self._refused_until: dict[str, float] = {}
-        # Each tenant's hook events as last read, and the reads under way (hook_events()).
+        # Each tenant's hook events as last read (hook_events()).
         self._hook_events: dict[str, tuple[str, ...]] = {}
-        self._reading: dict[str, asyncio.Task[None]] = {}
 
     def live(self) -> int:
         self._clis = {cli for cli in self._clis if cli.binding.actor is None and not cli.stopped}
@@ -69,30 +68,17 @@ class EarlyStarts:
         self._refused_until[tenant_id] = asyncio.get_running_loop().time() + REFUSED_BACKOFF_SECONDS
 
     def hook_events(self, tenant_id: str) -> tuple[str, ...] | None:
-        """The tenant's hook events as last read (None the first time: read them before the start), read
-        anew in the background for the next start. The CLI need not wait for a database read: the run
-        begins with the events read in its transaction, and its actor starts a CLI anew when they differ
-        from the ones this CLI was started with (SessionActor._take_warm), so a webhook added meanwhile
-        costs one start its head start, never a hook."""
-        known = self._hook_events.get(tenant_id)
-        if known is not None and tenant_id not in self._reading:
-            task = asyncio.create_task(self._read_hook_events(tenant_id), name="early-start-hook-events")
-            self._reading[tenant_id] = task
-        return known
+        """The tenant's hook events as last read (None the first time: read them before the start). The
+        CLI need not wait for a database read: the run begins with the events read in its transaction,
+        and its actor starts a CLI anew when they differ from the ones this CLI was started with
+        (SessionActor._take_warm), so a webhook added meanwhile costs one start its head start, never a
+        hook. That read also renews this one (saw_hook_events), with no read of its own."""
+        return self._hook_events.get(tenant_id)
 
-    async def stop(self) -> None:
-        for task in list(self._reading.values()):
-            task.cancel()
-        await asyncio.gather(*self._reading.values(), return_exceptions=True)
-
-    async def _read_hook_events(self, tenant_id: str) -> None:
-        try:
-            self._hook_events[tenant_id] = await self.manager.webhooks.events_for(tenant_id)
-        except Exception:
-            # The cached events stay; the next start reads again.
-            log.warning("agent.early_hook_events_failed", tenant_id=tenant_id, exc_info=True)
-        finally:
-            self._reading.pop(tenant_id, None)
+    def saw_hook_events(self, tenant_id: str, events: tuple[str, ...]) -> None:
+        """The tenant's hook events, as a run's transaction (startRun's, for a run begun here) just read
+        them: what the tenant's next early start uses."""
+        self._hook_events[tenant_id] = events
 
     async def start(self, tenant_id: str, session_id: str, options: RunOptions) -> WarmCli | None:
         """Start the CLI (connecting in the background: WarmCli.starting); None when it could not be

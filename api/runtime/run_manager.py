@@ -115,7 +115,6 @@ class RunManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.warm_pool.stop()
-        await self.early.stop()
         actors = list(self._actors.values())
         for actor in actors:
             actor.task.cancel()
