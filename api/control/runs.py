@@ -274,7 +274,7 @@ class RunControl:
                 assert reservation is not None
                 assert token is not None
                 # Before anything else: the prompt is on its way while the answer to the caller is made.
-                self.manager.begun_here(reservation, run, token, hook_events)
+                self.manager.begun_here(reservation, run, token, hook_events, records[-1].seq)
         assert fresh is not None
         return run, fresh, records, created
 

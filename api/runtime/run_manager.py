@@ -247,10 +247,16 @@ class RunManager:
         return None if cli is None else (cli, reservation)
 
     def begun_here(
-        self, reservation: StartReservation, run: Run, token: int, hook_events: tuple[str, ...]
+        self,
+        reservation: StartReservation,
+        run: Run,
+        token: int,
+        hook_events: tuple[str, ...],
+        log_end: int,
     ) -> None:
         """startRun committed `run` RUNNING here under lease `token`, having read the tenant's
-        `hook_events` in the same transaction: hand it to the session's actor."""
+        `hook_events` in the same transaction and left the session's log ending at `log_end`: hand it
+        to the session's actor."""
         session_id = run.session_id
         self.leases.note_claimed(session_id, token, reservation.claim_sent)
         held = reservation.actor
@@ -268,7 +274,7 @@ class RunManager:
                 held.unreserve()
             # A pooled CLI's new actor (install_warm), or the session's CLI went meanwhile (its lease
             # was lost, or it died) and the session connects anew.
-            self._actor_for(session_id, token).submit(run, hook_events=hook_events)
+            self._actor_for(session_id, token).submit(run, hook_events=hook_events, log_end=log_end)
         reservation.done = True
         # The session has an actor here now, which holds the lease: nothing held back is released.
         self._end_beginning(session_id)

@@ -139,6 +139,8 @@ class SessionActor:
         self._reserved = 0
         # Submitted runs' hook events, read as they began (submit()).
         self._hook_events: dict[str, tuple[str, ...]] = {}
+        # The log's last seq as the transaction that began a run here left it (submit's `log_end`).
+        self._log_end: dict[str, int] = {}
         self._run_recorded = False
         # From the current run's outcome being written until the run ends here (nothing of it uses the CLI).
         self._recording = False
@@ -340,13 +342,22 @@ class SessionActor:
         self._tenant_id = cli.tenant_id
         cli.binding.actor = self
 
-    def submit(self, run: Run, *, reserved: bool = False, hook_events: tuple[str, ...] | None = None) -> None:
+    def submit(
+        self,
+        run: Run,
+        *,
+        reserved: bool = False,
+        hook_events: tuple[str, ...] | None = None,
+        log_end: int | None = None,
+    ) -> None:
         """Queue a run begun for this session. `hook_events`: the tenant's, as read when the run began
-        (so the run need not read them again)."""
+        (so the run need not read them again); `log_end`: the session's last seq as that begin left it."""
         if reserved:
             self.unreserve()
         if hook_events is not None:
             self._hook_events[run.id] = hook_events
+        if log_end is not None:
+            self._log_end[run.id] = log_end
         self._waiting_runs += 1
         self._queue.put_nowait(run)
 
@@ -718,14 +729,22 @@ class SessionActor:
             self._budget_limit is None or self._cost_so_far + budget > self._budget_limit
         )
 
-    async def _ensure_connection(self, spec: AgentSpec) -> ConnectionPump:
+    async def _ensure_connection(self, spec: AgentSpec, *, log_end: int | None = None) -> ConnectionPump:
+        """The session's pump, on a new CLI when there is none (or `spec` needs another). `log_end`: the
+        log's last seq as the run's begin left it, for a pooled (or early) CLI's first run."""
         if self._pump is not None and self._needs_new_connection(spec):
             await self._disconnect()
         # The log's end is read while the CLI starts: nothing appends to it meanwhile but this actor
         # (its run's RUNNING came first, and hooks are not logged before the pump).
         last_seq_read: asyncio.Future[int] | None = None
         if self._warm is not None and self._pump is None:
-            last_seq_read = asyncio.ensure_future(self._last_seq())
+            if log_end is None:
+                last_seq_read = asyncio.ensure_future(self._last_seq())
+            else:
+                # A new session's first run, begun by startRun: its own log's end, with no read (nothing
+                # else has written to the session).
+                last_seq_read = asyncio.get_running_loop().create_future()
+                last_seq_read.set_result(log_end)
             try:
                 # A CLI startRun started for this new session may still be connecting.
                 await self._warm.started()
@@ -971,6 +990,7 @@ class SessionActor:
 
     async def _execute(self, run: Run) -> Outcome:
         known = self._hook_events.pop(run.id, None)
+        log_end = self._log_end.pop(run.id, None)
         ahead = self._ahead
         if ahead is not None and ahead.run_id == run.id and ahead.confirmed:
             # Its prompt went to the CLI while the run was committed (send_ahead): the turn is under way.
@@ -985,7 +1005,7 @@ class SessionActor:
             # The registry changed (a restart) between queueing and running: the run cannot have it.
             return Outcome("FAILED", error=exc.message)
         try:
-            pump = await self._ensure_connection(spec)
+            pump = await self._ensure_connection(spec, log_end=log_end)
         except AgentFailure as exc:
             return Outcome("FAILED", error=f"the agent could not start: {exc.reason}")
         try:
