@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -128,3 +129,45 @@ async def until_waiting_for_a_lock(db: Database, timeout: float = 30) -> None:
             return
         assert loop.time() < deadline, "no startRun waited for the tenant's row"
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=MODES)
+async def quiet_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, scripted_model: ScriptedModelServer
+) -> AsyncIterator[Stack]:
+    """A dispatcher that only runs when woken: its periodic poll must not land in what is counted."""
+    async with running_stack(
+        request.param, tmp_path, scripted_model, "caga_early_quiet", dispatch_poll_seconds=600
+    ) as running:
+        yield running
+
+
+async def test_a_new_sessions_first_run_reads_nothing_beside_startruns_transaction(
+    quiet_stack: Stack,
+) -> None:
+    """The run is begun in startRun's transaction, which reads what the run's CLI needs: no dispatcher
+    round, no read of the tenant's hook events of its own, no read of the log's end by the session's
+    actor, each a transaction more while the CLI starts on the same cores."""
+    db = quiet_stack.api.services.db
+    seen: list[tuple[str, str]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        task = asyncio.current_task()
+        seen.append((task.get_name() if task is not None else "", " ".join(statement.split())))
+
+    async with quiet_stack.client() as client:
+        # The tenant's first new session: its CLI waits for a read of the hook events.
+        first = await start_ok(client, prompt="[scenario:echo] first")
+        assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+        sa.event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            second = await start_ok(client, prompt="[scenario:echo] second")
+            assert second["run"]["status"] == "RUNNING"
+            assert (await wait_for_run(client, second["run"]["id"]))["status"] == "COMPLETED"
+        finally:
+            sa.event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+    dispatcher = [s for task, s in seen if task == "run-dispatch"]
+    hook_event_reads = [s for _, s in seen if "FROM webhooks" in s]
+    log_end_reads = [s for _, s in seen if s.startswith("SELECT sessions.last_seq")]
+    assert (dispatcher, len(hook_event_reads), log_end_reads) == ([], 1, [])
