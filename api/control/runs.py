@@ -202,6 +202,11 @@ class RunControl:
             )
             # Rates and the tenant's bound on active runs; RateLimited rolls back all of the above.
             await self.limits.admit_run(principal, session)
+            statuses = [lifecycle.status_event(run.id, "QUEUED")]
+            if begin_here:
+                # The log reads as for any run: queued, then running.
+                statuses.append(lifecycle.status_event(run.id, "RUNNING"))
+            records: list[EventRecord] | None = None
             if created and warm is not None:
                 # Ours from the start: the pooled (or early) CLI lives on this replica, so its run must
                 # too. Claimed after the tenant's row, just before the commit: in a burst, startRuns wait
@@ -211,15 +216,27 @@ class RunControl:
                 claim_sent = self.manager.leases.now()
                 if reservation is not None:
                     reservation.claim_sent = claim_sent
-                warm_token = await LeaseRepository(session).claim(
-                    row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
-                )
+                leases = LeaseRepository(session)
+                if begin_here:
+                    # As for a follow-up begun here: the same statement marks the new session RUNNING
+                    # and takes the seqs of the run's two events (one trip to its row, not three).
+                    claimed = await leases.claim_to_run(
+                        row.id,
+                        self.manager.replica,
+                        ttl_seconds=self.manager.leases.ttl,
+                        at=now,
+                        seqs=len(statuses),
+                    )
+                    if claimed is not None:
+                        warm_token = claimed[0]
+                        records = self.event_log.numbered_in(
+                            session, row.id, statuses, last_seq=claimed[1], at=now
+                        )
+                else:
+                    warm_token = await leases.claim(
+                        row.id, self.manager.replica, ttl_seconds=self.manager.leases.ttl
+                    )
             token = warm_token
-            statuses = [lifecycle.status_event(run.id, "QUEUED")]
-            if begin_here:
-                # The log reads as for any run: queued, then running.
-                statuses.append(lifecycle.status_event(run.id, "RUNNING"))
-            records: list[EventRecord] | None = None
             if begin_here and warm is None:
                 # After the tenant's row, as every startRun locks them. A live lease of ours keeps its
                 # token; any other answer means the CLI here is no longer the session's. The same
