@@ -46,7 +46,13 @@ class Subscription:
                 found = await SessionRepository(db).get(str(session_id), tenant_id=principal.tenant_id)
             return found is not None
 
-        if not await until_database_answers(visible, what="session_events", session_id=str(session_id)):
+        # Without token deltas the session's tenant is checked by the replay's first read (session_events'
+        # tenant_id). With them, first: their demand is registered before the replay, and must never be
+        # for another tenant's session.
+        checked_by_replay = not include_partial_messages
+        if not checked_by_replay and not await until_database_answers(
+            visible, what="session_events", session_id=str(session_id)
+        ):
             raise NotFound("Session", str(session_id))
         settings = services.settings
         async for record in session_events(
@@ -57,6 +63,7 @@ class Subscription:
             include_partial=bool(include_partial_messages),
             page_size=settings.replay_page_size,
             catchup_seconds=settings.catchup_poll_seconds,
+            tenant_id=principal.tenant_id if checked_by_replay else None,
         ):
             yield shared_event(record)
 

@@ -113,6 +113,19 @@ class EventLog:
             rows = await EventRepository(session).list_after(session_id, after_seq, limit)
         return [EventRecord.from_model(row) for row in rows]
 
+    async def read_of_tenant(
+        self, session_id: str, after_seq: int, limit: int, *, tenant_id: str
+    ) -> list[EventRecord] | None:
+        """As read, or None when the session does not exist or is another tenant's: the check rides
+        along with the page (EventRepository.page_of_tenant)."""
+        async with self.db.session() as session:
+            rows = await EventRepository(session).page_of_tenant(
+                session_id, after_seq, limit, tenant_id=tenant_id
+            )
+        if rows is None:
+            return None
+        return [EventRecord(*row) for row in rows]
+
     async def publish_session_change(
         self, tenant_id: str, session_id: str, kind: str, *, snapshot: dict[str, Any] | None = None
     ) -> None:

@@ -18,6 +18,7 @@ from functools import partial
 
 import structlog
 
+from api.errors import NotFound
 from api.events.bus import EventBus, Resync
 from api.events.db_retry import until_database_answers
 from api.events.log import EventLog
@@ -35,8 +36,13 @@ async def session_events(
     include_partial: bool,
     page_size: int,
     catchup_seconds: float,
+    tenant_id: str | None = None,
 ) -> AsyncIterator[EventRecord]:
-    """Every durable event with seq > after_seq exactly once and in order, then live, forever."""
+    """Every durable event with seq > after_seq exactly once and in order, then live, forever.
+
+    `tenant_id`: raise NotFound, before anything is yielded, unless the session is that tenant's; the
+    check rides along with the replay's first read rather than costing a transaction of its own before
+    the subscription (a new session's, on the way to its first answer, or a client's on every turn)."""
     last = after_seq
     shared = event_log.shared_reads
     loop = asyncio.get_running_loop()
@@ -45,7 +51,7 @@ async def session_events(
         if include_partial:
             # Before the replay: deltas are published only while someone wants them.
             await stack.enter_async_context(event_log.partial_demand.wanted_here(session_id))
-        async for record in _read_log(event_log, session_id, last, page_size):
+        async for record in _read_log(event_log, session_id, last, page_size, tenant_id):
             last = record.seq
             yield record
         shared.join(session_id)
@@ -83,9 +89,22 @@ async def session_events(
 
 
 async def _read_log(
-    event_log: EventLog, session_id: str, after_seq: int, page_size: int
+    event_log: EventLog, session_id: str, after_seq: int, page_size: int, tenant_id: str | None = None
 ) -> AsyncIterator[EventRecord]:
     cursor = after_seq
+    if tenant_id is not None:
+        checked = await until_database_answers(
+            partial(event_log.read_of_tenant, session_id, cursor, page_size, tenant_id=tenant_id),
+            what="session_events",
+            session_id=session_id,
+        )
+        if checked is None:
+            raise NotFound("Session", session_id)
+        for record in checked:
+            cursor = record.seq
+            yield record
+        if len(checked) < page_size:
+            return
     while True:
         page = await until_database_answers(
             partial(event_log.read, session_id, cursor, page_size),

@@ -20,7 +20,7 @@ from persistence.models import utcnow
 from persistence.repositories.runs import RunRepository
 from persistence.repositories.sessions import SessionRepository
 from tests.conftest import Stack
-from tests.documents import start_ok, wait_for_run
+from tests.documents import start_ok, wait_for_run, watch
 from tests.support.graphql_ws import GraphQLWSClient
 
 SESSIONS = """
@@ -136,3 +136,28 @@ async def test_operations_on_one_websocket_do_not_share_loaders(stack: Stack) ->
             await wait_for_run(client, edge["node"]["id"])
     assert len(before["data"]["session"]["runs"]["edges"]) == 1
     assert len(after["data"]["session"]["runs"]["edges"]) == 2
+
+
+async def test_a_session_events_subscription_checks_the_tenant_with_its_first_read(stack: Stack) -> None:
+    """Its start reads the session's tenant with the replay's first page: no read of the session of its
+    own (a transaction more, on every turn of a client that subscribes per turn)."""
+    engine = stack.api.services.db.engine.sync_engine
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+        started = await start_ok(client, prompt="watch me")
+        await wait_for_run(client, started["run"]["id"])
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            sub = await watch(ws, started["session"]["id"])
+            first = await sub.next(timeout=30)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        await sub.complete()
+
+    assert first["data"]["sessionEvents"]["seq"] == 1
+    assert [s for s in seen if s.startswith("SELECT sessions.")] == []
+    assert len([s for s in seen if "FROM events" in s]) == 1
