@@ -147,7 +147,8 @@ async def test_a_new_sessions_first_run_reads_nothing_beside_startruns_transacti
 ) -> None:
     """The run is begun in startRun's transaction, which reads what the run's CLI needs: no dispatcher
     round, no read of the tenant's hook events of its own, no read of the log's end by the session's
-    actor, each a transaction more while the CLI starts on the same cores."""
+    actor, each a transaction more while the CLI starts on the same cores. In that transaction one
+    statement claims the new session's lease, marks it RUNNING and takes its events' seqs."""
     db = quiet_stack.api.services.db
     seen: list[tuple[str, str]] = []
 
@@ -162,6 +163,7 @@ async def test_a_new_sessions_first_run_reads_nothing_beside_startruns_transacti
         sa.event.listen(db.engine.sync_engine, "before_cursor_execute", record)
         try:
             second = await start_ok(client, prompt="[scenario:echo] second")
+            during_start = list(seen)
             assert second["run"]["status"] == "RUNNING"
             assert (await wait_for_run(client, second["run"]["id"]))["status"] == "COMPLETED"
         finally:
@@ -171,3 +173,5 @@ async def test_a_new_sessions_first_run_reads_nothing_beside_startruns_transacti
     hook_event_reads = [s for _, s in seen if "FROM webhooks" in s]
     log_end_reads = [s for _, s in seen if s.startswith("SELECT sessions.last_seq")]
     assert (dispatcher, len(hook_event_reads), log_end_reads) == ([], 1, [])
+    session_updates = [s for _, s in during_start if s.startswith("UPDATE sessions")]
+    assert len(session_updates) == 1, session_updates
