@@ -73,8 +73,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ws=protocol_class(shared_compression=settings.ws_shared_compression),
         timeout_graceful_shutdown=10,
         lifespan="on",
+        loop=_loop(),
     )
     return 0
+
+
+def _loop() -> str:
+    """uvloop with CPython's process start (api/event_loop.py), where uvloop is installed."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "auto"
+    return "api.event_loop:AgentLoop"
 
 
 def _sandbox_line(settings: Settings) -> str:
