@@ -283,6 +283,7 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_u
                 # which would take the cores from whichever configuration runs next.
                 for c in pooled:
                     await wait_pool_full(c, warm_pool)
+                await settle()
                 sample = await configurations[name]()
                 samples.append(sample)
                 print(
@@ -292,6 +293,33 @@ async def main(rounds: int, warm_pool: int, compare: str | None = None, follow_u
                     flush=True,
                 )
     return samples
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all the machine's CPUs."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+async def settle(busy_share: float = 0.15, window: float = 0.05, longest: float = 3.0) -> None:
+    """Until the machine is quiet (two windows in a row under `busy_share` of all its CPUs), at most
+    `longest` seconds. What a sample leaves running (its server committing and announcing the turn's
+    end, its idle CLI's own after-turn work) otherwise lands on the next sample: with the rounds' order
+    alone, a sample that came right after the bare SDK ran 0.1-0.2 s faster cold than one right after an
+    API configuration, and identical code on both sides of --compare measured 1.58x and 0.71x
+    (2026-11-28)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + longest
+    quiet = 0
+    busy, total = _cpu_times()
+    while quiet < 2 and loop.time() < deadline:
+        await asyncio.sleep(window)
+        now_busy, now_total = _cpu_times()
+        share = (now_busy - busy) / max(1, now_total - total)
+        busy, total = now_busy, now_total
+        quiet = quiet + 1 if share < busy_share else 0
 
 
 def summarise(samples: list[Sample]) -> list[Summary]:
