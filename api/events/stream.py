@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import structlog
@@ -92,25 +92,18 @@ async def _read_log(
     event_log: EventLog, session_id: str, after_seq: int, page_size: int, tenant_id: str | None = None
 ) -> AsyncIterator[EventRecord]:
     cursor = after_seq
-    if tenant_id is not None:
-        checked = await until_database_answers(
-            partial(event_log.read_of_tenant, session_id, cursor, page_size, tenant_id=tenant_id),
-            what="session_events",
-            session_id=session_id,
-        )
-        if checked is None:
-            raise NotFound("Session", session_id)
-        for record in checked:
-            cursor = record.seq
-            yield record
-        if len(checked) < page_size:
-            return
+    # The first page checks the session's tenant on the way (None: not the tenant's, or no such session).
+    check = tenant_id
     while True:
-        page = await until_database_answers(
-            partial(event_log.read, session_id, cursor, page_size),
-            what="session_events",
-            session_id=session_id,
-        )
+        read: Callable[[], Awaitable[list[EventRecord] | None]]
+        if check is not None:
+            read = partial(event_log.read_of_tenant, session_id, cursor, page_size, tenant_id=check)
+        else:
+            read = partial(event_log.read, session_id, cursor, page_size)
+        page = await until_database_answers(read, what="session_events", session_id=session_id)
+        if page is None:
+            raise NotFound("Session", session_id)
+        check = None
         for record in page:
             cursor = record.seq
             yield record

@@ -185,13 +185,7 @@ class SessionActor:
 
     @property
     def busy(self) -> bool:
-        return (
-            self.current_run is not None
-            or self._working
-            or self._reserved > 0
-            or self._ahead is not None
-            or not self._queue.empty()
-        )
+        return self.current_run is not None or self._busy_beside_the_current_run
 
     @property
     def only_recording(self) -> bool:
@@ -199,13 +193,11 @@ class SessionActor:
         client that read the run as over may send the session's next turn at once, which can then
         begin on this CLI once that write is done (RunManager.reserve_start). Nothing of the run uses
         the CLI any more."""
-        return (
-            self._recording
-            and not self._working
-            and self._reserved == 0
-            and self._ahead is None
-            and self._queue.empty()
-        )
+        return self._recording and not self._busy_beside_the_current_run
+
+    @property
+    def _busy_beside_the_current_run(self) -> bool:
+        return self._working or self._reserved > 0 or self._ahead is not None or not self._queue.empty()
 
     @property
     def has_live_cli(self) -> bool:
