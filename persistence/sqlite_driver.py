@@ -17,10 +17,12 @@ raises; server-side (streaming) cursors are left to the stock adapter. It reache
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -28,7 +30,10 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import EMPTY_DICT
+
+_T = TypeVar("_T")
 
 # description, rowcount, lastrowid, rows
 _Outcome = tuple[Any, int, int | None, list[Any]]
@@ -145,3 +150,45 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 def one_trip_dbapi() -> OneTripDBAPI:
     return OneTripDBAPI(aiosqlite, sqlite3)
+
+
+class _Abandoned(Exception):
+    """The caller was cancelled before the thread reached the commit: rolled back instead."""
+
+
+async def run_committed(connection: AsyncConnection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """`work` on the connection's sqlite3 connection, then its commit, in one trip to aiosqlite's thread
+    (one thread hand-off instead of one per statement and one for the commit); rolled back if `work` raises.
+
+    A caller cancelled before the thread reached the commit writes nothing, as with a commit of its own
+    that had not gone out yet: the cancellation marks the work abandoned, and the thread checks that
+    mark after `work` and rolls back. So what another connection writes after the cancellation lands
+    after this work or without it, never before it: either `work` took the database's write lock first
+    (the other writer waits for this commit or rollback), or it waits for the other writer's commit,
+    which goes out a thread trip after the cancellation at the earliest, when the mark is set already
+    (the cancelled task receives its CancelledError at the loop's next turn and sets it there).
+
+    `connection` must not be in a transaction of SQLAlchemy's (nothing executed on it yet)."""
+    raw = await connection.get_raw_connection()
+    adapter = cast(OneTripConnection, raw.dbapi_connection)
+    driver = cast(aiosqlite.Connection, raw.driver_connection)
+    abandoned = threading.Event()
+
+    def run() -> _T:
+        sqlite = driver._conn
+        try:
+            result = work(sqlite)
+            if abandoned.is_set():
+                raise _Abandoned
+        except BaseException:
+            sqlite.rollback()
+            raise
+        sqlite.commit()
+        return result
+
+    async with adapter._execute_mutex:
+        try:
+            return cast(_T, await driver._execute(run))  # type: ignore[no-untyped-call]
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise

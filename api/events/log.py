@@ -17,7 +17,7 @@ from api.events.records import EventRecord, NewEvent, session_channel, tenant_ch
 from api.events.shared_reads import SharedLogReads
 from persistence.database import Database
 from persistence.models import utcnow
-from persistence.repositories.events import EventRepository
+from persistence.repositories.events import EventRepository, append_committed
 from persistence.repositories.leases import Fence
 
 log = structlog.get_logger(__name__)
@@ -45,10 +45,8 @@ class EventLog:
         if not items:
             return []
         at = utcnow()
-        async with self.db.session() as session:
-            rows = [(item.run_id, item.kind.value, item.payload) for item in items]
-            seqs = await EventRepository(session).append_alone(session_id, rows, at=at, fence=fence)
-            await session.commit()
+        rows = [(item.run_id, item.kind.value, item.payload) for item in items]
+        seqs = await append_committed(self.db.engine, session_id, rows, at=at, fence=fence)
         metrics.EVENTS_APPENDED.inc(len(seqs))
         records = [
             EventRecord(session_id, seq, item.run_id, item.kind.value, item.payload, at)

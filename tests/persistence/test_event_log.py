@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from persistence.database import Database
+from persistence.migrations import upgrade_head
 from persistence.models import utcnow
-from persistence.repositories.events import EventRepository
+from persistence.repositories.events import EventRepository, append_committed
 from persistence.repositories.sessions import SessionRepository
 from persistence.repositories.tenants import TenantRepository
+from persistence.sqlite_driver import run_committed
 
 
 async def _session(db: Database) -> str:
@@ -61,18 +66,16 @@ async def test_reading_after_a_cursor_pages_in_order(db: Database) -> None:
 
 
 async def test_one_statement_appends_interleave_gaplessly_with_the_others(db: Database) -> None:
-    """EventRepository.append_alone (on PostgreSQL one statement) beside append: the row lock orders them
-    alike, and what it wrote reads back as given."""
+    """append_committed (on PostgreSQL one statement, on SQLite one trip to the driver's thread) beside
+    append: the row lock orders them alike, and what it wrote reads back as given."""
     session_id = await _session(db)
 
     async def alone(name: str) -> None:
         for i in range(10):
-            async with db.session() as session:
-                items = [
-                    (None if n else "run-1", "system", {"writer": name, "batch": i, "n": n}) for n in range(3)
-                ]
-                seqs = await EventRepository(session).append_alone(session_id, items, at=utcnow())
-                await session.commit()
+            items = [
+                (None if n else "run-1", "system", {"writer": name, "batch": i, "n": n}) for n in range(3)
+            ]
+            seqs = await append_committed(db.engine, session_id, items, at=utcnow())
             assert seqs == list(range(seqs[0], seqs[0] + 3))
 
     async def in_transaction(name: str) -> None:
@@ -96,16 +99,54 @@ async def test_one_statement_appends_interleave_gaplessly_with_the_others(db: Da
             assert [e.run_id for e in chunk] == ["run-1", None, None]
 
     odd = {"text": 'naïve ☃ "quoted" \\ back', "nested": {"list": [1, 2.5, None, True]}, "empty": {}}
-    async with db.session() as session:
-        repository = EventRepository(session)
-        [seq] = await repository.append_alone(session_id, [(None, "assistant", odd)], at=utcnow())
-        await session.commit()
+    at = utcnow()
+    [seq] = await append_committed(db.engine, session_id, [(None, "assistant", odd)], at=at)
     async with db.session() as session:
         [event] = await EventRepository(session).list_after(session_id, seq - 1, 1)
-    assert (event.seq, event.kind, event.payload) == (121, "assistant", odd)
+    assert (event.seq, event.kind, event.payload, event.created_at) == (121, "assistant", odd, at)
 
 
 async def test_a_one_statement_append_to_no_session_writes_nothing(db: Database) -> None:
-    async with db.session() as session:
-        with pytest.raises(sa.exc.NoResultFound):
-            await EventRepository(session).append_alone("nowhere", [(None, "system", {})], at=utcnow())
+    with pytest.raises(sa.exc.NoResultFound):
+        await append_committed(db.engine, "nowhere", [(None, "system", {})], at=utcnow())
+
+
+async def test_a_one_trip_commit_whose_writer_was_cancelled_writes_nothing_even_when_its_thread_ran_on(
+    tmp_path: Path,
+) -> None:
+    """SQLite's one-trip commit (run_committed) keeps a transaction's guarantee: the writer is cancelled
+    while its thread waits for another writer's lock; that writer then commits (a run's outcome), and the
+    thread, going on, rolls back instead of committing after it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'one_trip.sqlite3'}"
+    await upgrade_head(url)
+    db = Database(url)
+    try:
+        session_id = await _session(db)
+        waiting = threading.Event()
+
+        def work(sqlite: sqlite3.Connection) -> None:
+            waiting.set()
+            sqlite.execute("UPDATE sessions SET last_seq = last_seq + 1 WHERE id = ?", (session_id,))
+            sqlite.execute(
+                "INSERT INTO events (session_id, seq, run_id, kind, payload, created_at) VALUES "
+                "(?, (SELECT last_seq FROM sessions WHERE id = ?), NULL, 'system', '{}', '2026-01-01')",
+                (session_id, session_id),
+            )
+
+        async with db.session() as holder:
+            # The other writer takes the database's write lock first.
+            outcome = await EventRepository(holder).append(session_id, [(None, "status", {})], at=utcnow())
+            async with db.engine.connect() as connection:
+                cancelled = asyncio.create_task(run_committed(connection, work))
+                assert await asyncio.to_thread(waiting.wait, 10)
+                cancelled.cancel()
+                await holder.commit()
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled
+        async with db.session() as session:
+            events = await EventRepository(session).list_after(session_id, 0, 10)
+            last_seq = await SessionRepository(session).last_seq(session_id)
+        assert [(e.seq, e.kind) for e in events] == [(outcome[0].seq, "status")]
+        assert last_seq == outcome[0].seq
+    finally:
+        await db.dispose()
