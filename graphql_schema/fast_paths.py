@@ -26,11 +26,12 @@ per operation and named as Strawberry names them; a field with an extension (per
 an exception handler, a `root`/`parent` parameter or any argument Strawberry would convert keeps
 Strawberry's resolver.
 
-Arguments that are all plain scalars (`first: Int`, `after: String`…) passed on as they came: for each
-call of a resolver with arguments (a listing's `runs(first:)`, once per session) Strawberry's
-`convert_arguments` walks every argument's type (optional? Maybe? list? input? enum? GlobalID?) to find
-that a scalar's value is kept as it is. The check is made once per field (`convert_scalar_arguments`);
-any other field still has Strawberry's conversion.
+Arguments converted by converters made once per argument type (graphql_schema/input_converters.py): for
+each call of a resolver with arguments (a mutation's `input:`, a listing's `runs(first:)`, once per
+session) Strawberry's `convert_arguments` walks every argument's type (optional? Maybe? list? input?
+enum? GlobalID?), and for an input every field's name and type, all again; a follow-up startRun's input
+took about 0.2 ms to convert, a third of executing the mutation. The walk is made once per field
+(`_arguments_plan`); a type it does not handle is converted by Strawberry's `convert_argument` still.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ from strawberry import Schema, relay
 from strawberry.scalars import is_scalar
 from strawberry.schema import schema_converter
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types.arguments import StrawberryArgument
+from strawberry.types.arguments import StrawberryArgument, convert_argument
 from strawberry.types.base import StrawberryMaybe, StrawberryObjectDefinition, StrawberryOptional
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
+
+from graphql_schema.input_converters import Converter, Unsupported, converter
 
 
 def apply_fast_paths(schema: Schema) -> None:
@@ -168,19 +171,24 @@ def _by_class(by_class: dict[type, str], fallback: GraphQLTypeResolver) -> Graph
 _strawberry_convert_arguments: Callable[..., dict[str, Any]] = getattr(  # noqa: B009
     schema_converter, "convert_arguments"
 )
+# One argument: its GraphQL name, its Python name, its converter (None: the value as it came), and its
+# Strawberry type when Strawberry's own `convert_argument` converts it (input_converters.Unsupported).
+_Step = tuple[str, str, Converter | None, Any]
+_ArgumentsPlan = tuple[_Step, ...] | None
 # (id of a field's argument list, of the config, of the scalar registry) -> those three themselves (kept
-# alive, so none of the ids can name another object while the entry lives) and the arguments' (GraphQL
-# name, Python name) pairs, or None when Strawberry converts them. A server's schema has a few dozen
-# fields with arguments; a process that builds schema after schema (the tests) would keep every one of
-# them alive, so past MAX_PLANS entries the map starts again (a plan is cheap to make).
-_Plan = tuple[tuple[str, str], ...] | None
-_plans: dict[tuple[int, int, int], tuple[list[StrawberryArgument], StrawberryConfig, Any, _Plan]] = {}
+# alive, so none of the ids can name another object while the entry lives) and how to convert the
+# arguments, or None when Strawberry converts them all. A server's schema has a few dozen fields with
+# arguments; a process that builds schema after schema (the tests) would keep every one of them alive, so
+# past MAX_PLANS entries the map starts again (a plan is cheap to make).
+_PlanEntry = tuple[list[StrawberryArgument], StrawberryConfig, Any, _ArgumentsPlan]
+_plans: dict[tuple[int, int, int], _PlanEntry] = {}
 MAX_PLANS = 1024
 
 
 def convert_scalar_arguments() -> None:
-    """Arguments of plain scalar types passed on as they came (see the module); the converter Strawberry's
-    resolvers call (a module global of its schema converter) is replaced once, for every schema."""
+    """Arguments converted as planned once per field (see the module and graphql_schema/input_converters.py);
+    the converter Strawberry's resolvers call (a module global of its schema converter) is replaced once,
+    for every schema."""
     setattr(schema_converter, "convert_arguments", _convert_arguments)  # noqa: B010
 
 
@@ -194,14 +202,54 @@ def _convert_arguments(
     key = (id(arguments), id(config), id(scalar_registry))
     entry = _plans.get(key)
     if entry is None:
-        entry = (arguments, config, scalar_registry, _plan(arguments, scalar_registry, config))
+        entry = (arguments, config, scalar_registry, _arguments_plan(arguments, scalar_registry, config))
         if len(_plans) >= MAX_PLANS:
             _plans.clear()
         _plans[key] = entry
     plan = entry[3]
     if plan is None:
         return _strawberry_convert_arguments(value, arguments, scalar_registry, config, info)
-    return {python: value[name] for name, python in plan if name in value}
+    kwargs: dict[str, Any] = {}
+    for name, python_name, convert, by_strawberry in plan:
+        if name in value:
+            if by_strawberry is not None:
+                kwargs[python_name] = convert_argument(
+                    value[name], by_strawberry, scalar_registry, config, info, path=(name,)
+                )
+            elif convert is None:
+                kwargs[python_name] = value[name]
+            else:
+                kwargs[python_name] = convert(value[name])
+    return kwargs
+
+
+def _arguments_plan(
+    arguments: list[StrawberryArgument], scalar_registry: Any, config: StrawberryConfig
+) -> _ArgumentsPlan:
+    """How `_convert_arguments` converts each argument: by a converter made for its type, or, for a type
+    input_converters leaves to Strawberry, by Strawberry's `convert_argument`; None (Strawberry's
+    `convert_arguments` for all) when an argument has no Python name, which Strawberry asserts."""
+    steps: list[_Step] = []
+    for argument in arguments:
+        if argument.python_name is None:
+            return None
+        type_ = argument.type
+        try:
+            steps.append(
+                (
+                    config.name_converter.from_argument(argument),
+                    argument.python_name,
+                    converter(type_, scalar_registry, config),
+                    None,
+                )
+            )
+        except Unsupported:
+            steps.append((config.name_converter.from_argument(argument), argument.python_name, None, type_))
+    return tuple(steps)
+
+
+# The arguments' (GraphQL name, Python name) pairs, or None when not all of them are plain scalars.
+_Plan = tuple[tuple[str, str], ...] | None
 
 
 def _plan(arguments: list[StrawberryArgument], scalar_registry: Any, config: StrawberryConfig) -> _Plan:
