@@ -10,6 +10,9 @@ to 100 watchers (issue 10), for hooks that do nothing to a result without errors
 without errors when every extension that has such a hook is known to touch errors only
 (:data:`ERROR_ONLY_STREAM_HOOKS`); any other extension, or any result with errors, takes Strawberry's
 path unchanged. ``get_results`` is asked only of the extensions that define it (the base returns ``{}``).
+
+Its operation, parsing, validation and execution hooks are Strawberry's, found through a per-class cache
+(graphql_schema/extension_hooks.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.utils.await_maybe import await_maybe
 
+from graphql_schema.extension_hooks import CachedExecuting, CachedOperation, CachedParsing, CachedValidation
 from graphql_schema.extensions import ErrorCodes
 
 # Extensions whose on_stream_result only reads or rewrites `result.errors` (MaskErrors also notes that it
@@ -52,6 +56,18 @@ class StreamingExtensionsRunner(SchemaExtensionsRunner):
         super().__init__(execution_context, extensions)
         self._skip_clean: bool | None = None
         self._with_results: list[SchemaExtension] | None = None
+
+    def operation(self) -> CachedOperation:
+        return CachedOperation(self.extensions)
+
+    def validation(self) -> CachedValidation:
+        return CachedValidation(self.extensions)
+
+    def parsing(self) -> CachedParsing:
+        return CachedParsing(self.extensions)
+
+    def executing(self) -> CachedExecuting:
+        return CachedExecuting(self.extensions)
 
     def on_stream_result(self, result: Any) -> StreamResultContextManager | _NoHooks:  # type: ignore[override]
         if type(result) is ExecutionResult and not result.errors and self._hooks_touch_errors_only():
