@@ -107,15 +107,17 @@ class AgentSpec:
     resume_at: str | None = None
 
     def connection_key(self) -> tuple[Any, ...]:
-        """Options that need a new CLI process when they change (resume does not)."""
-        values = dataclasses.asdict(self)
-        values.pop("resume")
-        values.pop("env")
-        values.pop("cli_path")
-        # Where a connection starts matters only when it starts; a live one just goes on.
-        values.pop("fork_from")
-        values.pop("resume_at")
-        return tuple(sorted((k, repr(v)) for k, v in values.items()))
+        """Options that need a new CLI process when they change (resume does not): (name, repr of the
+        value) in the order of the names. Read from the fields as they are, without `dataclasses.asdict`'s
+        deep copy (no field holds a dataclass, so the copies' reprs were the values' own); a follow-up's
+        startRun asks for it before its prompt goes to the CLI, and the copy was most of its cost."""
+        return tuple((name, repr(getattr(self, name))) for name in _KEYED_FIELDS)
+
+
+# Where a connection starts (resume, fork_from, resume_at) matters only when it starts, a live one just
+# goes on; env and cli_path come with each Launch.
+_NOT_KEYED = frozenset({"resume", "env", "cli_path", "fork_from", "resume_at"})
+_KEYED_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(AgentSpec) if f.name not in _NOT_KEYED))
 
 
 @dataclass(frozen=True)
