@@ -10,10 +10,11 @@ moves both alike), as the median per call of each side's rounds:
 - convert: startRun's arguments converted by Strawberry's `convert_arguments` against
   fast_paths._convert_arguments (converters made once per type, graphql_schema/input_converters.py);
 - execute: `schema.execute` of tests/documents.py's START_RUN with a context as get_context makes it,
-  with either converter in place;
+  with Strawberry's ways (old) or ours (new) in place (`strawberrys`: the argument conversion, the
+  extension hooks, MaskErrors' look at the result);
 - asgi: a whole POST /graphql through the real app (its middleware, FastAPI's routing and dependency
   injection, Strawberry's view, authentication from its cache, the rate limits), called as an ASGI app
-  in-process (no socket, no client library), with either converter in place;
+  in-process (no socket, no client library), old against new as for execute;
 - bare: for scale, what the app's work costs without FastAPI and Strawberry's HTTP view around it: the
   body parsed, get_context, `schema.execute`, the answer encoded, a response sent. Only a measure of what
   a dedicated POST /graphql route could save; nothing serves requests this way.
@@ -33,17 +34,23 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException as StrawberryHTTPException
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from strawberry.extensions import MaskErrors
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema import schema_converter
 
 from api import app as app_module
 from api import errors
-from api.app import create_app, get_context
+from api.app import AuthenticatedGraphQLRouter, create_app, get_context
 from api.auth import create_key
 from api.settings import Settings
 from graphql_schema import fast_paths
 from graphql_schema.context import Context
-from graphql_schema.schema import build_schema
+from graphql_schema.live.stream_hooks import StreamingExtensionsRunner
+from graphql_schema.schema import MaskWithRequestId, build_schema
 from tests.documents import START_RUN
 
 SESSION_ID = "00000000-0000-0000-0000-000000000001"
@@ -62,10 +69,21 @@ FULL = {
 }
 
 
+_OURS = {
+    name: StreamingExtensionsRunner.__dict__[name]
+    for name in ("operation", "validation", "parsing", "executing")
+}
+_OUR_MASK = MaskWithRequestId.__dict__["_process_result"]
+
+
 def strawberrys(on: bool) -> None:
-    """Strawberry's own argument conversion in place (on) or ours (off)."""
+    """Strawberry's own ways in place (on) or ours (off): the argument conversion (fast_paths), the
+    extension hooks (graphql_schema/extension_hooks.py) and MaskErrors' look at a result."""
     converter = fast_paths._strawberry_convert_arguments if on else fast_paths._convert_arguments
     setattr(schema_converter, "convert_arguments", converter)  # noqa: B010
+    for name, ours in _OURS.items():
+        setattr(StreamingExtensionsRunner, name, getattr(SchemaExtensionsRunner, name) if on else ours)
+    setattr(MaskWithRequestId, "_process_result", MaskErrors._process_result if on else _OUR_MASK)  # noqa: B010
 
 
 async def _not_found(principal: Any, request: Any) -> Any:
@@ -149,17 +167,28 @@ async def main(args: argparse.Namespace) -> None:
             built.append(build_schema(settings))
             return built[-1]
 
-        # The app's schema, to execute documents on it directly.
+        # The app's schema, to execute documents on it directly, and its GraphQL router.
         app_module.build_schema = capture  # type: ignore[attr-defined]
+        routers: list[AuthenticatedGraphQLRouter] = []
+        init = AuthenticatedGraphQLRouter.__init__
+
+        def keep(router: AuthenticatedGraphQLRouter, *args: Any, **kwargs: Any) -> None:
+            init(router, *args, **kwargs)
+            routers.append(router)
+
+        AuthenticatedGraphQLRouter.__init__ = keep  # type: ignore[method-assign]
         app = create_app(settings)
+        AuthenticatedGraphQLRouter.__init__ = init  # type: ignore[method-assign]
         async with app.router.lifespan_context(app):
             services = app.state.services
             services.run_control.start_run = _not_found
             key = (await create_key(services.db, tenant_name="bench", name="bench")).secret
-            await _report(app, built[0], key, services, args)
+            await _report(app, built[0], routers[0], key, services, args)
 
 
-async def _report(app: Any, schema: Any, key: str, services: Any, args: argparse.Namespace) -> None:
+async def _report(
+    app: Any, schema: Any, router: Any, key: str, services: Any, args: argparse.Namespace
+) -> None:
     rounds, calls = args.rounds, args.calls
     lines = []
 
@@ -223,7 +252,37 @@ async def _report(app: Any, schema: Any, key: str, services: Any, args: argparse
 
     strawberrys(False)
     lines.append(await compare("asgi (new) vs bare", post, bare, rounds, calls))
+
+    # POST /graphql served by a plain Starlette route in front of FastAPI's (what a dedicated route
+    # would save): get_context called directly, then Strawberry's view as FastAPI's endpoint calls it.
+    direct = _direct_route(router)
+
+    async def through_direct() -> None:
+        app.router.routes.insert(0, direct)
+        try:
+            await post()
+        finally:
+            app.router.routes.remove(direct)
+
+    lines.append(await compare("asgi (new) vs direct route", post, through_direct, rounds, calls))
     print("\n".join(lines))
+
+
+def _direct_route(router: Any) -> Route:
+    async def endpoint(request: Request) -> Response:
+        context = await get_context(request)
+        # As FastAPI makes the `response` parameter Strawberry's endpoint takes.
+        sub_response = Response()
+        del sub_response.headers["content-length"]
+        sub_response.status_code = None  # type: ignore[assignment]
+        router.temporal_response = sub_response
+        try:
+            response: Response = await router.run(request=request, context=context, root_value=None)
+        except StrawberryHTTPException as exc:
+            return PlainTextResponse(exc.reason, status_code=exc.status_code)
+        return response
+
+    return Route("/graphql", endpoint, methods=["POST"])
 
 
 def _with(strawberry_converts: bool, run: Timed) -> Timed:
