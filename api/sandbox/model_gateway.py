@@ -12,64 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import structlog
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api.sandbox.upstream import DEFAULT_UPSTREAM, Forwarder, Upstream, environment_proxy, error
 from api.uvicorn_task import UvicornTask
 
-log = structlog.get_logger(__name__)
+__all__ = ["DEFAULT_UPSTREAM", "HOLD_SECONDS", "ModelGateway", "Pass", "Upstream"]
 
-DEFAULT_UPSTREAM = "https://api.anthropic.com"
 # What a CLI needs of the model API. Anything else (the console, OAuth, files of other users) stays shut.
 ALLOWED_PATH_PREFIX = "/v1/"
-# Credentials and hop-by-hop headers never cross the gateway in either direction.
-_DROP_REQUEST = frozenset(
-    {"host", "x-api-key", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length",
-     "proxy-authorization", "te", "upgrade"}
-)
-_DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where model calls really go, and with which of the operator's credentials."""
-
-    base_url: str
-    api_key: str | None = None
-    auth_token: str | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> Upstream:
-        """The operator's ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN and custom headers."""
-        headers: dict[str, str] = {}
-        for line in (env.get("ANTHROPIC_CUSTOM_HEADERS") or "").splitlines():
-            name, sep, value = line.partition(":")
-            if sep and name.strip():
-                headers[name.strip()] = value.strip()
-        return cls(
-            base_url=(env.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM).rstrip("/"),
-            api_key=env.get("ANTHROPIC_API_KEY") or None,
-            auth_token=env.get("ANTHROPIC_AUTH_TOKEN") or None,
-            extra_headers=headers,
-        )
-
-    def auth_headers(self) -> dict[str, str]:
-        headers = dict(self.extra_headers)
-        if self.api_key:
-            headers["x-api-key"] = self.api_key
-        if self.auth_token:
-            headers["authorization"] = f"Bearer {self.auth_token}"
-        return headers
 
 
 # The longest a model call waits at the gateway for a run whose begin is still committing (Pass.hold).
@@ -113,7 +69,7 @@ class ModelGateway:
         self.upstream = upstream
         self.socket_path = socket_path
         self._passes: dict[str, Pass] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._forward: Forwarder | None = None
         self._server: UvicornTask | None = None
 
     # -- passes ------------------------------------------------------------------------------------
@@ -142,10 +98,7 @@ class ModelGateway:
 
     async def start(self) -> None:
         self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Streams of a long turn may pause for minutes between tokens; connects must not.
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=15.0), follow_redirects=False
-        )
+        self._forward = Forwarder(self.upstream, environment_proxy(self.upstream.base_url, os.environ))
         self._server = UvicornTask(
             self,
             uds=str(self.socket_path),
@@ -161,50 +114,35 @@ class ModelGateway:
         if self._server is not None:
             await self._server.stop()
             self._server = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._forward is not None:
+            await self._forward.aclose()
+            self._forward = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Plain ASGI, no request and response objects: the gateway is on the way of every model call
+        # of every sandboxed turn, on the server's event loop.
         if scope["type"] != "http":
             return
-        response = await self._handle(Request(scope, receive))
-        await response(scope, receive, send)
-
-    async def _handle(self, request: Request) -> Response:
-        token = request.headers.get("x-api-key")
-        if token is None and request.headers.get("authorization", "").startswith("Bearer "):
-            token = request.headers["authorization"][7:]
+        token: str | None = None
+        bearer: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                token = value.decode("latin-1")
+            elif name == b"authorization" and value.startswith(b"Bearer "):
+                bearer = value[7:].decode("latin-1")
+        if token is None:
+            token = bearer
         held = self._passes.get(token or "")
         if held is not None:
             # Its run's begin may still be committing: the call waits for the outcome (Pass.hold).
             await held.wait_settled()
         issued = self._valid(token)
         if issued is None:
-            return _error(401, "authentication_error", "this pass is not valid (its run is over)")
-        path = request.url.path
+            await error(send, 401, "authentication_error", "this pass is not valid (its run is over)")
+            return
+        path: str = scope["path"]
         if not path.startswith(ALLOWED_PATH_PREFIX) or ".." in path:
-            return _error(403, "permission_error", f"the model gateway does not forward {path}")
-        assert self._client is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
-        headers.update(self.upstream.auth_headers())
-        url = self.upstream.base_url + path + (f"?{request.url.query}" if request.url.query else "")
-        outgoing = self._client.build_request(
-            request.method, url, headers=headers, content=request.stream()
-        )
-        try:
-            upstream = await self._client.send(outgoing, stream=True)
-        except httpx.HTTPError as exc:
-            log.warning("model_gateway.upstream_failed", session_id=issued.session_id, error=str(exc))
-            return _error(502, "api_error", f"the model API could not be reached: {type(exc).__name__}")
-        return StreamingResponse(
-            upstream.aiter_raw(),
-            status_code=upstream.status_code,
-            headers={k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE},
-            background=BackgroundTask(upstream.aclose),
-        )
-
-
-def _error(status: int, kind: str, message: str) -> Response:
-    # The Messages API's own error shape, so the CLI reports it as it would any API error.
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status)
+            await error(send, 403, "permission_error", f"the model gateway does not forward {path}")
+            return
+        assert self._forward is not None
+        await self._forward(issued.session_id, scope, receive, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,8 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from api.sandbox import upstream as upstream_module
 from api.sandbox.model_gateway import ModelGateway, Pass, Upstream
 from api.uvicorn_task import UvicornTask
+
+# Set when the upstream's endless stream ends: its caller went away.
+ENDLESS_CLOSED: list[asyncio.Event] = []
 
 
 async def echo(request: Request) -> Response:
@@ -26,26 +31,50 @@ async def echo(request: Request) -> Response:
                 yield f"data: {i}\n\n".encode()
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
+    if request.url.path.endswith("/endless"):
+        closed = asyncio.Event()
+        ENDLESS_CLOSED.append(closed)
+
+        async def endless() -> AsyncIterator[bytes]:
+            try:
+                yield b"data: 0\n\n"
+                await asyncio.Event().wait()  # a turn that streams on and on
+            finally:
+                closed.set()
+
+        return StreamingResponse(endless(), media_type="text/event-stream")
+    if "/status/" in request.url.path:
+        status = int(request.url.path.rsplit("/", 1)[1])
+        return JSONResponse({"type": "error"}, status_code=status, headers={"retry-after": "7"})
+    assert request.client is not None
     return JSONResponse(
         {
             "path": request.url.path,
             "query": request.url.query,
             "x-api-key": request.headers.get("x-api-key"),
             "authorization": request.headers.get("authorization"),
-            "custom": request.headers.get("x-custom"),
+            "custom": request.headers.getlist("x-custom"),
+            "content-length": request.headers.get("content-length"),
+            "transfer-encoding": request.headers.get("transfer-encoding"),
+            "client-port": request.client.port,
             "body": (await request.body()).decode(),
         }
     )
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[ModelGateway]:
-    upstream = UvicornTask(
+def echo_server(**config: Any) -> UvicornTask:
+    return UvicornTask(
         Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])]),
         name="upstream",
         log_level="warning",
         lifespan="off",
+        **config,
     )
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[ModelGateway]:
+    upstream = echo_server()
     await upstream.start()
     gateway = ModelGateway(
         Upstream(
@@ -82,7 +111,7 @@ async def test_an_open_pass_is_swapped_for_the_operators_key(gateway: ModelGatew
     assert seen["path"] == "/prefix/v1/messages"
     assert seen["query"] == "beta=true"
     assert seen["x-api-key"] == "operator-key"
-    assert seen["custom"] == "operator-header"
+    assert seen["custom"] == ["operator-header"]
     assert seen["body"] == '{"model":"m"}'
     assert issued.token not in str(seen)
 
@@ -181,3 +210,112 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert loop.time() < deadline, "the calls did not reach the gateway"
         await asyncio.sleep(0.01)
+
+
+async def test_a_body_goes_on_with_its_length_and_a_large_one_streams_through(
+    gateway: ModelGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model cannot start before it has the whole request: a body comes in whole and goes on with its
+    length, even one the CLI sent chunked. Beyond BUFFERED_BODY_BYTES it streams (the server holds no
+    more than that of a call), with the CLI's length if it gave one."""
+    monkeypatch.setattr(upstream_module, "BUFFERED_BODY_BYTES", 1000)
+    issued = gateway.issue("session-1")
+    issued.open = True
+    small, large = b'{"small": true}', b'{"large": "' + b"x" * 300_000 + b'"}'
+
+    async def pieces(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    async with client(gateway, issued.token) as http:
+        answers = [
+            await http.post("/v1/messages", content=small),
+            await http.post("/v1/messages", content=pieces(small)),
+            await http.post("/v1/messages", content=large),
+            await http.post("/v1/messages", content=pieces(large)),
+        ]
+    seen = [answer.json() for answer in answers]
+    assert [s["body"].encode() for s in seen] == [small, small, large, large]
+    framing = [(s["content-length"], s["transfer-encoding"]) for s in seen]
+    assert framing == [
+        (str(len(small)), None),
+        (str(len(small)), None),
+        (str(len(large)), None),
+        (None, "chunked"),
+    ]
+
+
+async def test_calls_share_a_kept_alive_upstream_connection(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        ports = [(await http.post("/v1/messages", content=b"{}")).json()["client-port"] for _ in range(3)]
+    assert len(set(ports)) == 1
+
+
+async def test_the_operators_headers_replace_the_clis(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        answer = await http.post(
+            "/v1/messages",
+            content=b"{}",
+            headers={"X-Custom": "from-the-cli", "Authorization": "Bearer cli-token"},
+        )
+    seen = answer.json()
+    assert seen["custom"] == ["operator-header"]
+    assert seen["authorization"] is None
+    assert seen["x-api-key"] == "operator-key"
+
+
+async def test_an_upstream_error_comes_back_as_it_is(gateway: ModelGateway) -> None:
+    issued = gateway.issue("session-1")
+    issued.open = True
+    async with client(gateway, issued.token) as http:
+        answer = await http.post("/v1/status/529", content=b"{}")
+    assert answer.status_code == 529
+    assert answer.headers["retry-after"] == "7"
+    assert answer.json() == {"type": "error"}
+
+
+async def test_a_cli_that_goes_away_ends_its_upstream_stream(gateway: ModelGateway) -> None:
+    """A stream of a long turn whose CLI disconnected (its turn interrupted, the CLI killed) must not go
+    on costing the operator tokens until the model finishes."""
+    issued = gateway.issue("session-1")
+    issued.open = True
+    ENDLESS_CLOSED.clear()
+    async with client(gateway, issued.token) as http, http.stream("POST", "/v1/endless") as answer:
+        async for chunk in answer.aiter_bytes():
+            assert chunk == b"data: 0\n\n"
+            break
+        assert ENDLESS_CLOSED
+        assert not ENDLESS_CLOSED[0].is_set()
+    # The CLI's connection is closed: the upstream's stream ends.
+    await asyncio.wait_for(ENDLESS_CLOSED[0].wait(), 10)
+
+
+async def test_the_upstream_is_reached_through_the_environments_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY of the server's environment, as httpx's client honoured it: the upstream's name does
+    not resolve, only the proxy (the echo server, which answers an absolute-form request as any other)
+    can answer."""
+    proxy = echo_server()
+    await proxy.start()
+    for name in ("http_proxy", "all_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    gateway = ModelGateway(
+        Upstream(base_url="http://model.invalid/prefix", api_key="k"), tmp_path / "gw.sock"
+    )
+    await gateway.start()
+    try:
+        issued = gateway.issue("s")
+        issued.open = True
+        async with client(gateway, issued.token) as http:
+            answer = await http.post("/v1/messages", content=b"{}")
+        assert answer.status_code == 200
+        assert answer.json()["path"] == "/prefix/v1/messages"
+    finally:
+        await gateway.stop()
+        await proxy.stop()
