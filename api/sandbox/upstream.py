@@ -2,9 +2,10 @@
 forwarding of one call to it.
 
 Every model call of a sandboxed CLI passes here, so this is httpcore's connection pool driven directly
-(keep-alive, TLS, an HTTP(S) or SOCKS proxy from the environment) with the request's headers as the ASGI
-server gave them: httpx's client added its request and response models, its header merging and, for a
-streamed request body, chunked transfer encoding to a call whose body had a length. A body up to
+(keep-alive, TLS, an HTTP(S) or SOCKS proxy from the environment), on asyncio's own transports
+(api/sandbox/network.py), with the request's headers as the ASGI server gave them: httpx's client added
+its request and response models, its header merging and, for a streamed request body, chunked transfer
+encoding to a call whose body had a length. A body up to
 BUFFERED_BODY_BYTES is read whole (the model cannot start before it has all of it) and sent with its
 length; a larger one streams through, so a sandbox cannot make the server hold more than that of a call.
 """
@@ -24,6 +25,8 @@ import httpx
 import orjson
 import structlog
 from starlette.types import Receive, Scope, Send
+
+from api.sandbox.network import AsyncioBackend
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +161,7 @@ class Forwarder:
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
+            network_backend=AsyncioBackend(),
         )
 
     async def aclose(self) -> None:

@@ -1,5 +1,5 @@
 """The gateway's side toward the model API: the proxy it takes from the environment, and TLS to the
-upstream on both event loops the server may run."""
+upstream on both event loops the server may run (its own network backend, api/sandbox/network.py)."""
 
 from __future__ import annotations
 
