@@ -107,6 +107,11 @@ class ModelGateway:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            # Nothing of the sandbox is a proxy to trust, and the answer's headers are the model API's:
+            # uvicorn's own Server and Date would go beside the upstream's.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
         )
         await self._server.start()
 

@@ -275,6 +275,8 @@ async def test_an_upstream_error_comes_back_as_it_is(gateway: ModelGateway) -> N
         answer = await http.post("/v1/status/529", content=b"{}")
     assert answer.status_code == 529
     assert answer.headers["retry-after"] == "7"
+    # The model API's headers, not the gateway's server's beside them.
+    assert len(answer.headers.get_list("date")) == 1
     assert answer.json() == {"type": "error"}
 
 
