@@ -321,3 +321,17 @@ async def test_the_upstream_is_reached_through_the_environments_proxy(
     finally:
         await gateway.stop()
         await proxy.stop()
+
+
+async def test_large_bodies_go_through_whole_both_ways(gateway: ModelGateway) -> None:
+    """Megabytes each way (an image-laden request, the echo of it): more than the gateway buffers of a
+    request, more than its upstream connection reads ahead of the CLI (api/sandbox/network.py pauses
+    reading the socket then), and nothing lost or reordered."""
+    issued = gateway.issue("session-1")
+    issued.open = True
+    body = bytes(range(256)) * (12 * 1024 * 1024 // 256)
+    async with client(gateway, issued.token) as http:
+        answer = await http.post("/v1/messages", content=body.hex().encode(), timeout=60)
+    seen = answer.json()
+    assert seen["content-length"] == str(2 * len(body))
+    assert bytes.fromhex(seen["body"]) == body
