@@ -17,9 +17,10 @@ with the WebSocket already open (as a frontend keeps it). Each sample takes:
   It pays for a subscription's start (authorisation, the live channel, a read of the log) on every turn;
   shown for what it costs, not the target.
 
-Both follow-up columns are divided by the same bare SDK follow-up. With `--follow-ups N`, a session makes N
-follow-ups of each kind (the kept-open ones first, then the re-subscribing ones) and a sample's figure per
-column is their median.
+Every follow-up, the bare SDK's too, goes out after the same pause: once the machine is quiet again after
+the turn before (between_turns). Both follow-up columns are divided by the same bare SDK follow-up. With
+`--follow-ups N`, a session makes N follow-ups of each kind (the kept-open ones first, then the
+re-subscribing ones) and a sample's figure per column is their median.
 
 The API's servers and the bare SDK call the same scripted model, which runs in this process: a model API
 is remote in production, so a server's own `--scripted-model` (on the server's event loop) would charge
@@ -120,6 +121,8 @@ def bare_sdk(model_url: str, work: Path, follow_ups: int = 1) -> Measure:
             cold = await _first_answer(client, started)
             times = []
             for _ in range(follow_ups):
+                # As through the API: a follow-up comes after a pause (see between_turns).
+                await between_turns()
                 started = time.perf_counter()
                 await client.query(FOLLOW_UP)
                 times.append(await _first_answer(client, started))
@@ -166,6 +169,7 @@ def through_api(
 
     async def kept_open(session_id: str, sub: Subscription, seen: set[str], last_seq: list[int]) -> float:
         """startRun while the subscription opened for the cold turn keeps reading (as a frontend's does)."""
+        await between_turns()
         started = time.perf_counter()
         # The answer may arrive before startRun's HTTP response: read the socket meanwhile.
         waiting = asyncio.ensure_future(answer(sub, seen, last_seq))
@@ -180,6 +184,7 @@ def through_api(
 
     async def resubscribed(session_id: str, seen: set[str], last_seq: list[int]) -> float:
         """startRun, then a new subscription resuming after the last seq this client saw."""
+        await between_turns()
         started = time.perf_counter()
         result = await start_ok(http, prompt=FOLLOW_UP, sessionId=session_id)
         async with await ws.subscribe(WATCH, {"sessionId": session_id, "afterSeq": last_seq[0]}) as sub:
@@ -320,6 +325,16 @@ async def settle(busy_share: float = 0.15, window: float = 0.05, longest: float 
         share = (now_busy - busy) / max(1, now_total - total)
         busy, total = now_busy, now_total
         quiet = quiet + 1 if share < busy_share else 0
+
+
+async def between_turns() -> None:
+    """The pause before every follow-up, on every side alike: the machine quiet again (settle), as it is
+    when a person reads an answer before sending the next prompt. Without it the bare SDK's follow-up
+    went out the moment its ResultMessage arrived, while the API's waited for its run to be reported
+    finished (HTTP round trips): the bare CLI then answered from caches still warm from its last turn.
+    Measured on the bare SDK alone, 8 interleaved rounds (2026-11-28): follow-ups right after the last
+    turn 29-30 ms, after a 0.1 s pause and a settle 44-53 ms, after 1 s 39-46 ms."""
+    await settle()
 
 
 def summarise(samples: list[Sample]) -> list[Summary]:
