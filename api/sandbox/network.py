@@ -122,12 +122,9 @@ class _Protocol(asyncio.Protocol):
     async def wait_readable(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         self._reader = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
-            await waiter
+            await _within(waiter, timeout)
         finally:
-            if timer is not None:
-                timer.cancel()
             self._reader = None
 
     async def drain(self, timeout: float | None) -> None:
@@ -135,13 +132,20 @@ class _Protocol(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         self._drained = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
-            await waiter
+            await _within(waiter, timeout)
         finally:
-            if timer is not None:
-                timer.cancel()
             self._drained = None
+
+
+async def _within(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """`waiter`, or TimeoutError after `timeout`: one timer, not a cancel scope per wait."""
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter) if timeout is not None else None
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
