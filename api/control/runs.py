@@ -60,9 +60,7 @@ def _title(prompt: str) -> str:
 
 
 class RunControl:
-    def __init__(
-        self, settings: Settings, event_log: EventLog, manager: RunManager, limits: Limits
-    ) -> None:
+    def __init__(self, settings: Settings, event_log: EventLog, manager: RunManager, limits: Limits) -> None:
         self.settings = settings
         self.limits = limits
         self.event_log = event_log
@@ -164,6 +162,7 @@ class RunControl:
             await self.budgets.check(session, principal, now)
             created = request.session_id is None
             warm_token: int | None = None
+            fresh: AgentSession | None = None
             claim_sent = 0.0
             if request.session_id is None:
                 row = await sessions.create(
@@ -228,9 +227,9 @@ class RunControl:
                         seqs=len(statuses),
                     )
                     if claimed is not None:
-                        warm_token = claimed[0]
-                        records = self.event_log.numbered_in(
-                            session, row.id, statuses, last_seq=claimed[1], at=now
+                        warm_token, fresh = claimed.token, claimed.session
+                        records = await self.event_log.numbered_in(
+                            session, row.id, statuses, last_seq=claimed.last_seq, at=now
                         )
                 else:
                     warm_token = await leases.claim(
@@ -251,10 +250,12 @@ class RunControl:
                     at=now,
                     seqs=len(statuses),
                 )
-                if claimed is None or claimed[0] != reservation.actor.lease_token:
+                if claimed is None or claimed.token != reservation.actor.lease_token:
                     raise _LeaseMoved()
-                token = claimed[0]
-                records = self.event_log.numbered_in(session, row.id, statuses, last_seq=claimed[1], at=now)
+                token, fresh = claimed.token, claimed.session
+                records = await self.event_log.numbered_in(
+                    session, row.id, statuses, last_seq=claimed.last_seq, at=now
+                )
             if begin_here and token is None:
                 raise _LeaseMoved()
             hook_events: tuple[str, ...] = ()
@@ -278,10 +279,12 @@ class RunControl:
                 target_id=run.id,
                 details={"sessionId": row.id, "onBusy": request.on_busy, "promptChars": len(request.prompt)},
             )
-            # Read before the commit, in the transaction that wrote it (the status changes above are
-            # statements, not attribute sets): after the commit the read would begin a transaction of
-            # its own, a round trip and a pool checkout more on every run's start.
-            fresh = await sessions.get(row.id)
+            if fresh is None:
+                # Read before the commit, in the transaction that wrote it (the status changes above are
+                # statements, not attribute sets): after the commit the read would begin a transaction
+                # of its own, a round trip and a pool checkout more on every run's start. A claim for a
+                # run begun here answered the row already.
+                fresh = await sessions.get(row.id)
             await session.commit()
             if warm is not None and warm_token is not None:
                 # At once, before the dispatcher here can start the session cold.

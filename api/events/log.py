@@ -75,7 +75,7 @@ class EventLog:
         metrics.EVENTS_APPENDED.inc(len(rows))
         return [EventRecord.from_model(row) for row in rows]
 
-    def numbered_in(
+    async def numbered_in(
         self,
         session: AsyncSession,
         session_id: str,
@@ -85,8 +85,8 @@ class EventLog:
         at: datetime,
     ) -> list[EventRecord]:
         """As append_in, for seqs the caller already took from the session's row in this unit of work
-        (`last_seq`: the last one; LeaseRepository.claim_to_run): inserted with its next flush."""
-        rows = EventRepository(session).add_numbered(
+        (`last_seq`: the last one; LeaseRepository.claim_to_run)."""
+        rows = await EventRepository(session).insert_numbered(
             session_id, [(item.run_id, item.kind.value, item.payload) for item in items], last=last_seq, at=at
         )
         metrics.EVENTS_APPENDED.inc(len(rows))

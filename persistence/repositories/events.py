@@ -38,6 +38,7 @@ LogRow = sa.Row[str, int, str | None, str, Any, datetime]
 # The page only if the session is the tenant's: the check rides along with the page (PostgreSQL runs the
 # EXISTS once, as an InitPlan), so a page that has events costs one round trip, not two.
 _TENANTS_PAGE: sa.Select[Any] = _PAGE.where(sa.exists(_TENANTS_SESSION))
+_INSERT = cast(sa.Table, Event.__table__).insert()
 
 
 # The pump's append on PostgreSQL (append_committed): the seq allocation (fenced or not) and
@@ -190,9 +191,7 @@ class EventRepository:
         if not items:
             return []
         last = await self._take_seqs(session_id, len(items), at, fence)
-        events = self.add_numbered(session_id, items, last=last, at=at)
-        await self.session.flush()
-        return events
+        return await self.insert_numbered(session_id, items, last=last, at=at)
 
     async def _take_seqs(self, session_id: str, count: int, at: datetime, fence: Fence | None) -> int:
         """Take `count` seqs from the session's row (locking it until commit); the last one taken.
@@ -215,7 +214,7 @@ class EventRepository:
             raise sa.exc.NoResultFound(f"no session {session_id}")
         return last
 
-    def add_numbered(
+    async def insert_numbered(
         self,
         session_id: str,
         items: Sequence[tuple[str | None, str, dict[str, Any]]],
@@ -223,17 +222,23 @@ class EventRepository:
         last: int,
         at: datetime,
     ) -> list[Event]:
-        """Add events whose seqs the caller took from the session's row in this transaction (`last`: the
-        last one taken), without a flush: they are inserted with the unit of work's next one."""
+        """Insert events whose seqs the caller took from the session's row in this transaction (`last`:
+        the last one taken). A Core INSERT, at once: the events returned are not in the unit of work,
+        whose flush of them cost more CPU than the statement."""
         first = last - len(items) + 1
-        events = [
-            Event(
-                session_id=session_id, seq=first + i, run_id=run_id, kind=kind, payload=payload, created_at=at
-            )
+        rows = [
+            {
+                "session_id": session_id,
+                "seq": first + i,
+                "run_id": run_id,
+                "kind": kind,
+                "payload": payload,
+                "created_at": at,
+            }
             for i, (run_id, kind, payload) in enumerate(items)
         ]
-        self.session.add_all(events)
-        return events
+        await self.session.execute(_INSERT, rows)
+        return [Event(**row) for row in rows]
 
     async def list_after(self, session_id: str, after_seq: int, limit: int) -> Sequence[Event]:
         result = await self.session.execute(

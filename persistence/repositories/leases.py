@@ -9,10 +9,11 @@ refused once the row holds another one (`Fence`, `StaleLease`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,15 +60,76 @@ def db_later(dialect: str, seconds: float) -> sa.ColumnElement[Any]:
     return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds").op("||")("000")
 
 
+class RunClaim(NamedTuple):
+    """The lease claimed for a run begun at once (LeaseRepository.claim_to_run)."""
+
+    token: int
+    # The last of the seqs taken for the run's events.
+    last_seq: int
+    # The session's row as the claim left it: RUNNING, with the lease and seqs taken.
+    session: AgentSession
+
+
+def _lapsed_at(dialect: str) -> sa.ColumnElement[bool]:
+    return sa.or_(AgentSession.lease_expires_at.is_(None), AgentSession.lease_expires_at < db_now(dialect))
+
+
+@functools.cache
+def _claim_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
+    """The UPDATEs that take the lease for `owner` (keeping the token of a live lease of ours): claim's,
+    answering the token, and claim_to_run's, which also marks the session RUNNING and takes seqs. Built
+    once per dialect with their values as parameters: building them took a millisecond of CPU on every
+    run's start, beside the CLI the run had just sent its prompt to."""
+    owner = sa.bindparam("owner", type_=sa.String())
+    if dialect == "postgresql":
+        later = sa.func.clock_timestamp(type_=UTCDateTime()) + sa.bindparam("ttl", type_=sa.Interval())
+    else:
+        later = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", sa.bindparam("ttl", type_=sa.String())).op("||")(
+            "000"
+        )
+    lapsed = _lapsed_at(dialect)
+    ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(lapsed))
+    claiming = (
+        sa.update(AgentSession)
+        .where(
+            AgentSession.id == sa.bindparam("session_id"),
+            sa.or_(AgentSession.lease_owner.is_(None), AgentSession.lease_owner == owner, lapsed),
+        )
+        .values(
+            lease_owner=owner,
+            lease_expires_at=later,
+            lease_token=sa.case(
+                (ours_and_live, AgentSession.lease_token), else_=AgentSession.lease_token + 1
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    to_run = (
+        claiming.values(
+            status="RUNNING",
+            updated_at=sa.bindparam("at", type_=UTCDateTime()),
+            last_seq=AgentSession.last_seq + sa.bindparam("seqs", type_=sa.Integer()),
+        )
+        .returning(AgentSession)
+        # The caller's unit of work has the row loaded already: without this it would answer that
+        # object as it was, the token and seqs before the claim.
+        .execution_options(populate_existing=True)
+    )
+    return claiming.returning(AgentSession.lease_token), to_run
+
+
+def _claim_values(dialect: str, session_id: str, owner: str, ttl_seconds: float) -> dict[str, Any]:
+    ttl: object = timedelta(seconds=ttl_seconds) if dialect == "postgresql" else f"{ttl_seconds:+.3f} seconds"
+    return {"session_id": session_id, "owner": owner, "ttl": ttl}
+
+
 class LeaseRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.dialect = session.get_bind().dialect.name
 
     def _lapsed(self) -> sa.ColumnElement[bool]:
-        return sa.or_(
-            AgentSession.lease_expires_at.is_(None), AgentSession.lease_expires_at < db_now(self.dialect)
-        )
+        return _lapsed_at(self.dialect)
 
     def claimable_by(self, owner: str) -> sa.ColumnElement[bool]:
         """The session's lease is free, lapsed or already `owner`'s (a WHERE clause on sessions)."""
@@ -81,42 +143,26 @@ class LeaseRepository:
         """Take the lease (free, lapsed, or already ours) for `ttl_seconds`; returns its token, None when
         another replica holds it. A new holder, or a lapsed lease, starts a new generation; a live lease
         of ours keeps its token (an idle CLI of this replica goes on serving the session)."""
+        claim, _ = _claim_statements(self.dialect)
         result = await self.session.execute(
-            self._claiming(session_id, owner, ttl_seconds).returning(AgentSession.lease_token)
+            claim, _claim_values(self.dialect, session_id, owner, ttl_seconds)
         )
         token = result.scalar_one_or_none()
         return int(token) if token is not None else None
 
     async def claim_to_run(
         self, session_id: str, owner: str, *, ttl_seconds: float, at: datetime, seqs: int
-    ) -> tuple[int, int] | None:
+    ) -> RunClaim | None:
         """claim(), and in the same statement the session marked RUNNING with `seqs` event seqs taken
-        for the caller (who adds the events: EventRepository.add_numbered): (lease token, last seq
-        taken), or None (nothing changed) when another replica holds the lease. For a run begun as it
-        is queued on this replica's live CLI: one trip to the session's row instead of three."""
-        result = await self.session.execute(
-            self._claiming(session_id, owner, ttl_seconds)
-            .values(status="RUNNING", updated_at=at, last_seq=AgentSession.last_seq + seqs)
-            .returning(AgentSession.lease_token, AgentSession.last_seq)
-        )
-        row = result.one_or_none()
-        return (int(row[0]), int(row[1])) if row is not None else None
-
-    def _claiming(self, session_id: str, owner: str, ttl_seconds: float) -> sa.Update:
-        """The UPDATE that takes the lease for `owner`, keeping the token of a live lease of ours."""
-        ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(self._lapsed()))
-        return (
-            sa.update(AgentSession)
-            .where(AgentSession.id == session_id, self.claimable_by(owner))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=db_later(self.dialect, ttl_seconds),
-                lease_token=sa.case(
-                    (ours_and_live, AgentSession.lease_token), else_=AgentSession.lease_token + 1
-                ),
-            )
-            .execution_options(synchronize_session=False)
-        )
+        for the caller (who adds the events: EventRepository.insert_numbered), or None (nothing changed)
+        when another replica holds the lease. For a run begun as it is queued on this replica's live CLI:
+        one trip to the session's row instead of three, and the row as it now is (the unit of work's
+        object brought up to date), so the caller need not read it again."""
+        _, to_run = _claim_statements(self.dialect)
+        values = _claim_values(self.dialect, session_id, owner, ttl_seconds)
+        result = await self.session.execute(to_run, {**values, "at": at, "seqs": seqs})
+        row = result.scalar_one_or_none()
+        return RunClaim(row.lease_token, row.last_seq, row) if row is not None else None
 
     async def renew(self, owner: str, tokens: Mapping[str, int], *, ttl_seconds: float) -> set[str]:
         """Extend our leases; returns the ids still ours under the token we hold (not one another

@@ -76,6 +76,20 @@ _STARTED = (
     .order_by(_RUNS.c.session_id, _RUNS.c.created_at, _RUNS.c.id)
 )
 
+# startRun's statements, built once likewise: each of a follow-up's runs beside its CLI (send_ahead), so
+# the CPU spent building statements was taken from the agent's own turn (issue 10).
+_SESSION_AND_ACTIVE = (
+    sa.select(AgentSession, _RUNS.c.id)
+    .outerjoin(_RUNS, sa.and_(_RUNS.c.session_id == AgentSession.id, _RUNS.c.status.in_(ACTIVE_STATUSES)))
+    .where(AgentSession.id == sa.bindparam("session_id"), AgentSession.tenant_id == sa.bindparam("tenant_id"))
+    .order_by(_RUNS.c.created_at, _RUNS.c.id)
+    .execution_options(populate_existing=True)
+)
+_INSERT = _RUNS.insert()
+_QUEUED_AND_ACTIVE = sa.select(
+    sa.func.coalesce(sa.func.sum(sa.case((_RUNS.c.status == "QUEUED", 1), else_=0)), 0), sa.func.count()
+).where(_RUNS.c.tenant_id == sa.bindparam("tenant_id"), _RUNS.c.status.in_(ACTIVE_STATUSES))
+
 
 class RunRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -95,8 +109,9 @@ class RunRepository:
         started_on: str | None = None,
     ) -> Run:
         """A QUEUED run; with `started_on` (a replica id) a run already RUNNING there, begun as it
-        was queued (the caller holds the session's lease)."""
-        run = Run(
+        was queued (the caller holds the session's lease). Written at once with a Core INSERT: the object
+        returned is not in the unit of work (a flush of one would cost more than the insert)."""
+        values: dict[str, Any] = dict(
             id=run_id,
             session_id=session_id,
             tenant_id=tenant_id,
@@ -108,10 +123,10 @@ class RunRepository:
             created_at=at,
             replica=started_on,
             started_at=at if started_on is not None else None,
+            interrupt_requested=False,
         )
-        self.session.add(run)
-        await self.session.flush()
-        return run
+        await self.session.execute(_INSERT, values)
+        return Run(**values)
 
     async def get(self, run_id: str, *, tenant_id: str | None = None) -> Run | None:
         run = await self.session.get(Run, run_id, populate_existing=True)
@@ -180,11 +195,7 @@ class RunRepository:
         """The tenant's session and the ids of its runs QUEUED or RUNNING (oldest first), in one
         statement; None when the session does not exist or belongs to another tenant."""
         result = await self.session.execute(
-            sa.select(AgentSession, Run.id)
-            .outerjoin(Run, sa.and_(Run.session_id == AgentSession.id, Run.status.in_(ACTIVE_STATUSES)))
-            .where(AgentSession.id == session_id, AgentSession.tenant_id == tenant_id)
-            .order_by(Run.created_at, Run.id)
-            .execution_options(populate_existing=True)
+            _SESSION_AND_ACTIVE, {"session_id": session_id, "tenant_id": tenant_id}
         )
         rows = result.all()
         if not rows:
@@ -201,12 +212,7 @@ class RunRepository:
 
     async def count_queued_and_active_for_tenant(self, tenant_id: str) -> tuple[int, int]:
         """The tenant's QUEUED runs, and its QUEUED and RUNNING ones, in one statement."""
-        queued = sa.func.coalesce(sa.func.sum(sa.case((Run.status == "QUEUED", 1), else_=0)), 0)
-        result = await self.session.execute(
-            sa.select(queued, sa.func.count())
-            .select_from(Run)
-            .where(Run.tenant_id == tenant_id, Run.status.in_(ACTIVE_STATUSES))
-        )
+        result = await self.session.execute(_QUEUED_AND_ACTIVE, {"tenant_id": tenant_id})
         row = result.one()
         return int(row[0]), int(row[1])
 

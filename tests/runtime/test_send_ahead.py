@@ -103,6 +103,8 @@ async def test_a_follow_up_that_begins_runs_on_the_same_cli(bounded_stack: Stack
         for n in range(2):
             follow = await start_ok(client, prompt=f"[scenario:echo] follow-up {n}", sessionId=session_id)
             assert follow["run"]["status"] == "RUNNING"
+            # The session as the lease claim in startRun's transaction left it (not read again after).
+            assert follow["session"]["status"] == "RUNNING"
             assert (await wait_for_run(client, follow["run"]["id"]))["status"] == "COMPLETED"
             assert actor_of(stack, session_id)._pump is pump
         events = (await client.execute(EVENTS, {"sessionId": session_id}))["events"]
