@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -43,6 +43,7 @@ from persistence.repositories.sessions import SessionRepository
 from persistence.repositories.tenants import TenantRepository
 
 Items = Sequence[tuple[str | None, str, dict[str, Any]]]
+_T = TypeVar("_T")
 
 # --- The path before (commit bf4c5f0's EventLog.append and EventRepository.append_alone), frozen here. ---
 _SESSIONS = cast(sa.Table, AgentSession.__table__).c
@@ -218,8 +219,14 @@ async def _store(store: str, directory: Path) -> tuple[str, Callable[[], Awaitab
     return url, drop
 
 
-async def run(stores: list[str], samples: int, load_seconds: float) -> None:
-    print(f"1-event fenced appends, {samples} samples per path and condition, ms (after/before ratio)")
+async def each_store_and_load(
+    stores: list[str],
+    load_seconds: float,
+    measure: Callable[[Database], Awaitable[_T]],
+    report: Callable[[str, str, _T], None],
+) -> None:
+    """`measure` on a migrated database of each store, quiet and then beside a busy loop on each core
+    (`cpu_load`), each result handed to `report` with its store and condition."""
     with tempfile.TemporaryDirectory() as directory:
         for store in stores:
             url, drop = await _store(store, Path(directory))
@@ -230,14 +237,19 @@ async def run(stores: list[str], samples: int, load_seconds: float) -> None:
                     for condition in ("quiet", "loaded"):
                         if condition == "loaded":
                             with cpu_load(load_seconds):
-                                times = await _measure(db, samples)
+                                result = await measure(db)
                         else:
-                            times = await _measure(db, samples)
-                        _report(store, condition, times)
+                            result = await measure(db)
+                        report(store, condition, result)
                 finally:
                     await db.dispose()
             finally:
                 await drop()
+
+
+async def run(stores: list[str], samples: int, load_seconds: float) -> None:
+    print(f"1-event fenced appends, {samples} samples per path and condition, ms (after/before ratio)")
+    await each_store_and_load(stores, load_seconds, lambda db: _measure(db, samples), _report)
 
 
 def _report(store: str, condition: str, times: dict[str, list[float]]) -> None:

@@ -23,20 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from api.auth import Principal
-from benchmarks.commit_latency import _store, cpu_load, percentile
+from benchmarks.commit_latency import each_store_and_load, percentile
 from persistence.database import Database
-from persistence.migrations import upgrade_head
 from persistence.models import AgentSession, AuditEntry, Event, Run, Webhook, utcnow
 from persistence.repositories.audit import AuditRepository
 from persistence.repositories.events import EventRepository
@@ -249,24 +246,7 @@ def _report(store: str, condition: str, times: dict[str, tuple[list[float], list
 
 async def run(stores: list[str], samples: int, load_seconds: float) -> None:
     print(f"startRun's transaction for a follow-up begun here, {samples} samples per path and condition")
-    with tempfile.TemporaryDirectory() as directory:
-        for store in stores:
-            url, drop = await _store(store, Path(directory))
-            try:
-                await upgrade_head(url)
-                db = Database(url)
-                try:
-                    for condition in ("quiet", "loaded"):
-                        if condition == "loaded":
-                            with cpu_load(load_seconds):
-                                times = await _measure(db, samples)
-                        else:
-                            times = await _measure(db, samples)
-                        _report(store, condition, times)
-                finally:
-                    await db.dispose()
-            finally:
-                await drop()
+    await each_store_and_load(stores, load_seconds, lambda db: _measure(db, samples), _report)
 
 
 def main() -> None:
