@@ -262,15 +262,20 @@ def _report(store: str, condition: str, times: dict[str, list[float]]) -> None:
     print(f"{store:9} {condition:7} " + "   ".join(cells) + f"   mean ratio {mean_ratio:4.2f}x", flush=True)
 
 
-def main() -> None:
+def command_line(description: str | None, run: Callable[[list[str], int, float], Awaitable[None]]) -> None:
+    """`run(stores, samples, load_seconds)` with the options this benchmark and its siblings take."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--load-seconds", type=float, default=120.0, help="upper bound of each load phase")
     args = parser.parse_args()
     asyncio.run(run(args.stores.split(","), args.samples, args.load_seconds))
+
+
+def main() -> None:
+    command_line(__doc__, run)
 
 
 if __name__ == "__main__":

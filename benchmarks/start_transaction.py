@@ -20,7 +20,6 @@ invocations: the machine is shared and noisy.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.auth import Principal
-from benchmarks.commit_latency import each_store_and_load, percentile
+from benchmarks.commit_latency import command_line, each_store_and_load, percentile
 from persistence.database import Database
 from persistence.models import AgentSession, AuditEntry, Event, Run, Webhook, utcnow
 from persistence.repositories.audit import AuditRepository
@@ -250,14 +249,7 @@ async def run(stores: list[str], samples: int, load_seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--load-seconds", type=float, default=120.0, help="upper bound of each load phase")
-    args = parser.parse_args()
-    asyncio.run(run(args.stores.split(","), args.samples, args.load_seconds))
+    command_line(__doc__, run)
 
 
 if __name__ == "__main__":
