@@ -53,11 +53,23 @@ def db_now(dialect: str) -> sa.ColumnElement[Any]:
 
 def db_later(dialect: str, seconds: float) -> sa.ColumnElement[Any]:
     """The database's current time plus `seconds`."""
+    return _later(dialect, sa.literal(_offset(dialect, seconds), _offset_type(dialect)))
+
+
+def _later(dialect: str, offset: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The database's current time plus `offset`, a value of _offset's (a literal or a parameter)."""
     if dialect == "postgresql":
-        return sa.func.clock_timestamp(type_=UTCDateTime()) + sa.literal(
-            timedelta(seconds=seconds), sa.Interval()
-        )
-    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds").op("||")("000")
+        return sa.func.clock_timestamp(type_=UTCDateTime()) + offset
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", offset).op("||")("000")
+
+
+def _offset(dialect: str, seconds: float) -> object:
+    """`seconds` as the database adds them to a time: an interval, or SQLite's modifier text."""
+    return timedelta(seconds=seconds) if dialect == "postgresql" else f"{seconds:+.3f} seconds"
+
+
+def _offset_type(dialect: str) -> sa.types.TypeEngine[Any]:
+    return sa.Interval() if dialect == "postgresql" else sa.String()
 
 
 class RunClaim(NamedTuple):
@@ -81,12 +93,7 @@ def _claim_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
     once per dialect with their values as parameters: building them took a millisecond of CPU on every
     run's start, beside the CLI the run had just sent its prompt to."""
     owner = sa.bindparam("owner", type_=sa.String())
-    if dialect == "postgresql":
-        later = sa.func.clock_timestamp(type_=UTCDateTime()) + sa.bindparam("ttl", type_=sa.Interval())
-    else:
-        later = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", sa.bindparam("ttl", type_=sa.String())).op("||")(
-            "000"
-        )
+    later = _later(dialect, sa.bindparam("ttl", type_=_offset_type(dialect)))
     lapsed = _lapsed_at(dialect)
     ours_and_live = sa.and_(AgentSession.lease_owner == owner, sa.not_(lapsed))
     claiming = (
@@ -119,8 +126,7 @@ def _claim_statements(dialect: str) -> tuple[sa.Update, sa.Update]:
 
 
 def _claim_values(dialect: str, session_id: str, owner: str, ttl_seconds: float) -> dict[str, Any]:
-    ttl: object = timedelta(seconds=ttl_seconds) if dialect == "postgresql" else f"{ttl_seconds:+.3f} seconds"
-    return {"session_id": session_id, "owner": owner, "ttl": ttl}
+    return {"session_id": session_id, "owner": owner, "ttl": _offset(dialect, ttl_seconds)}
 
 
 class LeaseRepository:
