@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://…; unset means in-process fan-out (one replica)."
     )
+    control_legacy_channel: bool = Field(
+        default=True,
+        description="Also reach replicas of releases before the control channel was named after the "
+        "deployment, through the shared `control:runs` (a rolling upgrade); off once none runs.",
+    )
     data_dir: Path = Field(default=Path("./var"), description="Workspaces and agent state.")
     session_store: Literal["files", "database"] = Field(
         default="files",

@@ -288,3 +288,15 @@ class Transcript(Base):
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     mtime_ms: Mapped[int] = mapped_column(sa.BigInteger)
     summary: Mapped[dict[str, Any] | None]
+
+
+class Deployment(Base):
+    """The one row naming this deployment, the replicas that share this database: its id keeps their
+    control channel apart from another deployment's on the same Redis (api/control/channel.py)."""
+
+    __tablename__ = "deployment"
+    __table_args__ = (sa.CheckConstraint("singleton = 1", name="singleton"),)
+
+    singleton: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(sa.String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import orjson
-
 
 @dataclass(frozen=True)
 class Interrupt:
@@ -97,10 +95,9 @@ _NAMES = {kind: name for name, kind in _TYPES.items()}
 MESSAGE_TYPE = "command"
 
 
-def encode(command: Command) -> str:
-    return orjson.dumps(
-        {"type": MESSAGE_TYPE, "command": _NAMES[type(command)], "args": asdict(command)}
-    ).decode()
+def message_of(command: Command) -> dict[str, Any]:
+    """The control-channel message that carries `command` (decode reads it back)."""
+    return {"type": MESSAGE_TYPE, "command": _NAMES[type(command)], "args": asdict(command)}
 
 
 def decode(message: dict[str, Any]) -> Command | None:

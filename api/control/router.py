@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from api.control.commands import Command, Request, encode
+from api.control.commands import Command, Request, message_of
 from api.events.bus import Resync
-from api.runtime.run_manager import CONTROL_CHANNEL, RunManager
+from api.runtime.run_manager import RunManager
 
 
 class CommandRouter:
@@ -21,7 +21,7 @@ class CommandRouter:
         (or is not durable by nature), and the owner polls for what is."""
         if await self.manager.deliver_local(command):
             return
-        await self.manager.bus.publish(CONTROL_CHANNEL, encode(command))
+        await self.manager.control.publish(message_of(command))
 
     async def ask(self, command: Request, timeout: float) -> dict[str, Any] | None:
         """Send a command that answers on its `reply_to` channel; None when no answer came in time."""

@@ -15,12 +15,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 
 from api.control import commands
+from api.control.channel import ControlChannel
 from api.control.commands import Command, RewindFiles
-from api.events.bus import EventBus, Resync
+from api.events.bus import EventBus
 from api.events.log import EventLog
 from api.runtime import capacity, lifecycle, metrics
 from api.runtime.early_start import EarlyStarts
@@ -37,9 +37,6 @@ from persistence.models import Run
 from persistence.repositories.runs import RunRepository
 
 log = structlog.get_logger(__name__)
-
-CONTROL_CHANNEL = "control:runs"
-
 
 @dataclass(eq=False)
 class StartReservation:
@@ -67,6 +64,7 @@ class RunManager:
         self.db = db
         self.event_log = event_log
         self.bus = bus
+        self.control = ControlChannel(bus, db, legacy=settings.control_legacy_channel)
         self.replica = settings.replica_id
         self.launcher = launcher
         self.webhooks = WebhookDispatcher(settings, db)
@@ -103,7 +101,7 @@ class RunManager:
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="run-dispatch"),
             asyncio.create_task(self.reaper.run(), name="run-reaper"),
-            asyncio.create_task(self._control_loop(control_ready), name="run-control"),
+            asyncio.create_task(self.control.listen(self._on_control, control_ready), name="run-control"),
         ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(control_ready.wait(), timeout=10)
@@ -135,7 +133,7 @@ class RunManager:
         """A run was queued: wake this replica's dispatcher and, through the bus, every other one."""
         self.nudge()
         # Through the outbox: a silent Redis must not hold up startRun (the others also poll).
-        self.bus.publish_soon(CONTROL_CHANNEL, orjson.dumps({"type": "dispatch"}).decode())
+        await self.control.publish_soon({"type": "dispatch"})
 
     async def deliver_local(self, command: Command) -> bool:
         """Hand a command to this replica's actor for its session; False when there is none here."""
@@ -474,35 +472,18 @@ class RunManager:
     def _interrupt_local(self, run_id: str) -> bool:
         return any(actor.interrupt(run_id) for actor in self._actors.values())
 
-    async def _control_loop(self, ready: asyncio.Event) -> None:
-        while True:
-            try:
-                async with self.bus.watch(CONTROL_CHANNEL) as watcher:
-                    ready.set()
-                    while True:
-                        item = await watcher.next(timeout=None)
-                        if item is None or isinstance(item, Resync):
-                            self.nudge()
-                            continue
-                        message = orjson.loads(item)
-                        if message.get("type") == commands.MESSAGE_TYPE:
-                            command = commands.decode(message)
-                            delivery: Coroutine[Any, Any, Any] | None = None
-                            if command is not None and command.session_id in self._actors:
-                                delivery = self.deliver_local(command)
-                            elif isinstance(command, RewindFiles) and self.can_execute:
-                                delivery = self._adopt_and_deliver(command)
-                            if delivery is not None:
-                                # Its own task: a model switch must not hold up the next interrupt.
-                                task = asyncio.create_task(delivery)
-                                self._deliveries.add(task)
-                                task.add_done_callback(self._deliveries.discard)
-                        else:
-                            self.nudge()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The database poll covers the gap; try the bus again shortly.
-                log.warning("control.watch_failed", exc_info=True)
-                ready.set()
-                await asyncio.sleep(1.0)
+    def _on_control(self, message: dict[str, Any] | None) -> None:
+        if message is None or message.get("type") != commands.MESSAGE_TYPE:
+            self.nudge()  # a dispatch wake-up, or messages may have been missed
+            return
+        command = commands.decode(message)
+        delivery: Coroutine[Any, Any, Any] | None = None
+        if command is not None and command.session_id in self._actors:
+            delivery = self.deliver_local(command)
+        elif isinstance(command, RewindFiles) and self.can_execute:
+            delivery = self._adopt_and_deliver(command)
+        if delivery is not None:
+            # Its own task: a model switch must not hold up the next interrupt.
+            task = asyncio.create_task(delivery)
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
