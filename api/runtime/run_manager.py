@@ -310,8 +310,9 @@ class RunManager:
         if self._actors.get(actor.session_id) is actor:
             del self._actors[actor.session_id]
 
-    def run_finished(self) -> None:
+    def run_finished(self, session_id: str) -> None:
         self._running = max(0, self._running - 1)
+        self.warm_pool.turn_ended(session_id)
         # A freed slot matters only to runs waiting for one: _dispatch_loop skips the round when none
         # were queued at its last count and nothing was announced since.
         self._wake.set()

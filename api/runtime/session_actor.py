@@ -549,7 +549,7 @@ class SessionActor:
                 self.current_run = None
                 self._recording = False
                 self.last_active = asyncio.get_running_loop().time()
-                self.manager.run_finished()
+                self.manager.run_finished(self.session_id)
 
     async def _end_without_record(self) -> None:
         """The lease moved on mid-run: kill the CLI (no interrupt: nothing it says can be written) and

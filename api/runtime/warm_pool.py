@@ -53,7 +53,8 @@ log = structlog.get_logger(__name__)
 REFILL_INTERVAL_SECONDS = 5.0
 # After a CLI failed to start, the pool waits this long before it tries again (not a tight crash loop).
 FAILURE_BACKOFF_SECONDS = 30.0
-# After a pooled CLI is taken, the pool waits this long before it starts another (see take()).
+# After a pooled CLI is taken, the pool waits until its session's first turn ends, at most this long,
+# before it starts another (see take()).
 REFILL_HOLD_SECONDS = 1.0
 
 
@@ -163,8 +164,11 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._backoff_until = 0.0
-        # No refill before this (event-loop time): a pooled CLI was just taken (take()).
+        # No refill before this (event-loop time), or before the turn of `_held_for` ends: its pooled
+        # CLI was just taken (take(), turn_ended()).
         self._hold_until = 0.0
+        self._held_for: str | None = None
+        self._hold_over = asyncio.Event()
         # Profiles a tenant's policy does not allow: never tried again for that tenant.
         self._refused: set[PoolKey] = set()
 
@@ -224,11 +228,21 @@ class WarmPool:
                 if cli.options == options:
                     del entries[index]
                     # Not at once: starting a CLI takes a core for a few hundred ms, and the CLI just
-                    # taken is about to prepare its first answer on the same cores.
+                    # taken is about to prepare its first answer on the same cores. Not a fixed while
+                    # either: a refill that began a second later landed on the session's follow-ups
+                    # (the warm pool's follow-up column of benchmarks.first_answer, 1.8x the bare SDK's).
+                    # Once the first turn is over, a person reads its answer: the cores are free.
                     self._hold_until = asyncio.get_running_loop().time() + REFILL_HOLD_SECONDS
+                    self._held_for = cli.session_id
+                    self._hold_over.clear()
                     self._wake.set()
                     return cli
         return None
+
+    def turn_ended(self, session_id: str) -> None:
+        """A run on this replica ended: if its session just took a pooled CLI, the refill may begin."""
+        if session_id == self._held_for:
+            self._hold_over.set()
 
     def evict_one(self) -> bool:
         """Stop one pooled CLI to make room for a run (the longest-waiting of the coldest tenant)."""
@@ -315,7 +329,9 @@ class WarmPool:
             self._wake.clear()
             hold = self._hold_until - asyncio.get_running_loop().time()
             if hold > 0:
-                await asyncio.sleep(hold)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hold_over.wait(), timeout=hold)
+            self._held_for = None
             try:
                 await self._refill()
             except Exception:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.runtime import metrics
+from api.runtime import metrics, warm_pool
 from api.runtime.run_manager import RunManager
 from api.runtime.sdk_adapter import transcript_path
 from api.scripted_model.server import ScriptedModelServer
@@ -184,6 +184,36 @@ async def test_a_pooled_cli_that_died_is_never_handed_to_a_run(
     assert run["status"] == "COMPLETED"
     # The dead CLI's folders went with it: no session was ever made of them.
     assert not dead.launch.paths.root.exists()
+
+
+async def test_the_pool_refills_once_the_first_turn_on_a_pooled_cli_is_over(
+    tmp_path: Path, scripted_model: ScriptedModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not during it (a CLI start would take a core from its first answer), and not a fixed while
+    later (that landed on the session's follow-ups): as the turn ends, with a hold far longer than it."""
+    monkeypatch.setattr(warm_pool, "REFILL_HOLD_SECONDS", 3600.0)
+    stack = await start_stack("embedded", tmp_path, scripted_model, warm_pool_size=1, max_live_agents=4)
+    manager = stack.api.services.run_manager
+    try:
+        async with stack.client() as client, GraphQLWSClient.connect(stack.api.ws_url, token=stack.key) as ws:
+            first = await start_ok(client, prompt="[scenario:echo] cold")
+            assert (await wait_for_run(client, first["run"]["id"]))["status"] == "COMPLETED"
+            tenant_id = await tenant_of(stack, first["session"]["id"])
+            await until(lambda: len(pooled_ids(manager, tenant_id)) == 1, "one pooled CLI")
+            taken = pooled_ids(manager, tenant_id)[0]
+
+            second = await start_ok(client, prompt="[scenario:write-file]")
+            assert second["session"]["id"] == taken
+            sub = await watch(ws, taken)
+            _, request = await requested(sub)
+            # Mid-turn, waiting on a person: the pool holds.
+            assert manager.warm_pool.live == 0
+            assert (await decide(client, request["id"], "ALLOW"))["__typename"] == "DecidePermissionSuccess"
+            await collect_until_run_ends(sub, second["run"]["id"])
+            await until(lambda: len(pooled_ids(manager, tenant_id)) == 1, "refilled after the turn")
+            assert taken not in pooled_ids(manager, tenant_id)
+    finally:
+        await stack.api.stop()
 
 
 async def test_a_run_profile_has_a_pool_of_its_own(
