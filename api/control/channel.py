@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import structlog
 
+from api.events import metrics
 from api.events.bus import EventBus, Resync
 from persistence.database import Database
 from persistence.repositories.deployment import deployment_id
@@ -101,6 +102,8 @@ class ControlChannel:
                             continue
                         if not isinstance(message, dict) or (legacy and MARK in message):
                             continue
+                        if legacy:
+                            metrics.LEGACY_CONTROL_MESSAGES.inc()
                         handle(message)
             except asyncio.CancelledError:
                 raise

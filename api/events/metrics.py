@@ -22,6 +22,11 @@ WATCHER_OVERFLOWS: Final = Counter(
     "agent_bus_watcher_overflows",
     "Times a watcher's bounded queue was full: its queue was dropped and it was told to resync.",
 )
+LEGACY_CONTROL_MESSAGES: Final = Counter(
+    "agent_control_legacy_messages",
+    "Unmarked messages heard on the fixed control channel `control:runs`: sent by replicas of a release "
+    "before the deployment-named channel (CONTROL_LEGACY_CHANNEL).",
+)
 RESYNCS: Final = Counter(
     "agent_bus_resyncs",
     "RESYNC markers handed to watchers, by reason.",

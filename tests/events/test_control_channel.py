@@ -16,6 +16,7 @@ import pytest
 from api.control import commands
 from api.control.channel import LEGACY, MARK, ControlChannel
 from api.control.commands import Interrupt
+from api.events import metrics
 from api.events.bus import EventBus
 from persistence.database import Database
 from persistence.migrations import upgrade_head
@@ -118,10 +119,13 @@ async def test_a_replica_of_an_earlier_release_hears_and_is_heard_on_the_fixed_c
         # The new replica acted on it once, from its named channel.
         assert await heard.until(to_old) == [to_old]
 
-        # Old to new: an unmarked message on `control:runs` reaches the new replica.
+        # Old to new: an unmarked message on `control:runs` reaches the new replica, and is counted
+        # (how an operator knows old replicas still talk).
+        heard_before = metrics.LEGACY_CONTROL_MESSAGES._value.get()
         to_new = str(uuid.uuid4())
         await old.publish(LEGACY, orjson.dumps(interrupt(to_new)).decode())
         assert to_new in await heard.until(to_new)
+        assert metrics.LEGACY_CONTROL_MESSAGES._value.get() > heard_before
 
         # Another deployment's marked copy on `control:runs` is not for it.
         foreign, after = str(uuid.uuid4()), str(uuid.uuid4())
