@@ -38,6 +38,7 @@ from persistence.repositories.runs import RunRepository
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass(eq=False)
 class StartReservation:
     """A run slot on this replica held for a run startRun begins as it queues it, on a CLI that is
