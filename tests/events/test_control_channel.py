@@ -18,6 +18,7 @@ from api.control.channel import LEGACY, MARK, ControlChannel
 from api.control.commands import Interrupt
 from api.events import metrics
 from api.events.bus import EventBus
+from api.events.bus_watcher import Watcher
 from persistence.database import Database
 from persistence.migrations import upgrade_head
 from tests.events.conftest import BusFactory
@@ -50,6 +51,17 @@ class Heard:
             while not heard or heard[-1] != session_id:
                 heard.append(await self.sessions.get())
         return heard
+
+
+async def old_replica_reads(watcher: Watcher, session_id: str) -> list[dict[str, Any]]:
+    """What a replica of an earlier release, watching `control:runs`, reads up to `session_id`'s command."""
+    messages: list[dict[str, Any]] = []
+    async with asyncio.timeout(WITHIN):
+        while not messages or session_of(messages[-1]) != session_id:
+            item = await watcher.next(timeout=WITHIN)
+            assert isinstance(item, str)
+            messages.append(orjson.loads(item))
+    return messages
 
 
 @asynccontextmanager
@@ -108,13 +120,7 @@ async def test_a_replica_of_an_earlier_release_hears_and_is_heard_on_the_fixed_c
         # New to old: the copy on `control:runs` is a command the old release decodes as before.
         to_old = str(uuid.uuid4())
         await new.publish(interrupt(to_old))
-        async with asyncio.timeout(WITHIN):
-            while True:
-                item = await old_replica.next(timeout=WITHIN)
-                assert isinstance(item, str)
-                message = orjson.loads(item)
-                if session_of(message) == to_old:
-                    break
+        message = (await old_replica_reads(old_replica, to_old))[-1]
         assert message[MARK] == await new.name()
         # The new replica acted on it once, from its named channel.
         assert await heard.until(to_old) == [to_old]
@@ -153,11 +159,7 @@ async def test_with_the_fixed_channel_off_a_replica_neither_sends_nor_hears_ther
         await bus.flush()
         done = str(uuid.uuid4())
         await bus.publish(LEGACY, orjson.dumps(interrupt(done)).decode())
-        seen: list[str | None] = []
-        while done not in seen:
-            item = await old_replica.next(timeout=WITHIN)
-            assert isinstance(item, str)
-            seen.append(session_of(orjson.loads(item)))
+        seen = [session_of(message) for message in await old_replica_reads(old_replica, done)]
         assert unheard in seen
         assert sent not in seen
         assert await heard.until(sent) == [sent]  # the publish_soon
