@@ -109,8 +109,9 @@ class PermissionControl:
                     "allowForSession": choice.allow_for_session,
                 },
             )
-            await session.commit()
+            # Before the commit: a read after it could fail a decision already written (lifecycle.finish).
             decided = await PermissionRepository(session).get(decided.id)
+            await session.commit()
         assert decided is not None
         await self.event_log.publish(records)
         await self.router.send(DecidePermission(session_id=decided.session_id, request_id=decided.id))

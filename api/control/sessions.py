@@ -108,8 +108,9 @@ class SessionControl:
                 target_id=session_id,
                 details=details,
             )
-            await session.commit()
+            # Before the commit, as every write here reads back (lifecycle.finish says why).
             row = await sessions.get(session_id)
+            await session.commit()
         assert row is not None
         await self.event_log.publish_session_change(principal.tenant_id, session_id, "UPDATED")
         return row

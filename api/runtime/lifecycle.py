@@ -56,8 +56,9 @@ async def begin(event_log: EventLog, run: Run, *, replica: str, lease_seconds: f
         records = await event_log.append_in(
             session, run.session_id, [status_event(run.id, "RUNNING")], at=now
         )
-        await session.commit()
+        # Read back before the commit, not after: the commit is the last statement (as in finish).
         fresh = await RunRepository(session).get(run.id)
+        await session.commit()
     assert fresh is not None
     return Transition(fresh, records, fresh.tenant_id, lease_token=token)
 
@@ -109,8 +110,12 @@ async def finish(
         records = await event_log.append_in(
             session, run.session_id, [status_event(run_id, status, error)], at=now, fence=fence
         )
-        await session.commit()
+        # The commit is the last statement. A read after it could fail in an outage that began as it
+        # committed: the caller would take a written outcome for a failed write, retry until it gave up
+        # on the session, and strand a follow-up already begun on its CLI (decision 13). Read inside the
+        # transaction, the row is also the one written: it is locked until the commit.
         fresh = await runs.get(run_id)
+        await session.commit()
     assert fresh is not None
     return Transition(fresh, records, fresh.tenant_id)
 

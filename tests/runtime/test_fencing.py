@@ -1,15 +1,22 @@
 """Leases on the database's clock, and the fencing token that refuses a stale holder's writes.
 
+A run's begin and outcome end with their commit: an outage that starts as one commits cannot make the
+caller take the written transition for a failed write.
+
 Two "replicas" in one process (two replica ids on one real database), on both storage modes: SQLite (the
 embedded default) and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from api.events.bus import EventBus
 from api.events.log import EventLog
@@ -150,3 +157,54 @@ async def test_the_reaper_fences_off_a_lapsed_holder_and_spares_a_live_one(event
         await event_log.append(
             lapsing.session_id, [text(lapsing.id, "late")], fence=Fence("r1", started.lease_token)
         )
+
+
+@contextmanager
+def outage_from_next_commit() -> Iterator[list[str]]:
+    """Every ORM statement fails once a transaction has committed, as when the database goes away just
+    as a commit is acknowledged; yields the statements refused so far."""
+    refused: list[str] = []
+    down = False
+
+    def on_commit(_: Session) -> None:
+        nonlocal down
+        down = True
+
+    def on_execute(state: ORMExecuteState) -> None:
+        if down:
+            refused.append(str(state.statement))
+            raise OperationalError(str(state.statement), {}, Exception("the database went away"))
+
+    event.listen(Session, "after_commit", on_commit)
+    event.listen(Session, "do_orm_execute", on_execute)
+    try:
+        yield refused
+    finally:
+        event.remove(Session, "after_commit", on_commit)
+        event.remove(Session, "do_orm_execute", on_execute)
+
+
+async def test_an_outage_as_a_transition_commits_does_not_fail_it(event_log: EventLog) -> None:
+    # Before, each read its run back after the commit: the outcome was written, its writer saw an
+    # error, retried through the outage and gave the session up (a follow-up begun meanwhile stayed
+    # RUNNING until reaped).
+    run = await queued_run(event_log.db)
+    with outage_from_next_commit() as refused:
+        started = await lifecycle.begin(event_log, run, replica="r1", lease_seconds=30)
+    assert started is not None
+    assert started.run.status == "RUNNING"
+    assert started.lease_token is not None
+    with outage_from_next_commit() as refused_after_outcome:
+        finished = await lifecycle.finish(
+            event_log, run.id, status="COMPLETED", fence=Fence("r1", started.lease_token)
+        )
+        # Nothing of the database is needed to announce it.
+        await lifecycle.announce(event_log, finished)
+    assert finished is not None
+    assert finished.run.status == "COMPLETED"
+    assert [record.payload["status"] for record in finished.records] == ["COMPLETED"]
+    assert refused == refused_after_outcome == []
+    async with event_log.db.session() as session:
+        stored = await RunRepository(session).get(run.id)
+    assert stored is not None
+    assert stored.status == "COMPLETED"
