@@ -73,4 +73,3 @@ def _watch_exit(loop: asyncio.AbstractEventLoop, transport: Any) -> None:
         transport._process_exited(code)
 
     loop.add_reader(pidfd, exited)
-

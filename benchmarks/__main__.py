@@ -112,9 +112,9 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             "SDK set up alike (new client, fresh config and working directories, no setting sources, "
             "unconfined); both call the same scripted model, in the benchmark's process, as a remote model "
             "API would be. Two follow-up columns, both over the bare SDK's follow-up (the next query on its "
-            "open stream): \"follow-up, kept-open subscription\", the answer arriving on the `sessionEvents` "
+            'open stream): "follow-up, kept-open subscription", the answer arriving on the `sessionEvents` '
             "subscription the cold turn opened, as a chat frontend keeps it (the follow-up target's "
-            "figure); and \"follow-up, new subscription with afterSeq\", a client that opens a new "
+            'figure); and "follow-up, new subscription with afterSeq", a client that opens a new '
             "subscription after each `startRun`, resuming after the last seq it saw. "
             "Medians of interleaved rounds, each sample and each follow-up, on every side alike, taken "
             "once the machine is quiet (at most 3 s after the turn before), as a person reads an answer "

@@ -163,16 +163,20 @@ async def main(rounds: int) -> None:
         / summary["unconfined"]["first_answer_median_s"],
         "follow_up": summary["sandboxed"]["follow_up_median_s"] / summary["unconfined"]["follow_up_median_s"],
     }
-    print(f"{'':12}{'first answer':>14}{'follow-up':>12}{'CLI RSS':>10}{'CLI PSS':>10}"
-          f"{'sandbox RSS':>13}{'sandbox PSS':>13}")
+    print(
+        f"{'':12}{'first answer':>14}{'follow-up':>12}{'CLI RSS':>10}{'CLI PSS':>10}"
+        f"{'sandbox RSS':>13}{'sandbox PSS':>13}"
+    )
     for mode, row in summary.items():
         print(
             f"{mode:12}{row['first_answer_median_s']:>13.3f}s{row['follow_up_median_s']:>11.3f}s"
             f"{row['cli_rss_mb']:>8.0f}MB{row['cli_pss_mb']:>8.0f}MB"
             f"{row['sandbox_rss_mb']:>11.1f}MB{row['sandbox_pss_mb']:>11.1f}MB"
         )
-    print(f"ratio sandboxed/unconfined: first answer {ratios['first_answer']:.2f}x, "
-          f"follow-up {ratios['follow_up']:.2f}x  ({rounds} interleaved rounds, medians)")
+    print(
+        f"ratio sandboxed/unconfined: first answer {ratios['first_answer']:.2f}x, "
+        f"follow-up {ratios['follow_up']:.2f}x  ({rounds} interleaved rounds, medians)"
+    )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"sandbox-{datetime.now():%Y%m%d-%H%M%S}.json"
     report = {"summary": summary, "ratios": ratios, "samples": [s.__dict__ for s in samples]}

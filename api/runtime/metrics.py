@@ -43,8 +43,7 @@ WARM_POOL_STARTED: Final = Counter(
 )
 PERMISSION_WAIT_SECONDS: Final = Histogram(
     "agent_permission_wait_seconds",
-    "From a permission request to its decision, by how it was decided (ALLOWED, DENIED, EXPIRED, "
-    "CANCELLED).",
+    "From a permission request to its decision, by how it was decided (ALLOWED, DENIED, EXPIRED, CANCELLED).",
     ["status"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900),
 )

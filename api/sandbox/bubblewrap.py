@@ -124,6 +124,8 @@ class Bubblewrap:
 
     def base_arguments(self) -> list[str]:
         """Everything but the session: namespaces, identity, system directories, /proc, /dev, /tmp."""
+        # Here and below, a flag and its values share a line: the formatter would give each its own.
+        # fmt: off
         args = [
             self.tools.bwrap,
             "--unshare-all",
@@ -138,6 +140,7 @@ class Bubblewrap:
             "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
         ]
+        # fmt: on
         for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             path = Path(top)
             if path.is_symlink():
@@ -157,6 +160,7 @@ class Bubblewrap:
             args += ["--ro-bind", _LOCALTIME, _LOCALTIME]
         for name in ("passwd", "group", "hosts"):
             args += ["--ro-bind", str(self._etc / name), f"/etc/{name}"]
+        # fmt: off
         args += [
             "--proc", "/proc",
             "--dev", "/dev",
@@ -164,6 +168,7 @@ class Bubblewrap:
             "--dir", HOME_INSIDE,
             "--ro-bind", str(self.tools.cli), CLI_INSIDE,
         ]
+        # fmt: on
         return args
 
     @staticmethod
@@ -180,6 +185,7 @@ class Bubblewrap:
         args = [*self.base_arguments(), "--ro-bind", str(self.gateway_socket), GATEWAY_INSIDE]
         if self.egress_socket is not None:
             args += ["--ro-bind", str(self.egress_socket), EGRESS_INSIDE]
+        # fmt: off
         args += [
             "--bind", str(paths.workspace), str(paths.workspace),
             "--bind", str(paths.agent_dir), str(paths.agent_dir),
@@ -187,6 +193,7 @@ class Bubblewrap:
             "--chdir", str(paths.workspace),
             "--clearenv",
         ]
+        # fmt: on
         for key, value in sorted(env.items()):
             args += ["--setenv", key, value]
         if self.egress_socket is None:
@@ -229,11 +236,13 @@ class Bubblewrap:
             "id -u; test -r /etc/shadow && echo shadow; touch /probe 2>/dev/null && echo writable; "
             f"{CLI_INSIDE} --version"
         )
+        # fmt: off
         args = [
             *self.base_arguments(), *self.sealed(),
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--", "/bin/sh", "-c", checks,
         ]
+        # fmt: on
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={}

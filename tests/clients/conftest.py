@@ -42,9 +42,7 @@ class NodePackage:
     node: str
     directory: Path
 
-    async def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 240
-    ) -> NodeResult:
+    async def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> NodeResult:
         """`node ARGS…` (or `node_modules/.bin/NAME ARGS…` when args[0] is a binary of the package)."""
         command = [self.node, *args]
         binary = self.directory / "node_modules" / ".bin" / args[0]
@@ -79,7 +77,12 @@ async def install(npm: str, directory: Path) -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     process = await asyncio.create_subprocess_exec(
-        npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error",
+        npm,
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--ignore-scripts",
+        "--loglevel=error",
         cwd=directory,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

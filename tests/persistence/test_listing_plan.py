@@ -14,7 +14,6 @@ from persistence.repositories.sessions import SessionQuery, SessionRepository
 INDEX = "ix_sessions_tenant_id_created_at_id"
 
 
-
 async def test_the_newest_sessions_of_a_tenant_are_read_from_the_index(db: Database) -> None:
     tenants = [str(uuid.uuid4()) for _ in range(3)]
     start = utcnow()

@@ -18,7 +18,6 @@ DAYS = 30
 RUNS_PER_DAY = 40
 
 
-
 async def test_a_tenants_day_is_summed_from_the_index(db: Database) -> None:
     tenants = [str(uuid.uuid4()) for _ in range(3)]
     start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)

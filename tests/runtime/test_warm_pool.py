@@ -89,9 +89,7 @@ async def test_two_sessions_from_the_pool_share_nothing(pooled_stack: Stack) -> 
         assert secret.read_text() == "hello\n"
 
         # The third, from the pool too, looks for the second's file and transcript.
-        transcript = transcript_path(
-            str(secret.parent.parent / "agent"), str(secret.parent), second_id
-        )
+        transcript = transcript_path(str(secret.parent.parent / "agent"), str(secret.parent), second_id)
         assert transcript.exists()
         command = f"ls -a .; cat {secret}; cat {transcript}; ls {secret.parent.parent.parent}"
         steps = [
@@ -156,7 +154,6 @@ async def test_the_pool_counts_against_the_budget_and_gives_way_first(
     assert 'agent_live_clis{state="warm"}' in text
     assert 'agent_live_clis{state="starting"}' in text
     assert "agent_memory_budget_bytes" in text
-
 
 
 async def test_a_pooled_cli_that_died_is_never_handed_to_a_run(

@@ -36,9 +36,7 @@ def bash_turn(command: str) -> str:
     return "[scenario]" + json.dumps(script)
 
 
-async def run_bash(
-    stack: Stack, key: str, command: str, session_id: str | None = None
-) -> tuple[str, str]:
+async def run_bash(stack: Stack, key: str, command: str, session_id: str | None = None) -> tuple[str, str]:
     """Run `command` as that tenant's agent; what the tool printed, and the session."""
     async with stack.client(key) as client:
         fields: dict[str, Any] = {"prompt": bash_turn(command), "allowedTools": ["Bash"]}

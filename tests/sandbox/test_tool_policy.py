@@ -19,8 +19,11 @@ from tests.documents import start_run
 
 POLICY = {
     "tenants": {
-        "tenant-b": {"allowedTools": ["Read", "Bash(npm test:*)"], "permissionModes": ["DEFAULT"],
-                     "deniedTools": ["WebFetch"]}
+        "tenant-b": {
+            "allowedTools": ["Read", "Bash(npm test:*)"],
+            "permissionModes": ["DEFAULT"],
+            "deniedTools": ["WebFetch"],
+        }
     }
 }
 
