@@ -109,7 +109,7 @@ class PermissionControl:
                     "allowForSession": choice.allow_for_session,
                 },
             )
-            # Before the commit: a read after it could fail a decision already written (lifecycle.finish).
+            # Read back before the commit, so the commit is the last statement (lifecycle.finish says why).
             decided = await PermissionRepository(session).get(decided.id)
             await session.commit()
         assert decided is not None

@@ -108,7 +108,7 @@ class SessionControl:
                 target_id=session_id,
                 details=details,
             )
-            # Before the commit, as every write here reads back (lifecycle.finish says why).
+            # Read back before the commit, so the commit is the last statement (lifecycle.finish says why).
             row = await sessions.get(session_id)
             await session.commit()
         assert row is not None
